@@ -1,0 +1,114 @@
+"""Service configuration: every setting the service reads, from the environment, with defaults.
+
+Each field's docstring names its environment variable. Durations carry their unit in the name.
+`Config.from_env()` is the only place that reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+from service.validation import limit
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the service refuses to start."""
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: str = "127.0.0.1:50051"
+    """STOCK_LISTEN: host:port of the gRPC server."""
+
+    database_url: str = ""
+    """STOCK_DATABASE_URL: PostgreSQL DSN (required; scripts/run.sh provides one for `make run`)."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """STOCK_REDIS_URL: Redis holding the read cache the service invalidates after each commit."""
+
+    redis_prefix: str = "stock:"
+    """STOCK_REDIS_PREFIX: prefix of every cache key the service deletes."""
+
+    admin_token: str = ""
+    """STOCK_ADMIN_TOKEN: bearer token for Adjust and SetStock. Empty: operator calls refused."""
+
+    metrics_listen: str = ""
+    """STOCK_METRICS_LISTEN: host:port for Prometheus /metrics. Empty: no metrics endpoint."""
+
+    batch_window_ms: int = 3
+    """STOCK_BATCH_WINDOW_MS: under concurrency, how long the committer waits for more changes
+    before writing a batch: a few ms of latency for far fewer PostgreSQL transactions. A lone
+    call does not wait."""
+
+    batch_operations_max: int = 10_000
+    """STOCK_BATCH_OPERATIONS_MAX: journal operations per PostgreSQL transaction (at most the
+    engine's JOURNAL_TAKE_OPERATIONS_MAX)."""
+
+    database_pool_size: int = 4
+    """STOCK_DATABASE_POOL_SIZE: asyncpg connections. One writer at a time; the rest serve
+    look-ups of reservations no longer in memory and maintenance."""
+
+    database_timeout_ms: int = 5_000
+    """STOCK_DATABASE_TIMEOUT_MS: bound on every SQL statement and on connecting."""
+
+    idempotency_retention_ms: int = 7 * 24 * 3_600_000
+    """STOCK_IDEMPOTENCY_RETENTION_MS: idempotency records older than this are pruned from
+    PostgreSQL (and so are not reloaded after a restart)."""
+
+    inflight_calls_max: int = 10_000
+    """STOCK_INFLIGHT_CALLS_MAX: concurrent RPCs; beyond it calls get RESOURCE_EXHAUSTED."""
+
+    sweep_interval_ms: int = 250
+    """STOCK_SWEEP_INTERVAL_MS: longest pause between two expiry sweeps."""
+
+    shutdown_grace_ms: int = 10_000
+    """STOCK_SHUTDOWN_GRACE_MS: time in-flight calls get to finish after SIGTERM."""
+
+    rebuild_backoff_initial_ms: int = 100
+    """STOCK_REBUILD_BACKOFF_INITIAL_MS: first pause between attempts to reach PostgreSQL."""
+
+    rebuild_backoff_max_ms: int = 5_000
+    """STOCK_REBUILD_BACKOFF_MAX_MS: the pause doubles up to this."""
+
+    log_level: str = "INFO"
+    """STOCK_LOG_LEVEL: Python logging level (DEBUG, INFO, WARNING, ...)."""
+
+    invalidation_queue_keys_max: int = 100_000
+    """STOCK_INVALIDATION_QUEUE_KEYS_MAX: cache keys waiting for deletion before drops start."""
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Config:
+        environ = dict(os.environ if environ is None else environ)
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            name = "STOCK_" + field.name.upper()
+            if name not in environ:
+                continue
+            raw = environ[name]
+            if field.type in ("int", int):
+                try:
+                    values[field.name] = int(raw)
+                except ValueError as exc:
+                    raise ConfigError(f"{name}={raw!r}: not an integer") from exc
+            else:
+                values[field.name] = raw
+        config = cls(**values)  # type: ignore[arg-type]
+        config.check()
+        return config
+
+    def check(self) -> None:
+        if not self.database_url:
+            raise ConfigError("STOCK_DATABASE_URL is required")
+        # The engine hands out at most this many operations per take_journal call.
+        take_max = limit("JOURNAL_TAKE_OPERATIONS_MAX")
+        if not 1 <= self.batch_operations_max <= take_max:
+            raise ConfigError(f"STOCK_BATCH_OPERATIONS_MAX must be 1..{take_max}")
+        positive = ("database_pool_size", "database_timeout_ms", "inflight_calls_max",
+                    "sweep_interval_ms", "rebuild_backoff_initial_ms", "rebuild_backoff_max_ms",
+                    "invalidation_queue_keys_max", "idempotency_retention_ms")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"STOCK_{name.upper()} must be positive")
+        if self.batch_window_ms < 0 or self.shutdown_grace_ms < 0:
+            raise ConfigError("STOCK_BATCH_WINDOW_MS and STOCK_SHUTDOWN_GRACE_MS must be >= 0")

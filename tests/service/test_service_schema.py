@@ -1,0 +1,52 @@
+"""The schema guards the invariants a second time and keeps the ledger append-only."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from service.persistence import migration_files
+
+
+async def test_migrations_are_recorded(db):
+    versions = [row["version"] for row in
+                await db.fetch("SELECT version FROM schema_migrations ORDER BY version")]
+    assert versions == [version for version, _, _ in migration_files()]
+
+
+@pytest.mark.parametrize(("on_hand", "reserved"), [(-1, 0), (5, -1), (5, 6)])
+async def test_item_check_constraint_refuses_invalid_levels(db, on_hand, reserved):
+    with pytest.raises(asyncpg.CheckViolationError):
+        await db.execute("INSERT INTO items (sku, location, on_hand, reserved)"
+                         " VALUES ('check-sku', '', $1, $2)", on_hand, reserved)
+
+
+@pytest.mark.parametrize("statement", ["UPDATE ledger SET reason = 'x'", "DELETE FROM ledger",
+                                       "TRUNCATE ledger"])
+async def test_ledger_refuses_changes(db, statement):
+    # Appending is allowed; a row guarantees the row-level triggers have something to refuse.
+    await db.execute(
+        "INSERT INTO ledger (lsn, at_ms, sku, location, kind, delta_on_hand, delta_reserved,"
+        " on_hand_after, reserved_after, reservation_id, order_id, request_id, reason, actor)"
+        " VALUES (0, 0, 'ledger-sku', '', 'adjust', 1, 0, 1, 0, '', '', '', 'test', 'test')")
+    with pytest.raises(asyncpg.RaiseError, match="append-only"):
+        await db.execute(statement)
+
+
+async def test_idempotency_pruning_deletes_only_old_records(database_url, db):
+    from service.persistence import Persistence
+
+    await db.execute(
+        "INSERT INTO idempotency (request_id, fingerprint, operation, outcome_json, lsn,"
+        " created_at_ms) VALUES ('prune-old', 1, 'reserve', '{}', 1, 1000),"
+        " ('prune-new', 2, 'reserve', '{}', 2, 5000)")
+    persistence = Persistence(database_url, pool_size=1, timeout_ms=5_000)
+    await persistence.open()
+    try:
+        deleted = await persistence.prune_idempotency(created_before_ms=2000)
+    finally:
+        await persistence.close()
+    assert deleted == 1
+    left = {row["request_id"] for row in await db.fetch(
+        "SELECT request_id FROM idempotency WHERE request_id LIKE 'prune-%'")}
+    assert left == {"prune-new"}
