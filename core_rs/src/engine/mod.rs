@@ -1,0 +1,264 @@
+//! The reservation engine: every state transition of stock and reservations.
+//!
+//! Operations live in submodules by concern; this file holds the state, configuration and
+//! the small helpers they share (LSNs, views, idempotency, journal capacity).
+
+mod check;
+mod expire;
+mod recovery;
+mod reserve;
+mod settle;
+mod stock;
+
+use std::sync::Arc;
+
+pub use recovery::{EngineState, ExportHold, LoadHold, LoadIdempotency, LoadItem};
+pub use stock::Annotation;
+
+use crate::errors::{EngineError, EngineResult};
+use crate::expiry::ExpiryQueue;
+use crate::idempotency::{IdempotencyRecord, IdempotencyStore, Operation};
+use crate::item::Items;
+use crate::journal::{Journal, JournalBatch};
+use crate::limits::{
+    IDEMPOTENCY_RECORDS_MAX_DEFAULT, ITEMS_MAX_DEFAULT, JOURNAL_OPERATIONS_MAX_DEFAULT,
+    JOURNAL_TAKE_OPERATIONS_MAX, RESERVATIONS_ACTIVE_MAX_DEFAULT,
+    RESERVATIONS_TERMINAL_MAX_DEFAULT, TABLE_SIZE_MAX,
+};
+use crate::reservation::{Reservations, Status};
+use crate::validate;
+use crate::view::{LineView, Outcome, ReservationView};
+
+/// The bounds of every table, fixed when the engine is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    pub idempotency_records_max: usize,
+    pub reservations_active_max: usize,
+    pub reservations_terminal_max: usize,
+    pub items_max: usize,
+    pub journal_operations_max: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig {
+            idempotency_records_max: IDEMPOTENCY_RECORDS_MAX_DEFAULT,
+            reservations_active_max: RESERVATIONS_ACTIVE_MAX_DEFAULT,
+            reservations_terminal_max: RESERVATIONS_TERMINAL_MAX_DEFAULT,
+            items_max: ITEMS_MAX_DEFAULT,
+            journal_operations_max: JOURNAL_OPERATIONS_MAX_DEFAULT,
+        }
+    }
+}
+
+impl EngineConfig {
+    fn validate(&self) -> EngineResult<()> {
+        let bound = TABLE_SIZE_MAX as u64;
+        let tables = [
+            ("idempotency_records_max", self.idempotency_records_max, 0),
+            ("reservations_active_max", self.reservations_active_max, 1),
+            (
+                "reservations_terminal_max",
+                self.reservations_terminal_max,
+                1,
+            ),
+            ("items_max", self.items_max, 1),
+            ("journal_operations_max", self.journal_operations_max, 1),
+        ];
+        for (field, value, minimum) in tables {
+            if value < minimum {
+                return Err(EngineError::LimitExceeded {
+                    field,
+                    bound: minimum as u64,
+                });
+            }
+            if value > TABLE_SIZE_MAX {
+                return Err(EngineError::LimitExceeded { field, bound });
+            }
+        }
+        if self.reservations_active_max + self.reservations_terminal_max > TABLE_SIZE_MAX {
+            return Err(EngineError::LimitExceeded {
+                field: "reservations_terminal_max",
+                bound,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Table sizes, for monitoring.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineStats {
+    pub items: usize,
+    pub reservations_active: usize,
+    pub reservations_terminal: usize,
+    pub idempotency_records: usize,
+    pub journal_pending: usize,
+    pub lsn_last: u64,
+    pub expiry_queue_entries: usize,
+}
+
+pub struct Engine {
+    config: EngineConfig,
+    items: Items,
+    reservations: Reservations,
+    expiry: ExpiryQueue,
+    idempotency: IdempotencyStore,
+    journal: Journal,
+    /// Reused buffers, so the hot path does not allocate for them.
+    scratch_slots: Vec<u32>,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> EngineResult<Engine> {
+        config.validate()?;
+        Ok(Engine {
+            config,
+            items: Items::default(),
+            reservations: Reservations::default(),
+            expiry: ExpiryQueue::default(),
+            idempotency: IdempotencyStore::new(config.idempotency_records_max),
+            journal: Journal::new(config.journal_operations_max),
+            scratch_slots: Vec::new(),
+        })
+    }
+
+    pub fn config(&self) -> EngineConfig {
+        self.config
+    }
+
+    fn next_lsn(&self) -> u64 {
+        self.journal.last_lsn() + 1
+    }
+
+    /// Refuses an operation that would need more journal operations than there is room for.
+    fn ensure_journal_room(&self, operations: usize) -> EngineResult<()> {
+        if self.journal.room() < operations {
+            return Err(EngineError::CapacityExceeded { what: "journal" });
+        }
+        Ok(())
+    }
+
+    pub fn journal_pending(&self) -> usize {
+        self.journal.pending()
+    }
+
+    pub fn take_journal(&mut self, operations_max: usize) -> EngineResult<Option<JournalBatch>> {
+        validate::count(
+            "max_operations",
+            operations_max,
+            JOURNAL_TAKE_OPERATIONS_MAX,
+        )?;
+        Ok(self.journal.take(operations_max, &self.items))
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            items: self.items.len(),
+            reservations_active: self.reservations.active_count,
+            reservations_terminal: self.reservations.terminal_count,
+            idempotency_records: self.idempotency.len(),
+            journal_pending: self.journal.pending(),
+            lsn_last: self.journal.last_lsn(),
+            expiry_queue_entries: self.expiry.len(),
+        }
+    }
+
+    /// Looks up a remembered request: its replayed outcome, a conflict, or nothing.
+    fn replay(
+        &self,
+        request_id: Option<&str>,
+        operation: Operation,
+        fingerprint: i64,
+    ) -> EngineResult<Option<Outcome>> {
+        let Some(request_id) = request_id else {
+            return Ok(None);
+        };
+        let Some(record) = self.idempotency.get(request_id) else {
+            return Ok(None);
+        };
+        if record.fingerprint != fingerprint || record.operation != operation {
+            return Err(EngineError::IdempotencyConflict {
+                request_id: request_id.to_string(),
+            });
+        }
+        Ok(Some(record.outcome.replayed(record.lsn)))
+    }
+
+    /// Remembers an accepted outcome; returns the record for the journal.
+    fn remember(
+        &mut self,
+        request_id: Option<&str>,
+        operation: Operation,
+        fingerprint: i64,
+        outcome: Outcome,
+        now_ms: i64,
+    ) -> Option<Arc<IdempotencyRecord>> {
+        let request_id = request_id?;
+        let lsn = self.next_lsn();
+        let record = Arc::new(IdempotencyRecord {
+            request_id: Arc::from(request_id),
+            fingerprint,
+            operation,
+            outcome,
+            lsn,
+            created_at_ms: now_ms,
+        });
+        self.idempotency.insert(record.clone());
+        Some(record)
+    }
+
+    /// The view of the reservation at `slot` as a reader at `now_ms` sees it.
+    fn reservation_view(&self, slot: u32, now_ms: i64, lsn: u64) -> ReservationView {
+        let reservation = self.reservations.get(slot);
+        let line_view = |item, quantity| {
+            let (sku, location) = self.items.key(item);
+            LineView {
+                sku,
+                location,
+                quantity,
+            }
+        };
+        let lines = reservation
+            .lines
+            .iter()
+            .map(|l| line_view(l.item, l.quantity))
+            .collect();
+        let committed_lines = match (&reservation.committed, reservation.status) {
+            (Some(quantities), Status::Committed) => reservation
+                .lines
+                .iter()
+                .zip(quantities.iter())
+                .filter(|(_, quantity)| **quantity > 0)
+                .map(|(line, quantity)| line_view(line.item, *quantity))
+                .collect(),
+            _ => Vec::new(),
+        };
+        ReservationView {
+            reservation_id: reservation.id.clone(),
+            order_id: reservation.order_id.clone(),
+            status: reservation.status_at(now_ms),
+            lines,
+            committed_lines,
+            expires_at_ms: reservation.expires_at_ms,
+            lsn,
+            replayed: false,
+        }
+    }
+}
+
+/// A reservation answer from the idempotency store, which only ever stores the kind the
+/// operation produced.
+fn reservation_outcome(outcome: Outcome) -> ReservationView {
+    match outcome {
+        Outcome::Reservation(view) => view,
+        Outcome::Levels(_) => unreachable!("reservation request id remembered a levels outcome"),
+    }
+}
+
+fn levels_outcome(outcome: Outcome) -> crate::view::LevelsView {
+    match outcome {
+        Outcome::Levels(view) => view,
+        Outcome::Reservation(_) => unreachable!("stock request id remembered a reservation"),
+    }
+}

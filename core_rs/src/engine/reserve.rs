@@ -1,0 +1,165 @@
+//! Reserve: an all-or-nothing hold across every line of a request.
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use super::{reservation_outcome, Engine};
+use crate::errors::{EngineError, EngineResult, Shortfall};
+use crate::fingerprint::Fingerprint;
+use crate::idempotency::Operation;
+use crate::journal::{JournalOperation, LedgerEntry, LedgerKind};
+use crate::reservation::{HoldLine, Reservation, Status};
+use crate::validate::{self, LineInput};
+use crate::view::{Outcome, ReservationView};
+
+/// Up to this many distinct items, merging duplicate lines by linear search is cheaper than
+/// building a hash map.
+const LINEAR_MERGE_LINES_MAX: usize = 16;
+
+impl Engine {
+    /// Resolves request lines to items, summing quantities of the same item; every unknown
+    /// item is reported at once.
+    pub(super) fn resolve_lines(&self, lines: &[LineInput<'_>]) -> EngineResult<Vec<HoldLine>> {
+        let mut holds: Vec<HoldLine> = Vec::with_capacity(lines.len());
+        let mut positions: FxHashMap<u32, usize> = FxHashMap::default();
+        let mut unknown: Vec<(String, String)> = Vec::new();
+        for line in lines {
+            let Some(item) = self.items.find(line.sku, line.location) else {
+                let key = (line.sku.to_string(), line.location.to_string());
+                if !unknown.contains(&key) {
+                    unknown.push(key);
+                }
+                continue;
+            };
+            let quantity = line.quantity as u64;
+            let position = if lines.len() <= LINEAR_MERGE_LINES_MAX {
+                holds.iter().position(|hold| hold.item == item)
+            } else {
+                positions.get(&item).copied()
+            };
+            match position {
+                Some(position) => holds[position].quantity += quantity,
+                None => {
+                    if lines.len() > LINEAR_MERGE_LINES_MAX {
+                        positions.insert(item, holds.len());
+                    }
+                    holds.push(HoldLine { item, quantity });
+                }
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(EngineError::UnknownItem { items: unknown });
+        }
+        Ok(holds)
+    }
+
+    /// Refuses when any item lacks the quantity, naming every short item.
+    pub(super) fn check_available(&self, holds: &[HoldLine]) -> EngineResult<()> {
+        let mut shortfalls = Vec::new();
+        for hold in holds {
+            let available = self.items.get(hold.item).available();
+            if available < hold.quantity {
+                let (sku, location) = self.items.key(hold.item);
+                shortfalls.push(Shortfall {
+                    sku,
+                    location,
+                    requested: hold.quantity,
+                    available,
+                });
+            }
+        }
+        if shortfalls.is_empty() {
+            Ok(())
+        } else {
+            Err(EngineError::ShortStock { shortfalls })
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn reserve(
+        &mut self,
+        reservation_id: &str,
+        order_id: &str,
+        lines: &[LineInput<'_>],
+        ttl_ms: i64,
+        now_ms: i64,
+        request_id: Option<&str>,
+    ) -> EngineResult<ReservationView> {
+        validate::id("reservation_id", reservation_id)?;
+        validate::optional_id("order_id", order_id)?;
+        validate::lines(lines, false)?;
+        validate::ttl_ms(ttl_ms)?;
+        validate::request_id(request_id)?;
+        // The reservation id is not part of the fingerprint: a retry may carry a new one.
+        let fingerprint = match request_id {
+            Some(_) => Fingerprint::new("reserve")
+                .text(order_id)
+                .lines(Some(lines))
+                .integer(ttl_ms)
+                .finish(),
+            None => 0,
+        };
+        if let Some(outcome) = self.replay(request_id, Operation::Reserve, fingerprint)? {
+            return Ok(reservation_outcome(outcome));
+        }
+        if self.reservations.find(reservation_id).is_some() {
+            let reservation_id = reservation_id.to_string();
+            return Err(EngineError::ReservationExists { reservation_id });
+        }
+        let holds = self.resolve_lines(lines)?;
+        self.expire_items(holds.iter().map(|hold| hold.item), now_ms, 1)?;
+        if self.reservations.active_count >= self.config.reservations_active_max {
+            return Err(EngineError::CapacityExceeded {
+                what: "reservations_active",
+            });
+        }
+        self.check_available(&holds)?;
+        let lsn = self.next_lsn();
+        self.hold_items(&holds, lsn);
+        let slot = self.reservations.insert(Reservation {
+            id: Arc::from(reservation_id),
+            order_id: Arc::from(order_id),
+            request_id: request_id.map(Arc::from),
+            status: Status::Active,
+            lines: Arc::from(holds),
+            committed: None,
+            expires_at_ms: now_ms.saturating_add(ttl_ms),
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            last_lsn: lsn,
+        });
+        self.schedule_holds(slot);
+        let view = self.reservation_view(slot, now_ms, lsn);
+        let outcome = request_id.map(|_| Outcome::Reservation(view.clone()));
+        let idempotency = outcome.and_then(|outcome| {
+            self.remember(request_id, Operation::Reserve, fingerprint, outcome, now_ms)
+        });
+        let operation = JournalOperation {
+            request_id: self.reservations.get(slot).request_id.clone(),
+            idempotency,
+            ..JournalOperation::default()
+        };
+        self.journal_reservation(slot, true, now_ms, lsn, operation);
+        Ok(view)
+    }
+
+    /// Adds the holds to their items' reserved quantities, one ledger entry each.
+    fn hold_items(&mut self, holds: &[HoldLine], lsn: u64) {
+        for hold in holds {
+            let item = self.items.get_mut(hold.item);
+            item.reserved += hold.quantity;
+            item.last_lsn = lsn;
+            item.reserved_checked();
+            let (on_hand_after, reserved_after) = (item.on_hand, item.reserved);
+            self.journal.push_entry(LedgerEntry {
+                item: hold.item,
+                kind: LedgerKind::Reserve,
+                delta_on_hand: 0,
+                delta_reserved: hold.quantity as i64,
+                on_hand_after,
+                reserved_after,
+            });
+        }
+    }
+}

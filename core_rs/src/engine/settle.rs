@@ -1,0 +1,348 @@
+//! Ending and changing holds: commit, release, extend, and the shared bookkeeping that
+//! expiry also uses.
+
+use std::sync::Arc;
+
+use super::{reservation_outcome, Engine};
+use crate::errors::{EngineError, EngineResult};
+use crate::fingerprint::Fingerprint;
+use crate::idempotency::Operation;
+use crate::item::ItemIndex;
+use crate::journal::{JournalOperation, LedgerEntry, LedgerKind, ReservationSnapshot};
+use crate::reservation::Status;
+use crate::validate::{self, LineInput};
+use crate::view::{Outcome, ReservationView};
+
+impl Engine {
+    pub(super) fn find_reservation(&self, reservation_id: &str) -> EngineResult<u32> {
+        self.reservations
+            .find(reservation_id)
+            .ok_or_else(|| EngineError::UnknownReservation {
+                reservation_id: reservation_id.to_string(),
+            })
+    }
+
+    fn wrong_state(&self, slot: u32, now_ms: i64, operation: &'static str) -> EngineError {
+        let reservation = self.reservations.get(slot);
+        EngineError::WrongState {
+            reservation_id: reservation.id.to_string(),
+            status: reservation.status_at(now_ms),
+            operation,
+        }
+    }
+
+    /// Gives back every hold of the reservation at `slot`; `committed` (per line) leaves
+    /// on-hand stock as well.
+    pub(super) fn settle_lines(
+        &mut self,
+        slot: u32,
+        kind: LedgerKind,
+        committed: Option<&[u64]>,
+        lsn: u64,
+    ) {
+        let lines = self.reservations.get(slot).lines.clone();
+        for (index, line) in lines.iter().enumerate() {
+            let quantity_committed = committed.map_or(0, |quantities| quantities[index]);
+            assert!(quantity_committed <= line.quantity, "commit above held");
+            let item = self.items.get_mut(line.item);
+            assert!(
+                item.reserved >= line.quantity,
+                "item reserved below a live hold"
+            );
+            item.reserved -= line.quantity;
+            item.on_hand -= quantity_committed;
+            item.last_lsn = lsn;
+            item.holds.ended();
+            item.reserved_checked();
+            let (on_hand_after, reserved_after) = (item.on_hand, item.reserved);
+            self.journal.push_entry(LedgerEntry {
+                item: line.item,
+                kind,
+                delta_on_hand: -(quantity_committed as i64),
+                delta_reserved: -(line.quantity as i64),
+                on_hand_after,
+                reserved_after,
+            });
+        }
+    }
+
+    pub(super) fn snapshot(&self, slot: u32, created: bool) -> ReservationSnapshot {
+        let reservation = self.reservations.get(slot);
+        ReservationSnapshot {
+            id: reservation.id.clone(),
+            order_id: reservation.order_id.clone(),
+            request_id: reservation.request_id.clone(),
+            status: reservation.status,
+            lines: reservation.lines.clone(),
+            committed: reservation.committed.clone(),
+            expires_at_ms: reservation.expires_at_ms,
+            created_at_ms: reservation.created_at_ms,
+            updated_at_ms: reservation.updated_at_ms,
+            created,
+        }
+    }
+
+    /// Closes the journal operation `lsn` for the reservation at `slot`.
+    pub(super) fn journal_reservation(
+        &mut self,
+        slot: u32,
+        created: bool,
+        now_ms: i64,
+        lsn: u64,
+        mut operation: JournalOperation,
+    ) {
+        operation.lsn = lsn;
+        operation.at_ms = now_ms;
+        operation.reservation = Some(self.snapshot(slot, created));
+        self.journal.push_operation(operation);
+        let lines = &self.reservations.get(slot).lines;
+        self.debug_check_items(lines.iter().map(|line| line.item));
+    }
+
+    /// Moves the reservation at `slot` to a terminal status and journals it.
+    pub(super) fn finish_reservation(
+        &mut self,
+        slot: u32,
+        status: Status,
+        now_ms: i64,
+        lsn: u64,
+        operation: JournalOperation,
+    ) {
+        self.reservations.get_mut(slot).finish(status, now_ms, lsn);
+        self.journal_reservation(slot, false, now_ms, lsn, operation);
+        self.retire(slot);
+    }
+
+    /// Files a terminal reservation in the bounded FIFO and tidies its items' heaps.
+    fn retire(&mut self, slot: u32) {
+        let lines = self.reservations.get(slot).lines.clone();
+        for line in lines.iter() {
+            self.compact_item_holds(line.item);
+        }
+        self.reservations
+            .retire(slot, self.config.reservations_terminal_max);
+    }
+
+    /// Commit of a hold that became due: it expires (journaled) and the caller is refused.
+    fn expire_and_refuse(
+        &mut self,
+        slot: u32,
+        now_ms: i64,
+        operation: &'static str,
+    ) -> EngineError {
+        if let Err(error) = self.ensure_journal_room(1) {
+            return error;
+        }
+        self.expire_reservation(slot, now_ms);
+        self.wrong_state(slot, now_ms, operation)
+    }
+
+    pub fn release(
+        &mut self,
+        reservation_id: &str,
+        now_ms: i64,
+        request_id: Option<&str>,
+    ) -> EngineResult<ReservationView> {
+        validate::id("reservation_id", reservation_id)?;
+        validate::request_id(request_id)?;
+        let fingerprint = match request_id {
+            Some(_) => Fingerprint::new("release").text(reservation_id).finish(),
+            None => 0,
+        };
+        if let Some(outcome) = self.replay(request_id, Operation::Release, fingerprint)? {
+            return Ok(reservation_outcome(outcome));
+        }
+        let slot = self.find_reservation(reservation_id)?;
+        let reservation = self.reservations.get(slot);
+        match reservation.status {
+            Status::Committed => return Err(self.wrong_state(slot, now_ms, "release")),
+            Status::Released | Status::Expired => {
+                return Ok(self.reservation_view(slot, now_ms, reservation.last_lsn));
+            }
+            Status::Active if reservation.expires_at_ms <= now_ms => {
+                // Releasing an expired hold answers it unchanged; the expiry is journaled.
+                self.ensure_journal_room(1)?;
+                let lsn = self.expire_reservation(slot, now_ms);
+                return Ok(self.reservation_view(slot, now_ms, lsn));
+            }
+            Status::Active => {}
+        }
+        self.ensure_journal_room(1)?;
+        let lsn = self.next_lsn();
+        self.settle_lines(slot, LedgerKind::Release, None, lsn);
+        self.reservations
+            .get_mut(slot)
+            .finish(Status::Released, now_ms, lsn);
+        self.accept(
+            slot,
+            now_ms,
+            lsn,
+            request_id,
+            Operation::Release,
+            fingerprint,
+        )
+    }
+
+    /// The common tail of an accepted commit or release: view, idempotency record, journal.
+    fn accept(
+        &mut self,
+        slot: u32,
+        now_ms: i64,
+        lsn: u64,
+        request_id: Option<&str>,
+        operation: Operation,
+        fingerprint: i64,
+    ) -> EngineResult<ReservationView> {
+        let view = self.reservation_view(slot, now_ms, lsn);
+        let outcome = request_id.map(|_| Outcome::Reservation(view.clone()));
+        let idempotency = outcome
+            .and_then(|outcome| self.remember(request_id, operation, fingerprint, outcome, now_ms));
+        let journal_operation = JournalOperation {
+            request_id: request_id.map(Arc::from),
+            idempotency,
+            ..JournalOperation::default()
+        };
+        self.journal_reservation(slot, false, now_ms, lsn, journal_operation);
+        self.retire(slot);
+        Ok(view)
+    }
+
+    pub fn commit(
+        &mut self,
+        reservation_id: &str,
+        lines: Option<&[LineInput<'_>]>,
+        now_ms: i64,
+        request_id: Option<&str>,
+    ) -> EngineResult<ReservationView> {
+        validate::id("reservation_id", reservation_id)?;
+        if let Some(lines) = lines {
+            validate::lines(lines, true)?;
+        }
+        validate::request_id(request_id)?;
+        let fingerprint = match request_id {
+            Some(_) => Fingerprint::new("commit")
+                .text(reservation_id)
+                .lines(lines)
+                .finish(),
+            None => 0,
+        };
+        if let Some(outcome) = self.replay(request_id, Operation::Commit, fingerprint)? {
+            return Ok(reservation_outcome(outcome));
+        }
+        let slot = self.find_reservation(reservation_id)?;
+        let reservation = self.reservations.get(slot);
+        match reservation.status {
+            Status::Committed => {
+                return Ok(self.reservation_view(slot, now_ms, reservation.last_lsn));
+            }
+            Status::Released | Status::Expired => {
+                return Err(self.wrong_state(slot, now_ms, "commit"));
+            }
+            Status::Active if reservation.expires_at_ms <= now_ms => {
+                return Err(self.expire_and_refuse(slot, now_ms, "commit"));
+            }
+            Status::Active => {}
+        }
+        let quantities = self.commit_quantities(slot, lines.unwrap_or(&[]))?;
+        self.ensure_journal_room(1)?;
+        let lsn = self.next_lsn();
+        self.settle_lines(slot, LedgerKind::Commit, Some(&quantities), lsn);
+        let reservation = self.reservations.get_mut(slot);
+        reservation.committed = Some(Arc::from(quantities));
+        reservation.finish(Status::Committed, now_ms, lsn);
+        self.accept(
+            slot,
+            now_ms,
+            lsn,
+            request_id,
+            Operation::Commit,
+            fingerprint,
+        )
+    }
+
+    /// Quantities to commit per held line: all of it when no lines are given, else the
+    /// given quantities (summed per item), each at most what is held.
+    fn commit_quantities(&self, slot: u32, lines: &[LineInput<'_>]) -> EngineResult<Vec<u64>> {
+        let held = &self.reservations.get(slot).lines;
+        if lines.is_empty() {
+            return Ok(held.iter().map(|line| line.quantity).collect());
+        }
+        let mut quantities = vec![0u64; held.len()];
+        for line in lines {
+            let item: Option<ItemIndex> = self.items.find(line.sku, line.location);
+            let position = item.and_then(|item| held.iter().position(|h| h.item == item));
+            let Some(position) = position else {
+                return Err(EngineError::InvalidRequest {
+                    field: "lines",
+                    message: format!(
+                        "({:?}, {:?}) is not held by this reservation",
+                        line.sku, line.location
+                    ),
+                });
+            };
+            quantities[position] += line.quantity as u64;
+            if quantities[position] > held[position].quantity {
+                return Err(EngineError::InvalidRequest {
+                    field: "lines",
+                    message: format!(
+                        "commit of {} ({:?}, {:?}) is above the {} held",
+                        quantities[position], line.sku, line.location, held[position].quantity
+                    ),
+                });
+            }
+        }
+        Ok(quantities)
+    }
+
+    /// Moves an active hold's expiry to `now_ms + ttl_ms`.
+    pub fn extend(
+        &mut self,
+        reservation_id: &str,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) -> EngineResult<ReservationView> {
+        validate::id("reservation_id", reservation_id)?;
+        validate::ttl_ms(ttl_ms)?;
+        let slot = self.find_reservation(reservation_id)?;
+        let reservation = self.reservations.get(slot);
+        match reservation.status {
+            Status::Active if reservation.expires_at_ms <= now_ms => {
+                return Err(self.expire_and_refuse(slot, now_ms, "extend"));
+            }
+            Status::Active => {}
+            _ => return Err(self.wrong_state(slot, now_ms, "extend")),
+        }
+        self.ensure_journal_room(1)?;
+        let lsn = self.next_lsn();
+        let expires_at_ms = now_ms.saturating_add(ttl_ms);
+        let reservation = self.reservations.get_mut(slot);
+        let moved = reservation.expires_at_ms != expires_at_ms;
+        reservation.expires_at_ms = expires_at_ms;
+        reservation.updated_at_ms = now_ms;
+        reservation.last_lsn = lsn;
+        if moved {
+            // The old entries go stale (their expiry no longer matches); new ones replace them.
+            let lines = reservation.lines.clone();
+            for line in lines.iter() {
+                self.items.get_mut(line.item).holds.ended();
+            }
+            self.schedule_holds(slot);
+            for line in lines.iter() {
+                self.compact_item_holds(line.item);
+            }
+        }
+        let view = self.reservation_view(slot, now_ms, lsn);
+        self.journal_reservation(slot, false, now_ms, lsn, JournalOperation::default());
+        Ok(view)
+    }
+
+    pub fn get_reservation(
+        &self,
+        reservation_id: &str,
+        now_ms: i64,
+    ) -> EngineResult<ReservationView> {
+        validate::id("reservation_id", reservation_id)?;
+        let slot = self.find_reservation(reservation_id)?;
+        Ok(self.reservation_view(slot, now_ms, self.reservations.get(slot).last_lsn))
+    }
+}

@@ -1,0 +1,339 @@
+//! Stock without holds: sales (decrement), adjustments, counts (set) and reads.
+
+use std::sync::Arc;
+
+use super::{levels_outcome, Engine};
+use crate::errors::{EngineError, EngineResult};
+use crate::fingerprint::Fingerprint;
+use crate::idempotency::Operation;
+use crate::item::ItemIndex;
+use crate::journal::{JournalOperation, LedgerEntry, LedgerKind};
+use crate::limits::{ON_HAND_MAX, QUANTITY_MAX, STOCK_QUERY_SKUS_MAX};
+use crate::validate::{self, LineInput};
+use crate::view::{Level, LevelsView, Outcome};
+
+/// Who and why, carried into the ledger of an adjustment or count.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Annotation<'a> {
+    pub reason: &'a str,
+    pub actor: &'a str,
+    pub request_id: Option<&'a str>,
+}
+
+fn optional_text(value: &str) -> Option<Arc<str>> {
+    (!value.is_empty()).then(|| Arc::from(value))
+}
+
+impl Engine {
+    fn levels_view(&self, items: &[ItemIndex], lsn: u64, now_ms: i64) -> LevelsView {
+        let levels = items
+            .iter()
+            .map(|&index| {
+                let item = self.items.get(index);
+                let reserved = item.reserved - self.due_quantity(index, now_ms);
+                let (sku, location) = self.items.key(index);
+                let (on_hand, available) = (item.on_hand, item.on_hand - reserved);
+                Level {
+                    sku,
+                    location,
+                    on_hand,
+                    reserved,
+                    available,
+                }
+            })
+            .collect();
+        LevelsView {
+            levels,
+            lsn,
+            replayed: false,
+        }
+    }
+
+    /// Closes a stock operation: view, idempotency record, journal.
+    fn accept_levels(
+        &mut self,
+        items: &[ItemIndex],
+        now_ms: i64,
+        lsn: u64,
+        remembered: (Operation, i64),
+        mut operation: JournalOperation,
+    ) -> LevelsView {
+        let view = self.levels_view(items, lsn, now_ms);
+        let request_id = operation.request_id.clone();
+        let request_id = request_id.as_deref();
+        let outcome = request_id.map(|_| Outcome::Levels(view.clone()));
+        operation.idempotency = outcome.and_then(|outcome| {
+            self.remember(request_id, remembered.0, remembered.1, outcome, now_ms)
+        });
+        operation.lsn = lsn;
+        operation.at_ms = now_ms;
+        self.journal.push_operation(operation);
+        self.debug_check_items(items.iter().copied());
+        view
+    }
+
+    fn push_level_change(&mut self, item: ItemIndex, kind: LedgerKind, delta: i64, lsn: u64) {
+        let entry = self.items.get_mut(item);
+        let on_hand = entry.on_hand as i64 + delta;
+        assert!(on_hand >= entry.reserved as i64, "on_hand below reserved");
+        entry.on_hand = on_hand as u64;
+        entry.last_lsn = lsn;
+        entry.reserved_checked();
+        let (on_hand_after, reserved_after) = (entry.on_hand, entry.reserved);
+        self.journal.push_entry(LedgerEntry {
+            item,
+            kind,
+            delta_on_hand: delta,
+            delta_reserved: 0,
+            on_hand_after,
+            reserved_after,
+        });
+    }
+
+    /// A sale with no hold: all or nothing, never beyond available.
+    pub fn decrement(
+        &mut self,
+        lines: &[LineInput<'_>],
+        now_ms: i64,
+        order_id: &str,
+        request_id: Option<&str>,
+    ) -> EngineResult<LevelsView> {
+        validate::lines(lines, false)?;
+        validate::optional_id("order_id", order_id)?;
+        validate::request_id(request_id)?;
+        let fingerprint = match request_id {
+            Some(_) => Fingerprint::new("decrement")
+                .text(order_id)
+                .lines(Some(lines))
+                .finish(),
+            None => 0,
+        };
+        if let Some(outcome) = self.replay(request_id, Operation::Decrement, fingerprint)? {
+            return Ok(levels_outcome(outcome));
+        }
+        let holds = self.resolve_lines(lines)?;
+        self.expire_items(holds.iter().map(|hold| hold.item), now_ms, 1)?;
+        self.check_available(&holds)?;
+        let lsn = self.next_lsn();
+        for hold in &holds {
+            self.push_level_change(
+                hold.item,
+                LedgerKind::Decrement,
+                -(hold.quantity as i64),
+                lsn,
+            );
+        }
+        let items: Vec<ItemIndex> = holds.iter().map(|hold| hold.item).collect();
+        let operation = JournalOperation {
+            order_id: optional_text(order_id),
+            request_id: request_id.map(Arc::from),
+            ..JournalOperation::default()
+        };
+        let remembered = (Operation::Decrement, fingerprint);
+        Ok(self.accept_levels(&items, now_ms, lsn, remembered, operation))
+    }
+
+    fn create_item(&mut self, sku: &str, location: &str) -> EngineResult<ItemIndex> {
+        if self.items.len() >= self.config.items_max {
+            return Err(EngineError::CapacityExceeded { what: "items" });
+        }
+        Ok(self.items.insert(sku, location))
+    }
+
+    /// Checks the on-hand quantity an adjustment or count would leave.
+    fn check_on_hand(
+        &self,
+        sku: &str,
+        location: &str,
+        on_hand: i64,
+        reserved: u64,
+    ) -> EngineResult<()> {
+        if on_hand > ON_HAND_MAX as i64 {
+            return Err(EngineError::LimitExceeded {
+                field: "on_hand",
+                bound: ON_HAND_MAX,
+            });
+        }
+        if on_hand < reserved as i64 {
+            return Err(EngineError::OnHandBelowReserved {
+                sku: sku.to_string(),
+                location: location.to_string(),
+                on_hand,
+                reserved,
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds `delta` to on-hand stock; a positive delta on an unknown item creates it.
+    pub fn adjust(
+        &mut self,
+        sku: &str,
+        location: &str,
+        delta: i64,
+        now_ms: i64,
+        annotation: Annotation<'_>,
+    ) -> EngineResult<LevelsView> {
+        validate::id("sku", sku)?;
+        validate::optional_id("location", location)?;
+        validate::quantity("delta", delta.checked_abs().unwrap_or(i64::MAX))?;
+        validate::reason_actor(annotation.reason, annotation.actor)?;
+        validate::request_id(annotation.request_id)?;
+        let fingerprint = match annotation.request_id {
+            Some(_) => Fingerprint::new("adjust")
+                .text(sku)
+                .text(location)
+                .integer(delta)
+                .text(annotation.reason)
+                .text(annotation.actor)
+                .finish(),
+            None => 0,
+        };
+        if let Some(outcome) = self.replay(annotation.request_id, Operation::Adjust, fingerprint)? {
+            return Ok(levels_outcome(outcome));
+        }
+        let item = match self.items.find(sku, location) {
+            Some(item) => {
+                self.expire_items(std::iter::once(item), now_ms, 1)?;
+                let entry = self.items.get(item);
+                self.check_on_hand(sku, location, entry.on_hand as i64 + delta, entry.reserved)?;
+                item
+            }
+            None if delta > 0 => {
+                self.ensure_journal_room(1)?;
+                self.create_item(sku, location)?
+            }
+            None => {
+                let items = vec![(sku.to_string(), location.to_string())];
+                return Err(EngineError::UnknownItem { items });
+            }
+        };
+        let lsn = self.next_lsn();
+        self.push_level_change(item, LedgerKind::Adjust, delta, lsn);
+        let operation = annotated_operation(annotation);
+        let remembered = (Operation::Adjust, fingerprint);
+        Ok(self.accept_levels(&[item], now_ms, lsn, remembered, operation))
+    }
+
+    /// A stock count: sets on-hand stock, compare-and-set against `expected_on_hand`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn set_stock(
+        &mut self,
+        sku: &str,
+        location: &str,
+        on_hand: i64,
+        expected_on_hand: Option<i64>,
+        now_ms: i64,
+        annotation: Annotation<'_>,
+    ) -> EngineResult<LevelsView> {
+        validate::id("sku", sku)?;
+        validate::optional_id("location", location)?;
+        if on_hand < 0 {
+            return Err(EngineError::LimitExceeded {
+                field: "on_hand",
+                bound: 0,
+            });
+        }
+        if on_hand > ON_HAND_MAX as i64 {
+            return Err(EngineError::LimitExceeded {
+                field: "on_hand",
+                bound: ON_HAND_MAX,
+            });
+        }
+        if expected_on_hand.is_some_and(|expected| expected < 0 || expected > ON_HAND_MAX as i64) {
+            return Err(EngineError::LimitExceeded {
+                field: "expected_on_hand",
+                bound: ON_HAND_MAX,
+            });
+        }
+        validate::reason_actor(annotation.reason, annotation.actor)?;
+        validate::request_id(annotation.request_id)?;
+        let fingerprint = match annotation.request_id {
+            Some(_) => Fingerprint::new("set")
+                .text(sku)
+                .text(location)
+                .integer(on_hand)
+                .optional_integer(expected_on_hand)
+                .text(annotation.reason)
+                .text(annotation.actor)
+                .finish(),
+            None => 0,
+        };
+        if let Some(outcome) = self.replay(annotation.request_id, Operation::Set, fingerprint)? {
+            return Ok(levels_outcome(outcome));
+        }
+        let existing = self.items.find(sku, location);
+        let actual = existing.map_or(0, |item| self.items.get(item).on_hand);
+        if let Some(expected) = expected_on_hand {
+            if expected as u64 != actual {
+                return Err(EngineError::ExpectedMismatch {
+                    sku: sku.to_string(),
+                    location: location.to_string(),
+                    expected: expected as u64,
+                    actual,
+                });
+            }
+        }
+        let item = match existing {
+            Some(item) => {
+                self.expire_items(std::iter::once(item), now_ms, 1)?;
+                self.check_on_hand(sku, location, on_hand, self.items.get(item).reserved)?;
+                item
+            }
+            None => {
+                self.ensure_journal_room(1)?;
+                self.create_item(sku, location)?
+            }
+        };
+        let lsn = self.next_lsn();
+        let delta = on_hand - self.items.get(item).on_hand as i64;
+        self.push_level_change(item, LedgerKind::Set, delta, lsn);
+        let operation = annotated_operation(annotation);
+        let remembered = (Operation::Set, fingerprint);
+        Ok(self.accept_levels(&[item], now_ms, lsn, remembered, operation))
+    }
+
+    /// Levels of the known skus at one location, as of `now_ms` (due holds excluded).
+    pub fn get_stock(
+        &self,
+        skus: &[&str],
+        location: &str,
+        now_ms: i64,
+    ) -> EngineResult<LevelsView> {
+        if skus.len() > STOCK_QUERY_SKUS_MAX {
+            let bound = STOCK_QUERY_SKUS_MAX as u64;
+            return Err(EngineError::LimitExceeded {
+                field: "skus",
+                bound,
+            });
+        }
+        validate::optional_id("location", location)?;
+        let mut items = Vec::with_capacity(skus.len());
+        for sku in skus {
+            validate::id("sku", sku)?;
+            if let Some(item) = self.items.find(sku, location) {
+                if !items.contains(&item) {
+                    items.push(item);
+                }
+            }
+        }
+        let lsn = items
+            .iter()
+            .map(|&item| self.items.get(item).last_lsn)
+            .max()
+            .unwrap_or(0);
+        Ok(self.levels_view(&items, lsn, now_ms))
+    }
+}
+
+fn annotated_operation(annotation: Annotation<'_>) -> JournalOperation {
+    JournalOperation {
+        request_id: annotation.request_id.map(Arc::from),
+        reason: optional_text(annotation.reason),
+        actor: optional_text(annotation.actor),
+        ..JournalOperation::default()
+    }
+}
+
+// The adjust delta is bounded by QUANTITY_MAX; keep the relation visible where it is used.
+const _: () = assert!(QUANTITY_MAX < ON_HAND_MAX);

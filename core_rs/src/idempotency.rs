@@ -1,0 +1,263 @@
+//! Bounded idempotency records: request id -> (fingerprint, first outcome, lsn).
+//!
+//! Oldest records are evicted first once `records_max` is reached. Outcomes are kept as
+//! Rust values; their JSON form is built only when journaled (`take_journal`) and parsed
+//! only when loaded at recovery.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use serde_json::Value;
+
+use crate::reservation::Status;
+use crate::view::{Level, LevelsView, LineView, Outcome, ReservationView};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    Reserve,
+    Commit,
+    Release,
+    Decrement,
+    Adjust,
+    Set,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Reserve => "reserve",
+            Operation::Commit => "commit",
+            Operation::Release => "release",
+            Operation::Decrement => "decrement",
+            Operation::Adjust => "adjust",
+            Operation::Set => "set",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Operation> {
+        [
+            Operation::Reserve,
+            Operation::Commit,
+            Operation::Release,
+            Operation::Decrement,
+            Operation::Adjust,
+            Operation::Set,
+        ]
+        .into_iter()
+        .find(|operation| operation.as_str() == text)
+    }
+}
+
+#[derive(Debug)]
+pub struct IdempotencyRecord {
+    pub request_id: Arc<str>,
+    pub fingerprint: i64,
+    pub operation: Operation,
+    pub outcome: Outcome,
+    /// LSN of the operation that produced the outcome (0: loaded at recovery).
+    pub lsn: u64,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug)]
+pub struct IdempotencyStore {
+    records: FxHashMap<Arc<str>, Arc<IdempotencyRecord>>,
+    order: VecDeque<Arc<str>>,
+    records_max: usize,
+}
+
+impl IdempotencyStore {
+    pub fn new(records_max: usize) -> IdempotencyStore {
+        IdempotencyStore {
+            records: FxHashMap::default(),
+            order: VecDeque::new(),
+            records_max,
+        }
+    }
+
+    pub fn get(&self, request_id: &str) -> Option<&Arc<IdempotencyRecord>> {
+        self.records.get(request_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Remembers a record, evicting the oldest beyond the bound.
+    pub fn insert(&mut self, record: Arc<IdempotencyRecord>) {
+        let request_id = record.request_id.clone();
+        let previous = self.records.insert(request_id.clone(), record);
+        assert!(previous.is_none(), "request id remembered twice");
+        self.order.push_back(request_id);
+        while self.records.len() > self.records_max {
+            let oldest = self.order.pop_front().expect("order tracks every record");
+            self.records.remove(&oldest);
+        }
+        debug_assert_eq!(self.records.len(), self.order.len());
+    }
+}
+
+/// Appends `text` as a JSON string literal.
+fn push_text(out: &mut String, text: &str) {
+    out.push_str(&Value::from(text).to_string());
+}
+
+fn push_lines(out: &mut String, lines: &[LineView]) {
+    out.push('[');
+    for (index, line) in lines.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        out.push('[');
+        push_text(out, &line.sku);
+        out.push(',');
+        push_text(out, &line.location);
+        out.push_str(&format!(",{}]", line.quantity));
+    }
+    out.push(']');
+}
+
+/// The outcome snapshot as stored in PostgreSQL; written directly (it is built for every
+/// remembered request), in the shape `outcome_from_json` reads.
+pub fn outcome_to_json(outcome: &Outcome) -> String {
+    let mut out = String::with_capacity(256);
+    match outcome {
+        Outcome::Reservation(view) => {
+            out.push_str("{\"kind\":\"reservation\",\"reservation_id\":");
+            push_text(&mut out, &view.reservation_id);
+            out.push_str(",\"order_id\":");
+            push_text(&mut out, &view.order_id);
+            out.push_str(&format!(
+                ",\"status\":\"{}\",\"lines\":",
+                view.status.as_str()
+            ));
+            push_lines(&mut out, &view.lines);
+            out.push_str(",\"committed_lines\":");
+            push_lines(&mut out, &view.committed_lines);
+            out.push_str(&format!(",\"expires_at_ms\":{}}}", view.expires_at_ms));
+        }
+        Outcome::Levels(view) => {
+            out.push_str("{\"kind\":\"levels\",\"levels\":[");
+            for (index, level) in view.levels.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                out.push('[');
+                push_text(&mut out, &level.sku);
+                out.push(',');
+                push_text(&mut out, &level.location);
+                let (on_hand, reserved, available) =
+                    (level.on_hand, level.reserved, level.available);
+                out.push_str(&format!(",{on_hand},{reserved},{available}]"));
+            }
+            out.push_str("]}");
+        }
+    }
+    out
+}
+
+fn text(value: &Value) -> Option<Arc<str>> {
+    value.as_str().map(Arc::from)
+}
+
+fn lines_from_json(value: &Value) -> Option<Vec<LineView>> {
+    let mut lines = Vec::new();
+    for line in value.as_array()? {
+        let line = line.as_array()?;
+        if line.len() != 3 {
+            return None;
+        }
+        lines.push(LineView {
+            sku: text(&line[0])?,
+            location: text(&line[1])?,
+            quantity: line[2].as_u64()?,
+        });
+    }
+    Some(lines)
+}
+
+fn levels_from_json(value: &Value) -> Option<Vec<Level>> {
+    let mut levels = Vec::new();
+    for level in value.as_array()? {
+        let level = level.as_array()?;
+        if level.len() != 5 {
+            return None;
+        }
+        levels.push(Level {
+            sku: text(&level[0])?,
+            location: text(&level[1])?,
+            on_hand: level[2].as_u64()?,
+            reserved: level[3].as_u64()?,
+            available: level[4].as_u64()?,
+        });
+    }
+    Some(levels)
+}
+
+/// Parses a stored outcome; None when it is not one this engine wrote. Loaded outcomes
+/// replay at LSN 0: they are durable already.
+pub fn outcome_from_json(text_json: &str) -> Option<Outcome> {
+    let value: Value = serde_json::from_str(text_json).ok()?;
+    match value.get("kind")?.as_str()? {
+        "reservation" => Some(Outcome::Reservation(ReservationView {
+            reservation_id: text(value.get("reservation_id")?)?,
+            order_id: text(value.get("order_id")?)?,
+            status: Status::parse(value.get("status")?.as_str()?)?,
+            lines: lines_from_json(value.get("lines")?)?,
+            committed_lines: lines_from_json(value.get("committed_lines")?)?,
+            expires_at_ms: value.get("expires_at_ms")?.as_i64()?,
+            lsn: 0,
+            replayed: false,
+        })),
+        "levels" => Some(Outcome::Levels(LevelsView {
+            levels: levels_from_json(value.get("levels")?)?,
+            lsn: 0,
+            replayed: false,
+        })),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_json_round_trips() {
+        let line = |sku: &str, quantity| LineView {
+            sku: Arc::from(sku),
+            location: Arc::from("w\"1"),
+            quantity,
+        };
+        let reservation = Outcome::Reservation(ReservationView {
+            reservation_id: Arc::from("r-é"),
+            order_id: Arc::from(""),
+            status: Status::Committed,
+            lines: vec![line("a", 3), line("b", 1)],
+            committed_lines: vec![line("a", 2)],
+            expires_at_ms: 1_700_000_000_000,
+            lsn: 0,
+            replayed: false,
+        });
+        let text = outcome_to_json(&reservation);
+        assert_eq!(outcome_from_json(&text), Some(reservation));
+        let levels = Outcome::Levels(LevelsView {
+            levels: vec![Level {
+                sku: Arc::from("a"),
+                location: Arc::from(""),
+                on_hand: 5,
+                reserved: 2,
+                available: 3,
+            }],
+            lsn: 0,
+            replayed: false,
+        });
+        assert_eq!(outcome_from_json(&outcome_to_json(&levels)), Some(levels));
+        assert_eq!(outcome_from_json("{\"kind\":\"other\"}"), None);
+    }
+}

@@ -1,0 +1,178 @@
+//! Stock items: interned (sku, location) keys, levels, and each item's time-ordered holds.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::limits::ON_HAND_MAX;
+
+/// Index of an item in the item table; items are never removed during an engine's life.
+pub type ItemIndex = u32;
+
+/// One hold of one reservation on one item, ordered by expiry. Entries go stale when the
+/// reservation ends or is extended; they are checked against the reservation before use and
+/// dropped lazily (see `ItemHolds::compact`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HoldEntry {
+    pub expires_at_ms: i64,
+    pub slot: u32,
+    pub generation: u32,
+    pub quantity: u64,
+}
+
+#[derive(Debug)]
+pub struct Item {
+    pub sku: Arc<str>,
+    pub location: u32,
+    pub on_hand: u64,
+    pub reserved: u64,
+    /// LSN of the last change of this item's levels (0: loaded at recovery).
+    pub last_lsn: u64,
+    pub holds: ItemHolds,
+}
+
+impl Item {
+    pub fn available(&self) -> u64 {
+        self.reserved_checked();
+        self.on_hand - self.reserved
+    }
+
+    /// The level invariant; asserted after every write of an item.
+    pub fn reserved_checked(&self) {
+        assert!(
+            self.reserved <= self.on_hand && self.on_hand <= ON_HAND_MAX,
+            "item invariant broken: reserved {} on_hand {}",
+            self.reserved,
+            self.on_hand
+        );
+    }
+}
+
+/// The holds of one item as a min-heap by expiry, so the due ones are found at the top.
+#[derive(Debug, Default)]
+pub struct ItemHolds {
+    heap: BinaryHeap<Reverse<HoldEntry>>,
+    /// Holds that are live (entries in `heap` beyond this count are stale).
+    pub live: u32,
+}
+
+/// Stale entries may make the heap at most this many times larger than the live holds
+/// before it is compacted, so memory stays proportional to live holds.
+const STALE_FACTOR: usize = 2;
+const STALE_SLACK: usize = 8;
+
+impl ItemHolds {
+    pub fn push(&mut self, entry: HoldEntry) {
+        self.heap.push(Reverse(entry));
+        self.live += 1;
+    }
+
+    /// A hold ended (released, committed, expired, or replaced by an extend).
+    pub fn ended(&mut self) {
+        assert!(self.live > 0, "item hold count underflow");
+        self.live -= 1;
+    }
+
+    pub fn peek(&self) -> Option<HoldEntry> {
+        self.heap.peek().map(|entry| entry.0)
+    }
+
+    pub fn pop(&mut self) -> Option<HoldEntry> {
+        self.heap.pop().map(|entry| entry.0)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &HoldEntry> {
+        self.heap.iter().map(|entry| &entry.0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    pub fn needs_compaction(&self) -> bool {
+        self.heap.len() > STALE_FACTOR * self.live as usize + STALE_SLACK
+    }
+
+    /// Keeps only the entries `is_live` accepts.
+    pub fn compact(&mut self, is_live: impl Fn(&HoldEntry) -> bool) {
+        self.heap.retain(|entry| is_live(&entry.0));
+        debug_assert_eq!(self.heap.len(), self.live as usize);
+    }
+}
+
+/// Items of one location by sku.
+type SkuIndex = FxHashMap<Arc<str>, ItemIndex>;
+
+/// The item table: locations are interned once (most items share a few), skus per location.
+#[derive(Debug, Default)]
+pub struct Items {
+    pub items: Vec<Item>,
+    pub locations: Vec<Arc<str>>,
+    by_location: FxHashMap<Arc<str>, (u32, SkuIndex)>,
+}
+
+impl Items {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn find(&self, sku: &str, location: &str) -> Option<ItemIndex> {
+        self.by_location.get(location)?.1.get(sku).copied()
+    }
+
+    /// Adds a new item with zero levels; the caller checked it is absent and within capacity.
+    pub fn insert(&mut self, sku: &str, location: &str) -> ItemIndex {
+        debug_assert!(self.find(sku, location).is_none());
+        let index = self.items.len() as ItemIndex;
+        if !self.by_location.contains_key(location) {
+            let name: Arc<str> = Arc::from(location);
+            let location_index = self.locations.len() as u32;
+            self.locations.push(name.clone());
+            self.by_location
+                .insert(name, (location_index, FxHashMap::default()));
+        }
+        let (location_index, skus) = self.by_location.get_mut(location).expect("just inserted");
+        let sku: Arc<str> = Arc::from(sku);
+        skus.insert(sku.clone(), index);
+        self.items.push(Item {
+            sku,
+            location: *location_index,
+            on_hand: 0,
+            reserved: 0,
+            last_lsn: 0,
+            holds: ItemHolds::default(),
+        });
+        index
+    }
+
+    pub fn get(&self, index: ItemIndex) -> &Item {
+        &self.items[index as usize]
+    }
+
+    pub fn get_mut(&mut self, index: ItemIndex) -> &mut Item {
+        &mut self.items[index as usize]
+    }
+
+    pub fn location_of(&self, index: ItemIndex) -> &Arc<str> {
+        &self.locations[self.items[index as usize].location as usize]
+    }
+
+    /// (sku, location) of an item, as shared strings for views and journal rows.
+    pub fn key(&self, index: ItemIndex) -> (Arc<str>, Arc<str>) {
+        let item = self.get(index);
+        (
+            item.sku.clone(),
+            self.locations[item.location as usize].clone(),
+        )
+    }
+}

@@ -1,0 +1,449 @@
+//! `service._core.Engine`: a frozen class around the engine behind a mutex, so threads may
+//! share it. Single calls keep the interpreter attached (they are short); bulk calls
+//! (load, export, take_journal, batches) detach while the engine works.
+
+use parking_lot::{Mutex, MutexGuard};
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
+use pyo3::types::{PyDict, PyList};
+
+use super::conversions::{self, integer, Line};
+use super::exceptions::{to_py_err, to_py_exception};
+use super::views::{EngineState, JournalBatch, LevelsView, ReservationView};
+use crate::engine::{Annotation, Engine as RustEngine, EngineConfig};
+use crate::errors::{EngineError, EngineResult};
+use crate::limits::{
+    BATCH_REQUESTS_MAX, IDEMPOTENCY_RECORDS_MAX_DEFAULT, ITEMS_MAX_DEFAULT,
+    JOURNAL_OPERATIONS_MAX_DEFAULT, ON_HAND_MAX, QUANTITY_MAX, RESERVATIONS_ACTIVE_MAX_DEFAULT,
+    RESERVATIONS_TERMINAL_MAX_DEFAULT, TTL_MS_MAX,
+};
+use crate::view;
+
+#[pyclass(frozen, module = "service._core")]
+pub struct Engine {
+    inner: Mutex<RustEngine>,
+}
+
+fn raise<T>(py: Python<'_>, result: EngineResult<T>) -> PyResult<T> {
+    result.map_err(|error| to_py_err(py, &error))
+}
+
+fn reservation_result(
+    py: Python<'_>,
+    result: EngineResult<view::ReservationView>,
+) -> PyResult<Py<PyAny>> {
+    match result {
+        Ok(view) => Ok(Py::new(py, ReservationView::new(view))?.into_any()),
+        Err(error) => Ok(to_py_exception(py, &error)?.unbind()),
+    }
+}
+
+fn check_batch(py: Python<'_>, requests: &Bound<'_, PyAny>) -> PyResult<()> {
+    if requests.len()? > BATCH_REQUESTS_MAX {
+        let error = EngineError::LimitExceeded {
+            field: "requests",
+            bound: BATCH_REQUESTS_MAX as u64,
+        };
+        return Err(to_py_err(py, &error));
+    }
+    Ok(())
+}
+
+struct ReserveRequest {
+    reservation_id: PyBackedStr,
+    order_id: PyBackedStr,
+    lines: Vec<Line>,
+    ttl_ms: i64,
+    request_id: Option<PyBackedStr>,
+}
+
+struct CommitRequest {
+    reservation_id: PyBackedStr,
+    lines: Option<Vec<Line>>,
+    request_id: Option<PyBackedStr>,
+}
+
+impl Engine {
+    /// The engine, waiting for it detached from the interpreter when another thread holds
+    /// it (that thread may be detached too, e.g. in take_journal).
+    fn engine<'a>(&'a self, py: Python<'_>) -> MutexGuard<'a, RustEngine> {
+        if let Some(guard) = self.inner.try_lock() {
+            return guard;
+        }
+        py.detach(|| self.inner.lock())
+    }
+}
+
+#[pymethods]
+impl Engine {
+    #[new]
+    #[pyo3(signature = (*, idempotency_records_max=IDEMPOTENCY_RECORDS_MAX_DEFAULT,
+        reservations_active_max=RESERVATIONS_ACTIVE_MAX_DEFAULT,
+        reservations_terminal_max=RESERVATIONS_TERMINAL_MAX_DEFAULT,
+        items_max=ITEMS_MAX_DEFAULT, journal_operations_max=JOURNAL_OPERATIONS_MAX_DEFAULT))]
+    fn new(
+        py: Python<'_>,
+        idempotency_records_max: usize,
+        reservations_active_max: usize,
+        reservations_terminal_max: usize,
+        items_max: usize,
+        journal_operations_max: usize,
+    ) -> PyResult<Engine> {
+        let config = EngineConfig {
+            idempotency_records_max,
+            reservations_active_max,
+            reservations_terminal_max,
+            items_max,
+            journal_operations_max,
+        };
+        let engine = raise(py, RustEngine::new(config))?;
+        Ok(Engine {
+            inner: Mutex::new(engine),
+        })
+    }
+
+    // The signature is the contract's (docs/ENGINE_API.md).
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (reservation_id, order_id, lines, ttl_ms, now_ms, request_id=None))]
+    fn reserve(
+        &self,
+        py: Python<'_>,
+        reservation_id: &str,
+        order_id: &str,
+        lines: &Bound<'_, PyAny>,
+        ttl_ms: &Bound<'_, PyAny>,
+        now_ms: i64,
+        request_id: Option<&str>,
+    ) -> PyResult<ReservationView> {
+        let lines = conversions::lines(lines)?;
+        let ttl_ms = integer(ttl_ms, "ttl_ms", TTL_MS_MAX as u64)?;
+        let inputs = conversions::inputs(&lines);
+        let result = self.engine(py).reserve(
+            reservation_id,
+            order_id,
+            &inputs,
+            ttl_ms,
+            now_ms,
+            request_id,
+        );
+        raise(py, result).map(ReservationView::new)
+    }
+
+    #[pyo3(signature = (reservation_id, lines, now_ms, request_id=None))]
+    fn commit(
+        &self,
+        py: Python<'_>,
+        reservation_id: &str,
+        lines: Option<&Bound<'_, PyAny>>,
+        now_ms: i64,
+        request_id: Option<&str>,
+    ) -> PyResult<ReservationView> {
+        let lines = lines.map(conversions::lines).transpose()?;
+        let inputs = lines.as_deref().map(conversions::inputs);
+        let result = self
+            .engine(py)
+            .commit(reservation_id, inputs.as_deref(), now_ms, request_id);
+        raise(py, result).map(ReservationView::new)
+    }
+
+    #[pyo3(signature = (reservation_id, now_ms, request_id=None))]
+    fn release(
+        &self,
+        py: Python<'_>,
+        reservation_id: &str,
+        now_ms: i64,
+        request_id: Option<&str>,
+    ) -> PyResult<ReservationView> {
+        let result = self.engine(py).release(reservation_id, now_ms, request_id);
+        raise(py, result).map(ReservationView::new)
+    }
+
+    fn extend(
+        &self,
+        py: Python<'_>,
+        reservation_id: &str,
+        ttl_ms: &Bound<'_, PyAny>,
+        now_ms: i64,
+    ) -> PyResult<ReservationView> {
+        let ttl_ms = integer(ttl_ms, "ttl_ms", TTL_MS_MAX as u64)?;
+        let result = self.engine(py).extend(reservation_id, ttl_ms, now_ms);
+        raise(py, result).map(ReservationView::new)
+    }
+
+    fn get_reservation(
+        &self,
+        py: Python<'_>,
+        reservation_id: &str,
+        now_ms: i64,
+    ) -> PyResult<ReservationView> {
+        let result = self.engine(py).get_reservation(reservation_id, now_ms);
+        raise(py, result).map(ReservationView::new)
+    }
+
+    #[pyo3(signature = (lines, now_ms, order_id="", request_id=None))]
+    fn decrement(
+        &self,
+        py: Python<'_>,
+        lines: &Bound<'_, PyAny>,
+        now_ms: i64,
+        order_id: &str,
+        request_id: Option<&str>,
+    ) -> PyResult<LevelsView> {
+        let lines = conversions::lines(lines)?;
+        let inputs = conversions::inputs(&lines);
+        let result = self
+            .engine(py)
+            .decrement(&inputs, now_ms, order_id, request_id);
+        raise(py, result).map(LevelsView::new)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (sku, location, delta, now_ms, reason="", actor="", request_id=None))]
+    fn adjust(
+        &self,
+        py: Python<'_>,
+        sku: &str,
+        location: &str,
+        delta: &Bound<'_, PyAny>,
+        now_ms: i64,
+        reason: &str,
+        actor: &str,
+        request_id: Option<&str>,
+    ) -> PyResult<LevelsView> {
+        let delta = integer(delta, "delta", QUANTITY_MAX)?;
+        let annotation = Annotation {
+            reason,
+            actor,
+            request_id,
+        };
+        let result = self
+            .engine(py)
+            .adjust(sku, location, delta, now_ms, annotation);
+        raise(py, result).map(LevelsView::new)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (sku, location, on_hand, expected_on_hand, now_ms, reason="", actor="",
+        request_id=None))]
+    fn set_stock(
+        &self,
+        py: Python<'_>,
+        sku: &str,
+        location: &str,
+        on_hand: &Bound<'_, PyAny>,
+        expected_on_hand: Option<&Bound<'_, PyAny>>,
+        now_ms: i64,
+        reason: &str,
+        actor: &str,
+        request_id: Option<&str>,
+    ) -> PyResult<LevelsView> {
+        let on_hand = integer(on_hand, "on_hand", ON_HAND_MAX)?;
+        let expected = expected_on_hand
+            .map(|value| integer(value, "expected_on_hand", ON_HAND_MAX))
+            .transpose()?;
+        let annotation = Annotation {
+            reason,
+            actor,
+            request_id,
+        };
+        let result = self
+            .engine(py)
+            .set_stock(sku, location, on_hand, expected, now_ms, annotation);
+        raise(py, result).map(LevelsView::new)
+    }
+
+    fn get_stock(
+        &self,
+        py: Python<'_>,
+        skus: Vec<PyBackedStr>,
+        location: &str,
+        now_ms: i64,
+    ) -> PyResult<LevelsView> {
+        let skus: Vec<&str> = skus.iter().map(|sku| &**sku).collect();
+        let result = self.engine(py).get_stock(&skus, location, now_ms);
+        raise(py, result).map(LevelsView::new)
+    }
+
+    fn expire_due(&self, py: Python<'_>, now_ms: i64, max_count: usize) -> PyResult<Vec<String>> {
+        let result = self.engine(py).expire_due(now_ms, max_count);
+        Ok(raise(py, result)?.iter().map(|id| id.to_string()).collect())
+    }
+
+    fn next_expiry_ms(&self, py: Python<'_>) -> Option<i64> {
+        self.engine(py).next_expiry_ms()
+    }
+
+    fn reserve_batch<'py>(
+        &self,
+        py: Python<'py>,
+        requests: &Bound<'py, PyAny>,
+        now_ms: i64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        check_batch(py, requests)?;
+        let mut batch = Vec::with_capacity(requests.len()?);
+        for request in requests.try_iter()? {
+            let request = request?;
+            let (reservation_id, order_id, lines, ttl_ms, request_id): (
+                PyBackedStr,
+                PyBackedStr,
+                Bound<'py, PyAny>,
+                Bound<'py, PyAny>,
+                Option<PyBackedStr>,
+            ) = request.extract()?;
+            let lines = conversions::lines(&lines)?;
+            let ttl_ms = integer(&ttl_ms, "ttl_ms", TTL_MS_MAX as u64)?;
+            batch.push(ReserveRequest {
+                reservation_id,
+                order_id,
+                lines,
+                ttl_ms,
+                request_id,
+            });
+        }
+        let results: Vec<_> = py.detach(|| {
+            let mut engine = self.inner.lock();
+            batch
+                .iter()
+                .map(|r| {
+                    let inputs = conversions::inputs(&r.lines);
+                    let request_id = r.request_id.as_deref();
+                    engine.reserve(
+                        &r.reservation_id,
+                        &r.order_id,
+                        &inputs,
+                        r.ttl_ms,
+                        now_ms,
+                        request_id,
+                    )
+                })
+                .collect()
+        });
+        let objects: PyResult<Vec<_>> = results
+            .into_iter()
+            .map(|result| reservation_result(py, result))
+            .collect();
+        PyList::new(py, objects?)
+    }
+
+    fn commit_batch<'py>(
+        &self,
+        py: Python<'py>,
+        requests: &Bound<'py, PyAny>,
+        now_ms: i64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        check_batch(py, requests)?;
+        let mut batch = Vec::with_capacity(requests.len()?);
+        for request in requests.try_iter()? {
+            let request = request?;
+            let (reservation_id, lines, request_id): (
+                PyBackedStr,
+                Option<Bound<'py, PyAny>>,
+                Option<PyBackedStr>,
+            ) = request.extract()?;
+            let lines = lines.as_ref().map(conversions::lines).transpose()?;
+            batch.push(CommitRequest {
+                reservation_id,
+                lines,
+                request_id,
+            });
+        }
+        let results: Vec<_> = py.detach(|| {
+            let mut engine = self.inner.lock();
+            batch
+                .iter()
+                .map(|r| {
+                    let inputs = r.lines.as_deref().map(conversions::inputs);
+                    let request_id = r.request_id.as_deref();
+                    engine.commit(&r.reservation_id, inputs.as_deref(), now_ms, request_id)
+                })
+                .collect()
+        });
+        let objects: PyResult<Vec<_>> = results
+            .into_iter()
+            .map(|result| reservation_result(py, result))
+            .collect();
+        PyList::new(py, objects?)
+    }
+
+    fn release_batch<'py>(
+        &self,
+        py: Python<'py>,
+        requests: &Bound<'py, PyAny>,
+        now_ms: i64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        check_batch(py, requests)?;
+        let mut batch: Vec<(PyBackedStr, Option<PyBackedStr>)> =
+            Vec::with_capacity(requests.len()?);
+        for request in requests.try_iter()? {
+            batch.push(request?.extract()?);
+        }
+        let results: Vec<_> = py.detach(|| {
+            let mut engine = self.inner.lock();
+            batch
+                .iter()
+                .map(|(reservation_id, request_id)| {
+                    engine.release(reservation_id, now_ms, request_id.as_deref())
+                })
+                .collect()
+        });
+        let objects: PyResult<Vec<_>> = results
+            .into_iter()
+            .map(|result| reservation_result(py, result))
+            .collect();
+        PyList::new(py, objects?)
+    }
+
+    fn take_journal(
+        &self,
+        py: Python<'_>,
+        max_operations: usize,
+    ) -> PyResult<Option<JournalBatch>> {
+        let result = py.detach(|| self.inner.lock().take_journal(max_operations));
+        match raise(py, result)? {
+            None => Ok(None),
+            Some(batch) => JournalBatch::new(py, &batch).map(Some),
+        }
+    }
+
+    fn journal_pending(&self, py: Python<'_>) -> usize {
+        self.engine(py).journal_pending()
+    }
+
+    fn load(
+        &self,
+        py: Python<'_>,
+        items: &Bound<'_, PyAny>,
+        holds: &Bound<'_, PyAny>,
+        idempotency_records: &Bound<'_, PyAny>,
+        now_ms: i64,
+    ) -> PyResult<()> {
+        let items = conversions::load_items(items)?;
+        let holds = conversions::load_holds(holds)?;
+        let records = conversions::load_idempotency(idempotency_records)?;
+        let result = py.detach(|| {
+            let loaded = self.inner.lock().load(&items, &holds, &records, now_ms);
+            // Free the inputs while still detached: a million holds take a while to drop.
+            drop((items, holds, records));
+            loaded
+        });
+        raise(py, result)
+    }
+
+    fn export(&self, py: Python<'_>) -> PyResult<EngineState> {
+        let state = py.detach(|| self.inner.lock().export());
+        EngineState::new(py, &state)
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = self.engine(py).stats();
+        let dict = PyDict::new(py);
+        dict.set_item("items", stats.items)?;
+        dict.set_item("reservations_active", stats.reservations_active)?;
+        dict.set_item("reservations_terminal", stats.reservations_terminal)?;
+        dict.set_item("idempotency_records", stats.idempotency_records)?;
+        dict.set_item("journal_pending", stats.journal_pending)?;
+        dict.set_item("lsn_last", stats.lsn_last)?;
+        dict.set_item("expiry_queue_entries", stats.expiry_queue_entries)?;
+        Ok(dict)
+    }
+}

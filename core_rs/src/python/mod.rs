@@ -1,0 +1,29 @@
+//! The PyO3 binding: converts Python values to engine inputs and engine results to Python
+//! objects. No engine rule lives here.
+
+mod conversions;
+mod engine;
+mod exceptions;
+mod views;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::limits::LIMITS;
+
+/// Registers every public name of `service._core` (the stub lists the same names).
+pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = module.py();
+    module.add_class::<engine::Engine>()?;
+    module.add_class::<views::ReservationView>()?;
+    module.add_class::<views::LevelsView>()?;
+    module.add_class::<views::JournalBatch>()?;
+    module.add_class::<views::EngineState>()?;
+    exceptions::register(module)?;
+    let limits = PyDict::new(py);
+    for (name, value) in LIMITS {
+        limits.set_item(name, value)?;
+    }
+    module.add("LIMITS", limits)?;
+    Ok(())
+}

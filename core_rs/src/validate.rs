@@ -1,0 +1,106 @@
+//! Input checks against the named limits, run at every public entry point of the engine
+//! before anything is looked at or changed.
+
+use crate::errors::{EngineError, EngineResult};
+use crate::limits::{
+    ACTOR_BYTES_MAX, ID_BYTES_MAX, LINES_PER_REQUEST_MAX, QUANTITY_MAX, REASON_BYTES_MAX,
+    TTL_MS_MAX, TTL_MS_MIN,
+};
+
+/// One requested line as the caller gave it; quantities are signed so that a negative
+/// value is reported as a limit violation rather than wrapped.
+#[derive(Clone, Copy, Debug)]
+pub struct LineInput<'a> {
+    pub sku: &'a str,
+    pub location: &'a str,
+    pub quantity: i64,
+}
+
+fn limit(field: &'static str, bound: u64) -> EngineError {
+    EngineError::LimitExceeded { field, bound }
+}
+
+/// A mandatory id: 1..=ID_BYTES_MAX bytes.
+pub fn id(field: &'static str, value: &str) -> EngineResult<()> {
+    if value.is_empty() {
+        return Err(limit(field, 1));
+    }
+    if value.len() > ID_BYTES_MAX {
+        return Err(limit(field, ID_BYTES_MAX as u64));
+    }
+    Ok(())
+}
+
+/// An id that may be empty (location, order id).
+pub fn optional_id(field: &'static str, value: &str) -> EngineResult<()> {
+    if value.len() > ID_BYTES_MAX {
+        return Err(limit(field, ID_BYTES_MAX as u64));
+    }
+    Ok(())
+}
+
+pub fn request_id(value: Option<&str>) -> EngineResult<()> {
+    value.map_or(Ok(()), |v| id("request_id", v))
+}
+
+pub fn quantity(field: &'static str, value: i64) -> EngineResult<u64> {
+    if value < 1 {
+        return Err(limit(field, 1));
+    }
+    if value as u64 > QUANTITY_MAX {
+        return Err(limit(field, QUANTITY_MAX));
+    }
+    Ok(value as u64)
+}
+
+pub fn ttl_ms(value: i64) -> EngineResult<()> {
+    if value < TTL_MS_MIN {
+        return Err(limit("ttl_ms", TTL_MS_MIN as u64));
+    }
+    if value > TTL_MS_MAX {
+        return Err(limit("ttl_ms", TTL_MS_MAX as u64));
+    }
+    Ok(())
+}
+
+pub fn reason_actor(reason: &str, actor: &str) -> EngineResult<()> {
+    if reason.len() > REASON_BYTES_MAX {
+        return Err(limit("reason", REASON_BYTES_MAX as u64));
+    }
+    if actor.len() > ACTOR_BYTES_MAX {
+        return Err(limit("actor", ACTOR_BYTES_MAX as u64));
+    }
+    Ok(())
+}
+
+pub fn line_count(count: usize, allow_empty: bool) -> EngineResult<()> {
+    if count == 0 && !allow_empty {
+        return Err(limit("lines", 1));
+    }
+    if count > LINES_PER_REQUEST_MAX {
+        return Err(limit("lines", LINES_PER_REQUEST_MAX as u64));
+    }
+    Ok(())
+}
+
+/// Every line of a request: count, sku, location and quantity.
+pub fn lines(lines: &[LineInput<'_>], allow_empty: bool) -> EngineResult<()> {
+    line_count(lines.len(), allow_empty)?;
+    for line in lines {
+        id("sku", line.sku)?;
+        optional_id("location", line.location)?;
+        quantity("quantity", line.quantity)?;
+    }
+    Ok(())
+}
+
+/// A count argument such as `max_count`: 1..=bound.
+pub fn count(field: &'static str, value: usize, bound: usize) -> EngineResult<()> {
+    if value < 1 {
+        return Err(limit(field, 1));
+    }
+    if value > bound {
+        return Err(limit(field, bound as u64));
+    }
+    Ok(())
+}

@@ -1,0 +1,566 @@
+//! Model test: random operation sequences, with time advancing, run against the engine and
+//! against a deliberately simple reference model (recomputes everything from scratch, no
+//! indices, no heaps, no lazy expiry). After every step the answers, every level and every
+//! reservation status must agree, and the engine's invariants must hold.
+
+use std::collections::BTreeMap;
+
+use core_rs::engine::Annotation;
+use core_rs::reservation::Status;
+use core_rs::view::Outcome;
+use core_rs::{Engine, EngineConfig, EngineError, LineInput};
+use proptest::prelude::*;
+
+const SKUS: [&str; 3] = ["a", "b", "c"];
+const RESERVATIONS: usize = 6;
+const REQUESTS: usize = 4;
+const START_MS: i64 = 1_000_000;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Advance(i64),
+    Reserve {
+        id: usize,
+        lines: Vec<(usize, i64)>,
+        ttl_ms: i64,
+        request: Option<usize>,
+    },
+    Commit {
+        id: usize,
+        lines: Option<Vec<(usize, i64)>>,
+        request: Option<usize>,
+    },
+    Release {
+        id: usize,
+        request: Option<usize>,
+    },
+    Extend {
+        id: usize,
+        ttl_ms: i64,
+    },
+    Decrement {
+        lines: Vec<(usize, i64)>,
+        request: Option<usize>,
+    },
+    Adjust {
+        sku: usize,
+        delta: i64,
+        request: Option<usize>,
+    },
+    Set {
+        sku: usize,
+        on_hand: i64,
+        expected: Option<i64>,
+        request: Option<usize>,
+    },
+    ExpireDue {
+        max_count: usize,
+    },
+}
+
+fn lines_strategy(max_lines: usize) -> impl Strategy<Value = Vec<(usize, i64)>> {
+    prop::collection::vec((0..SKUS.len(), 1..6i64), 1..=max_lines)
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    let request = prop::option::of(0..REQUESTS);
+    prop_oneof![
+        3 => (0..3_000i64).prop_map(Op::Advance),
+        5 => (0..RESERVATIONS, lines_strategy(3), 1_000..5_000i64, request.clone())
+            .prop_map(|(id, lines, ttl_ms, request)| Op::Reserve { id, lines, ttl_ms, request }),
+        3 => (0..RESERVATIONS, prop::option::of(lines_strategy(2)), request.clone())
+            .prop_map(|(id, lines, request)| Op::Commit { id, lines, request }),
+        3 => (0..RESERVATIONS, request.clone()).prop_map(|(id, request)| Op::Release { id, request }),
+        1 => (0..RESERVATIONS, 1_000..5_000i64).prop_map(|(id, ttl_ms)| Op::Extend { id, ttl_ms }),
+        2 => (lines_strategy(2), request.clone())
+            .prop_map(|(lines, request)| Op::Decrement { lines, request }),
+        3 => (0..SKUS.len(), prop_oneof![-6..0i64, 1..12i64], request.clone())
+            .prop_map(|(sku, delta, request)| Op::Adjust { sku, delta, request }),
+        1 => (0..SKUS.len(), 0..20i64, prop::option::of(0..20i64), request)
+            .prop_map(|(sku, on_hand, expected, request)| Op::Set { sku, on_hand, expected, request }),
+        1 => (1..4usize).prop_map(|max_count| Op::ExpireDue { max_count }),
+    ]
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum ModelStatus {
+    Active,
+    Committed,
+    Released,
+}
+
+#[derive(Clone, Debug)]
+struct ModelReservation {
+    status: ModelStatus,
+    expires_at_ms: i64,
+    lines: BTreeMap<usize, u64>,
+}
+
+/// What a remembered request answered: reservation id and status, or the levels.
+#[derive(Clone, Debug, PartialEq)]
+enum ModelOutcome {
+    Reservation(String, &'static str),
+    Levels(Vec<(String, u64, u64, u64)>),
+}
+
+#[derive(Default)]
+struct Model {
+    now_ms: i64,
+    on_hand: BTreeMap<usize, u64>,
+    reservations: BTreeMap<usize, ModelReservation>,
+    requests: BTreeMap<usize, (String, ModelOutcome)>,
+}
+
+type ModelAnswer = Result<ModelOutcome, &'static str>;
+
+impl Model {
+    fn reserved(&self, sku: usize) -> u64 {
+        self.reservations
+            .values()
+            .filter(|r| r.status == ModelStatus::Active && r.expires_at_ms > self.now_ms)
+            .map(|r| r.lines.get(&sku).copied().unwrap_or(0))
+            .sum()
+    }
+
+    fn status(&self, id: usize) -> Option<&'static str> {
+        let r = self.reservations.get(&id)?;
+        Some(match r.status {
+            ModelStatus::Active if r.expires_at_ms <= self.now_ms => "expired",
+            ModelStatus::Active => "active",
+            ModelStatus::Committed => "committed",
+            ModelStatus::Released => "released",
+        })
+    }
+
+    fn levels(&self, skus: &BTreeMap<usize, u64>) -> ModelOutcome {
+        ModelOutcome::Levels(
+            skus.keys()
+                .map(|&sku| {
+                    let (on_hand, reserved) = (self.on_hand[&sku], self.reserved(sku));
+                    (SKUS[sku].to_string(), on_hand, reserved, on_hand - reserved)
+                })
+                .collect(),
+        )
+    }
+
+    fn summed(lines: &[(usize, i64)]) -> BTreeMap<usize, u64> {
+        let mut summed = BTreeMap::new();
+        for (sku, quantity) in lines {
+            *summed.entry(*sku).or_insert(0) += *quantity as u64;
+        }
+        summed
+    }
+
+    /// Replay or conflict for a remembered request id.
+    fn remembered(&self, request: Option<usize>, key: &str) -> Option<ModelAnswer> {
+        let (first_key, outcome) = self.requests.get(&request?)?;
+        Some(if first_key == key {
+            Ok(outcome.clone())
+        } else {
+            Err("idempotency_conflict")
+        })
+    }
+
+    fn remember(&mut self, request: Option<usize>, key: String, outcome: &ModelOutcome) {
+        if let Some(request) = request {
+            self.requests.insert(request, (key, outcome.clone()));
+        }
+    }
+
+    fn short_or_unknown(&self, summed: &BTreeMap<usize, u64>) -> Option<&'static str> {
+        if summed.keys().any(|sku| !self.on_hand.contains_key(sku)) {
+            return Some("unknown_item");
+        }
+        let short = summed
+            .iter()
+            .any(|(&sku, &q)| self.on_hand[&sku] - self.reserved(sku) < q);
+        short.then_some("short_stock")
+    }
+
+    fn reserve(
+        &mut self,
+        id: usize,
+        lines: &[(usize, i64)],
+        ttl_ms: i64,
+        request: Option<usize>,
+    ) -> ModelAnswer {
+        let key = format!("reserve {lines:?} {ttl_ms}");
+        if let Some(answer) = self.remembered(request, &key) {
+            return answer;
+        }
+        if self.reservations.contains_key(&id) {
+            return Err("reservation_exists");
+        }
+        let summed = Self::summed(lines);
+        if let Some(error) = self.short_or_unknown(&summed) {
+            return Err(error);
+        }
+        let expires_at_ms = self.now_ms + ttl_ms;
+        let reservation = ModelReservation {
+            status: ModelStatus::Active,
+            expires_at_ms,
+            lines: summed,
+        };
+        self.reservations.insert(id, reservation);
+        let outcome = ModelOutcome::Reservation(format!("r{id}"), "active");
+        self.remember(request, key, &outcome);
+        Ok(outcome)
+    }
+
+    fn commit(
+        &mut self,
+        id: usize,
+        lines: &Option<Vec<(usize, i64)>>,
+        request: Option<usize>,
+    ) -> ModelAnswer {
+        let key = format!("commit {id} {lines:?}");
+        if let Some(answer) = self.remembered(request, &key) {
+            return answer;
+        }
+        let status = self.status(id).ok_or("unknown_reservation")?;
+        match status {
+            "committed" => return Ok(ModelOutcome::Reservation(format!("r{id}"), "committed")),
+            "active" => {}
+            _ => return Err("wrong_state"),
+        }
+        let held = self.reservations[&id].lines.clone();
+        let committed = match lines {
+            None => held.clone(),
+            Some(lines) => Self::summed(lines),
+        };
+        for (sku, quantity) in &committed {
+            if held.get(sku).is_none_or(|h| h < quantity) {
+                return Err("invalid_request");
+            }
+        }
+        for (sku, quantity) in &committed {
+            *self.on_hand.get_mut(sku).unwrap() -= quantity;
+        }
+        self.reservations.get_mut(&id).unwrap().status = ModelStatus::Committed;
+        let outcome = ModelOutcome::Reservation(format!("r{id}"), "committed");
+        self.remember(request, key, &outcome);
+        Ok(outcome)
+    }
+
+    fn release(&mut self, id: usize, request: Option<usize>) -> ModelAnswer {
+        let key = format!("release {id}");
+        if let Some(answer) = self.remembered(request, &key) {
+            return answer;
+        }
+        let status = self.status(id).ok_or("unknown_reservation")?;
+        match status {
+            "committed" => return Err("wrong_state"),
+            "active" => {}
+            other => return Ok(ModelOutcome::Reservation(format!("r{id}"), other)),
+        }
+        self.reservations.get_mut(&id).unwrap().status = ModelStatus::Released;
+        let outcome = ModelOutcome::Reservation(format!("r{id}"), "released");
+        self.remember(request, key, &outcome);
+        Ok(outcome)
+    }
+
+    fn extend(&mut self, id: usize, ttl_ms: i64) -> ModelAnswer {
+        let status = self.status(id).ok_or("unknown_reservation")?;
+        if status != "active" {
+            return Err("wrong_state");
+        }
+        self.reservations.get_mut(&id).unwrap().expires_at_ms = self.now_ms + ttl_ms;
+        Ok(ModelOutcome::Reservation(format!("r{id}"), "active"))
+    }
+
+    fn decrement(&mut self, lines: &[(usize, i64)], request: Option<usize>) -> ModelAnswer {
+        let key = format!("decrement {lines:?}");
+        if let Some(answer) = self.remembered(request, &key) {
+            return answer;
+        }
+        let summed = Self::summed(lines);
+        if let Some(error) = self.short_or_unknown(&summed) {
+            return Err(error);
+        }
+        for (sku, quantity) in &summed {
+            *self.on_hand.get_mut(sku).unwrap() -= quantity;
+        }
+        let outcome = self.levels(&summed);
+        self.remember(request, key, &outcome);
+        Ok(outcome)
+    }
+
+    fn adjust(&mut self, sku: usize, delta: i64, request: Option<usize>) -> ModelAnswer {
+        let key = format!("adjust {sku} {delta}");
+        if let Some(answer) = self.remembered(request, &key) {
+            return answer;
+        }
+        match self.on_hand.get(&sku) {
+            None if delta < 0 => return Err("unknown_item"),
+            None => {}
+            Some(&on_hand) if (on_hand as i64 + delta) < self.reserved(sku) as i64 => {
+                return Err("on_hand_below_reserved");
+            }
+            Some(_) => {}
+        }
+        let on_hand = self.on_hand.entry(sku).or_insert(0);
+        *on_hand = (*on_hand as i64 + delta) as u64;
+        let outcome = self.levels(&BTreeMap::from([(sku, 0)]));
+        self.remember(request, key, &outcome);
+        Ok(outcome)
+    }
+
+    fn set(
+        &mut self,
+        sku: usize,
+        on_hand: i64,
+        expected: Option<i64>,
+        request: Option<usize>,
+    ) -> ModelAnswer {
+        let key = format!("set {sku} {on_hand} {expected:?}");
+        if let Some(answer) = self.remembered(request, &key) {
+            return answer;
+        }
+        let actual = self.on_hand.get(&sku).copied().unwrap_or(0);
+        if expected.is_some_and(|expected| expected as u64 != actual) {
+            return Err("expected_mismatch");
+        }
+        if (on_hand as u64) < self.reserved(sku) {
+            return Err("on_hand_below_reserved");
+        }
+        self.on_hand.insert(sku, on_hand as u64);
+        let outcome = self.levels(&BTreeMap::from([(sku, 0)]));
+        self.remember(request, key, &outcome);
+        Ok(outcome)
+    }
+}
+
+fn engine_lines(lines: &[(usize, i64)]) -> Vec<LineInput<'static>> {
+    lines
+        .iter()
+        .map(|&(sku, quantity)| LineInput {
+            sku: SKUS[sku],
+            location: "",
+            quantity,
+        })
+        .collect()
+}
+
+fn request_name(request: Option<usize>) -> Option<String> {
+    request.map(|r| format!("q{r}"))
+}
+
+fn engine_answer(result: Result<Outcome, EngineError>) -> ModelAnswer {
+    match result {
+        Err(error) => Err(error.code()),
+        Ok(Outcome::Reservation(view)) => Ok(ModelOutcome::Reservation(
+            view.reservation_id.to_string(),
+            view.status.as_str(),
+        )),
+        Ok(Outcome::Levels(view)) => {
+            // The engine answers in request order; the model in sku order.
+            let mut levels: Vec<_> = view
+                .levels
+                .iter()
+                .map(|l| (l.sku.to_string(), l.on_hand, l.reserved, l.available))
+                .collect();
+            levels.sort();
+            Ok(ModelOutcome::Levels(levels))
+        }
+    }
+}
+
+fn apply_engine(engine: &mut Engine, now_ms: i64, op: &Op) -> Option<ModelAnswer> {
+    let reservation = |r| Outcome::Reservation(r);
+    let levels = |l| Outcome::Levels(l);
+    let result = match op {
+        Op::Advance(_) | Op::ExpireDue { .. } => return None,
+        Op::Reserve {
+            id,
+            lines,
+            ttl_ms,
+            request,
+        } => {
+            let request = request_name(*request);
+            let lines = engine_lines(lines);
+            engine
+                .reserve(
+                    &format!("r{id}"),
+                    "o",
+                    &lines,
+                    *ttl_ms,
+                    now_ms,
+                    request.as_deref(),
+                )
+                .map(reservation)
+        }
+        Op::Commit { id, lines, request } => {
+            let request = request_name(*request);
+            let lines = lines.as_ref().map(|lines| engine_lines(lines));
+            engine
+                .commit(
+                    &format!("r{id}"),
+                    lines.as_deref(),
+                    now_ms,
+                    request.as_deref(),
+                )
+                .map(reservation)
+        }
+        Op::Release { id, request } => {
+            let request = request_name(*request);
+            engine
+                .release(&format!("r{id}"), now_ms, request.as_deref())
+                .map(reservation)
+        }
+        Op::Extend { id, ttl_ms } => engine
+            .extend(&format!("r{id}"), *ttl_ms, now_ms)
+            .map(reservation),
+        Op::Decrement { lines, request } => {
+            let request = request_name(*request);
+            engine
+                .decrement(&engine_lines(lines), now_ms, "o", request.as_deref())
+                .map(levels)
+        }
+        Op::Adjust {
+            sku,
+            delta,
+            request,
+        } => {
+            let request = request_name(*request);
+            let annotation = Annotation {
+                request_id: request.as_deref(),
+                ..Annotation::default()
+            };
+            engine
+                .adjust(SKUS[*sku], "", *delta, now_ms, annotation)
+                .map(levels)
+        }
+        Op::Set {
+            sku,
+            on_hand,
+            expected,
+            request,
+        } => {
+            let request = request_name(*request);
+            let annotation = Annotation {
+                request_id: request.as_deref(),
+                ..Annotation::default()
+            };
+            engine
+                .set_stock(SKUS[*sku], "", *on_hand, *expected, now_ms, annotation)
+                .map(levels)
+        }
+    };
+    Some(engine_answer(result))
+}
+
+fn apply_model(model: &mut Model, op: &Op) -> Option<ModelAnswer> {
+    Some(match op {
+        Op::Advance(_) | Op::ExpireDue { .. } => return None,
+        Op::Reserve {
+            id,
+            lines,
+            ttl_ms,
+            request,
+        } => model.reserve(*id, lines, *ttl_ms, *request),
+        Op::Commit { id, lines, request } => model.commit(*id, lines, *request),
+        Op::Release { id, request } => model.release(*id, *request),
+        Op::Extend { id, ttl_ms } => model.extend(*id, *ttl_ms),
+        Op::Decrement { lines, request } => model.decrement(lines, *request),
+        Op::Adjust {
+            sku,
+            delta,
+            request,
+        } => model.adjust(*sku, *delta, *request),
+        Op::Set {
+            sku,
+            on_hand,
+            expected,
+            request,
+        } => model.set(*sku, *on_hand, *expected, *request),
+    })
+}
+
+fn compare_state(engine: &Engine, model: &Model) {
+    let view = engine.get_stock(&SKUS, "", model.now_ms).unwrap();
+    let levels: Vec<_> = view
+        .levels
+        .iter()
+        .map(|l| (l.sku.to_string(), l.on_hand, l.reserved, l.available))
+        .collect();
+    assert_eq!(
+        ModelOutcome::Levels(levels),
+        model.levels(&model.on_hand.keys().map(|&k| (k, 0)).collect())
+    );
+    for id in 0..RESERVATIONS {
+        let engine_status = engine
+            .get_reservation(&format!("r{id}"), model.now_ms)
+            .ok()
+            .map(|v| v.status.as_str());
+        assert_eq!(engine_status, model.status(id), "status of r{id}");
+    }
+    engine.check_invariants();
+}
+
+fn run(ops: &[Op]) {
+    let config = EngineConfig {
+        reservations_terminal_max: 1_000,
+        journal_operations_max: 100_000,
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(config).unwrap();
+    let mut model = Model {
+        now_ms: START_MS,
+        ..Model::default()
+    };
+    for (step, op) in ops.iter().enumerate() {
+        match op {
+            Op::Advance(ms) => model.now_ms += ms,
+            Op::ExpireDue { max_count } => {
+                let expired = engine.expire_due(model.now_ms, *max_count).unwrap();
+                assert!(expired.len() <= *max_count);
+                for id in &expired {
+                    let index: usize = id[1..].parse().unwrap();
+                    assert_eq!(
+                        model.status(index),
+                        Some("expired"),
+                        "step {step}: swept a live hold"
+                    );
+                }
+            }
+            _ => {
+                let expected = apply_model(&mut model, op);
+                let actual = apply_engine(&mut engine, model.now_ms, op);
+                assert_eq!(actual, expected, "step {step}: {op:?}");
+            }
+        }
+        compare_state(&engine, &model);
+    }
+    // A full sweep leaves nothing due.
+    let expired = engine.expire_due(model.now_ms, 10_000).unwrap();
+    assert!(expired.len() <= RESERVATIONS);
+    assert!(engine.expire_due(model.now_ms, 10_000).unwrap().is_empty());
+    compare_state(&engine, &model);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        // Failures print the minimal sequence; the repository keeps no regression files.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn engine_agrees_with_the_reference_model(ops in prop::collection::vec(op_strategy(), 1..150)) {
+        run(&ops);
+    }
+}
+
+#[test]
+fn reference_model_detects_a_wrong_answer() {
+    // Guards the harness itself: a model that disagrees must make `run`-style checks fail.
+    let mut model = Model {
+        now_ms: START_MS,
+        ..Model::default()
+    };
+    model.adjust(0, 5, None).unwrap();
+    let answer = model.reserve(0, &[(0, 6)], 1_000, None);
+    assert_eq!(answer, Err("short_stock"));
+    assert_eq!(Status::Active.as_str(), "active");
+}

@@ -1,0 +1,914 @@
+//! One behaviour per test, for every operation: accepted input, refused input, and what
+//! the journal records.
+
+use core_rs::engine::Annotation;
+use core_rs::limits::{ID_BYTES_MAX, LINES_PER_REQUEST_MAX, ON_HAND_MAX, QUANTITY_MAX, TTL_MS_MAX};
+use core_rs::reservation::Status;
+use core_rs::{Engine, EngineConfig, EngineError, LineInput, LoadHold, LoadIdempotency, LoadItem};
+
+const TTL: i64 = 60_000;
+const NOW: i64 = 1_000_000;
+
+fn engine() -> Engine {
+    let config = EngineConfig {
+        idempotency_records_max: 100,
+        reservations_active_max: 100,
+        reservations_terminal_max: 10,
+        items_max: 100,
+        journal_operations_max: 1_000,
+    };
+    Engine::new(config).unwrap()
+}
+
+fn line(sku: &str, quantity: i64) -> LineInput<'_> {
+    LineInput {
+        sku,
+        location: "",
+        quantity,
+    }
+}
+
+fn stocked(items: &[(&str, i64)]) -> Engine {
+    let mut engine = engine();
+    for (sku, on_hand) in items {
+        engine
+            .adjust(sku, "", *on_hand, NOW, Annotation::default())
+            .unwrap();
+    }
+    engine
+}
+
+/// (on_hand, reserved, available) of a default-location sku at `now_ms`.
+fn level(engine: &Engine, sku: &str, now_ms: i64) -> (u64, u64, u64) {
+    let view = engine.get_stock(&[sku], "", now_ms).unwrap();
+    let level = &view.levels[0];
+    (level.on_hand, level.reserved, level.available)
+}
+
+#[test]
+fn reserve_holds_every_line() {
+    let mut engine = stocked(&[("a", 10), ("b", 5)]);
+    let view = engine
+        .reserve("r1", "o1", &[line("a", 3), line("b", 5)], TTL, NOW, None)
+        .unwrap();
+    assert_eq!(view.status, Status::Active);
+    assert_eq!(view.expires_at_ms, NOW + TTL);
+    assert_eq!(level(&engine, "a", NOW), (10, 3, 7));
+    assert_eq!(level(&engine, "b", NOW), (5, 5, 0));
+    engine.check_invariants();
+}
+
+#[test]
+fn reserve_sums_lines_of_the_same_item_before_checking() {
+    let mut engine = stocked(&[("a", 5)]);
+    let error = engine
+        .reserve("r1", "", &[line("a", 3), line("a", 3)], TTL, NOW, None)
+        .unwrap_err();
+    match error {
+        EngineError::ShortStock { shortfalls } => {
+            assert_eq!(shortfalls.len(), 1);
+            assert_eq!((shortfalls[0].requested, shortfalls[0].available), (6, 5));
+        }
+        other => panic!("expected ShortStock, got {other:?}"),
+    }
+    let view = engine
+        .reserve("r1", "", &[line("a", 2), line("a", 3)], TTL, NOW, None)
+        .unwrap();
+    assert_eq!(view.lines.len(), 1);
+    assert_eq!(view.lines[0].quantity, 5);
+}
+
+#[test]
+fn reserve_is_all_or_nothing_and_names_every_short_item() {
+    let mut engine = stocked(&[("a", 1), ("b", 1), ("c", 10)]);
+    let lines = [line("a", 2), line("b", 3), line("c", 1)];
+    let error = engine
+        .reserve("r1", "", &lines, TTL, NOW, None)
+        .unwrap_err();
+    let EngineError::ShortStock { shortfalls } = error else {
+        panic!("{error:?}")
+    };
+    let named: Vec<(&str, u64, u64)> = shortfalls
+        .iter()
+        .map(|s| (&*s.sku, s.requested, s.available))
+        .collect();
+    assert_eq!(named, vec![("a", 2, 1), ("b", 3, 1)]);
+    assert_eq!(level(&engine, "c", NOW), (10, 0, 10));
+    assert_eq!(
+        engine.journal_pending(),
+        3,
+        "only the three adjusts are journaled"
+    );
+}
+
+#[test]
+fn reserve_of_unknown_items_is_its_own_error() {
+    let mut engine = stocked(&[("a", 1)]);
+    let lines = [line("a", 1), line("x", 1), line("y", 1), line("x", 1)];
+    let error = engine
+        .reserve("r1", "", &lines, TTL, NOW, None)
+        .unwrap_err();
+    let expected = vec![
+        ("x".to_string(), String::new()),
+        ("y".to_string(), String::new()),
+    ];
+    assert_eq!(error, EngineError::UnknownItem { items: expected });
+}
+
+#[test]
+fn reserve_refuses_an_existing_reservation_id() {
+    let mut engine = stocked(&[("a", 5)]);
+    engine
+        .reserve("r1", "", &[line("a", 1)], TTL, NOW, None)
+        .unwrap();
+    let error = engine
+        .reserve("r1", "", &[line("a", 1)], TTL, NOW, None)
+        .unwrap_err();
+    assert_eq!(
+        error,
+        EngineError::ReservationExists {
+            reservation_id: "r1".into()
+        }
+    );
+}
+
+#[test]
+fn reserve_enforces_limits() {
+    let mut engine = stocked(&[("a", 5)]);
+    let long = "x".repeat(ID_BYTES_MAX + 1);
+    let cases: Vec<(EngineError, EngineResultOf)> = vec![
+        (
+            limit("reservation_id", ID_BYTES_MAX as u64),
+            Box::new(|e: &mut Engine| {
+                e.reserve(
+                    &"x".repeat(ID_BYTES_MAX + 1),
+                    "",
+                    &[line("a", 1)],
+                    TTL,
+                    NOW,
+                    None,
+                )
+                .map(drop)
+            }),
+        ),
+        (
+            limit("reservation_id", 1),
+            Box::new(|e: &mut Engine| e.reserve("", "", &[line("a", 1)], TTL, NOW, None).map(drop)),
+        ),
+        (
+            limit("quantity", 1),
+            Box::new(|e: &mut Engine| {
+                e.reserve("r", "", &[line("a", 0)], TTL, NOW, None)
+                    .map(drop)
+            }),
+        ),
+        (
+            limit("quantity", QUANTITY_MAX),
+            Box::new(|e: &mut Engine| {
+                e.reserve(
+                    "r",
+                    "",
+                    &[line("a", QUANTITY_MAX as i64 + 1)],
+                    TTL,
+                    NOW,
+                    None,
+                )
+                .map(drop)
+            }),
+        ),
+        (
+            limit("lines", 1),
+            Box::new(|e: &mut Engine| e.reserve("r", "", &[], TTL, NOW, None).map(drop)),
+        ),
+        (
+            limit("ttl_ms", TTL_MS_MAX as u64),
+            Box::new(|e: &mut Engine| {
+                e.reserve("r", "", &[line("a", 1)], TTL_MS_MAX + 1, NOW, None)
+                    .map(drop)
+            }),
+        ),
+        (
+            limit("ttl_ms", 1_000),
+            Box::new(|e: &mut Engine| {
+                e.reserve("r", "", &[line("a", 1)], 999, NOW, None)
+                    .map(drop)
+            }),
+        ),
+        (
+            limit("request_id", 1),
+            Box::new(|e: &mut Engine| {
+                e.reserve("r", "", &[line("a", 1)], TTL, NOW, Some(""))
+                    .map(drop)
+            }),
+        ),
+    ];
+    for (expected, call) in cases {
+        assert_eq!(call(&mut engine).unwrap_err(), expected);
+    }
+    let sku = long.as_str();
+    let error = engine
+        .reserve("r", "", &[line(sku, 1)], TTL, NOW, None)
+        .unwrap_err();
+    assert_eq!(error, limit("sku", ID_BYTES_MAX as u64));
+    let many: Vec<LineInput<'_>> = (0..=LINES_PER_REQUEST_MAX).map(|_| line("a", 1)).collect();
+    let error = engine.reserve("r", "", &many, TTL, NOW, None).unwrap_err();
+    assert_eq!(error, limit("lines", LINES_PER_REQUEST_MAX as u64));
+    assert_eq!(level(&engine, "a", NOW), (5, 0, 5));
+}
+
+type EngineResultOf = Box<dyn Fn(&mut Engine) -> Result<(), EngineError>>;
+
+fn limit(field: &'static str, bound: u64) -> EngineError {
+    EngineError::LimitExceeded { field, bound }
+}
+
+#[test]
+fn reserve_refuses_beyond_active_capacity() {
+    let config = EngineConfig {
+        reservations_active_max: 2,
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(config).unwrap();
+    engine
+        .adjust("a", "", 10, NOW, Annotation::default())
+        .unwrap();
+    engine
+        .reserve("r1", "", &[line("a", 1)], TTL, NOW, None)
+        .unwrap();
+    engine
+        .reserve("r2", "", &[line("a", 1)], TTL, NOW, None)
+        .unwrap();
+    let error = engine
+        .reserve("r3", "", &[line("a", 1)], TTL, NOW, None)
+        .unwrap_err();
+    assert_eq!(
+        error,
+        EngineError::CapacityExceeded {
+            what: "reservations_active"
+        }
+    );
+    engine.release("r1", NOW, None).unwrap();
+    engine
+        .reserve("r3", "", &[line("a", 1)], TTL, NOW, None)
+        .unwrap();
+}
+
+#[test]
+fn commit_everything_leaves_on_hand() {
+    let mut engine = stocked(&[("a", 10)]);
+    engine
+        .reserve("r1", "", &[line("a", 4)], TTL, NOW, None)
+        .unwrap();
+    let view = engine.commit("r1", None, NOW + 1, None).unwrap();
+    assert_eq!(view.status, Status::Committed);
+    assert_eq!(view.committed_lines[0].quantity, 4);
+    assert_eq!(level(&engine, "a", NOW + 1), (6, 0, 6));
+    engine.check_invariants();
+}
+
+#[test]
+fn commit_part_releases_the_rest() {
+    let mut engine = stocked(&[("a", 10), ("b", 10)]);
+    engine
+        .reserve("r1", "", &[line("a", 4), line("b", 2)], TTL, NOW, None)
+        .unwrap();
+    let view = engine
+        .commit("r1", Some(&[line("a", 1), line("a", 2)]), NOW, None)
+        .unwrap();
+    assert_eq!(view.committed_lines.len(), 1);
+    assert_eq!(view.committed_lines[0].quantity, 3);
+    assert_eq!(level(&engine, "a", NOW), (7, 0, 7));
+    assert_eq!(level(&engine, "b", NOW), (10, 0, 10));
+}
+
+#[test]
+fn commit_refuses_items_not_held_or_above_held() {
+    let mut engine = stocked(&[("a", 10), ("b", 10)]);
+    engine
+        .reserve("r1", "", &[line("a", 4)], TTL, NOW, None)
+        .unwrap();
+    let error = engine
+        .commit("r1", Some(&[line("b", 1)]), NOW, None)
+        .unwrap_err();
+    assert!(matches!(
+        error,
+        EngineError::InvalidRequest { field: "lines", .. }
+    ));
+    let error = engine
+        .commit("r1", Some(&[line("a", 3), line("a", 2)]), NOW, None)
+        .unwrap_err();
+    assert!(matches!(
+        error,
+        EngineError::InvalidRequest { field: "lines", .. }
+    ));
+    assert_eq!(level(&engine, "a", NOW), (10, 4, 6));
+}
+
+#[test]
+fn commit_is_idempotent_and_refused_after_release_or_expiry() {
+    let mut engine = stocked(&[("a", 10)]);
+    engine
+        .reserve("r1", "", &[line("a", 4)], TTL, NOW, None)
+        .unwrap();
+    let first = engine.commit("r1", None, NOW, None).unwrap();
+    let again = engine
+        .commit("r1", Some(&[line("a", 1)]), NOW + 5, None)
+        .unwrap();
+    assert_eq!(first, again);
+    assert_eq!(level(&engine, "a", NOW), (6, 0, 6));
+
+    engine
+        .reserve("r2", "", &[line("a", 1)], TTL, NOW, None)
+        .unwrap();
+    engine.release("r2", NOW, None).unwrap();
+    let error = engine.commit("r2", None, NOW, None).unwrap_err();
+    let expected = EngineError::WrongState {
+        reservation_id: "r2".into(),
+        status: Status::Released,
+        operation: "commit",
+    };
+    assert_eq!(error, expected);
+
+    engine
+        .reserve("r3", "", &[line("a", 1)], TTL, NOW, None)
+        .unwrap();
+    let error = engine.commit("r3", None, NOW + TTL, None).unwrap_err();
+    assert!(matches!(
+        error,
+        EngineError::WrongState {
+            status: Status::Expired,
+            ..
+        }
+    ));
+    assert_eq!(level(&engine, "a", NOW + TTL), (6, 0, 6));
+    engine.check_invariants();
+}
+
+#[test]
+fn release_is_idempotent_and_refused_after_commit() {
+    let mut engine = stocked(&[("a", 10)]);
+    engine
+        .reserve("r1", "", &[line("a", 4)], TTL, NOW, None)
+        .unwrap();
+    let first = engine.release("r1", NOW, None).unwrap();
+    assert_eq!(first.status, Status::Released);
+    assert_eq!(engine.release("r1", NOW + 1, None).unwrap(), first);
+    assert_eq!(level(&engine, "a", NOW), (10, 0, 10));
+    engine
+        .reserve("r2", "", &[line("a", 4)], TTL, NOW, None)
+        .unwrap();
+    engine.commit("r2", None, NOW, None).unwrap();
+    let error = engine.release("r2", NOW, None).unwrap_err();
+    assert!(matches!(
+        error,
+        EngineError::WrongState {
+            status: Status::Committed,
+            ..
+        }
+    ));
+    let error = engine.release("nope", NOW, None).unwrap_err();
+    assert_eq!(
+        error,
+        EngineError::UnknownReservation {
+            reservation_id: "nope".into()
+        }
+    );
+}
+
+#[test]
+fn release_of_a_due_hold_answers_expired() {
+    let mut engine = stocked(&[("a", 10)]);
+    engine
+        .reserve("r1", "", &[line("a", 4)], TTL, NOW, None)
+        .unwrap();
+    let view = engine.release("r1", NOW + TTL, None).unwrap();
+    assert_eq!(view.status, Status::Expired);
+    let batch = engine.take_journal(100).unwrap().unwrap();
+    assert_eq!(batch.ledger.last().unwrap().kind, "expire");
+}
+
+#[test]
+fn extend_only_while_active() {
+    let mut engine = stocked(&[("a", 10)]);
+    engine
+        .reserve("r1", "", &[line("a", 4)], TTL, NOW, None)
+        .unwrap();
+    let view = engine.extend("r1", 2 * TTL, NOW + 10).unwrap();
+    assert_eq!(view.expires_at_ms, NOW + 10 + 2 * TTL);
+    assert_eq!(
+        level(&engine, "a", NOW + TTL),
+        (10, 4, 6),
+        "old expiry no longer applies"
+    );
+    assert_eq!(engine.next_expiry_ms(), Some(NOW + 10 + 2 * TTL));
+    assert!(engine.expire_due(NOW + TTL, 10).unwrap().is_empty());
+    engine.release("r1", NOW + 20, None).unwrap();
+    let error = engine.extend("r1", TTL, NOW + 30).unwrap_err();
+    assert!(matches!(
+        error,
+        EngineError::WrongState {
+            operation: "extend",
+            ..
+        }
+    ));
+    engine.check_invariants();
+}
+
+#[test]
+fn expired_holds_stop_counting_before_any_sweep() {
+    let mut engine = stocked(&[("a", 10)]);
+    engine
+        .reserve("r1", "", &[line("a", 10)], TTL, NOW, None)
+        .unwrap();
+    assert_eq!(level(&engine, "a", NOW + TTL - 1), (10, 10, 0));
+    assert_eq!(level(&engine, "a", NOW + TTL), (10, 0, 10));
+    assert_eq!(
+        engine.get_reservation("r1", NOW + TTL).unwrap().status,
+        Status::Expired
+    );
+    // A new hold on the item expires the old one first (journaled) and succeeds.
+    engine
+        .reserve("r2", "", &[line("a", 10)], TTL, NOW + TTL, None)
+        .unwrap();
+    assert_eq!(
+        engine.get_reservation("r1", NOW).unwrap().status,
+        Status::Expired
+    );
+    engine.check_invariants();
+}
+
+#[test]
+fn expire_due_sweeps_in_bounded_batches_in_expiry_order() {
+    let mut engine = stocked(&[("a", 100)]);
+    for index in 0..5 {
+        let id = format!("r{index}");
+        engine
+            .reserve(&id, "", &[line("a", 1)], TTL + 10 * (5 - index), NOW, None)
+            .unwrap();
+    }
+    assert_eq!(engine.next_expiry_ms(), Some(NOW + TTL + 10));
+    let first = engine.expire_due(NOW + 2 * TTL, 2).unwrap();
+    assert_eq!(
+        first.iter().map(|id| &**id).collect::<Vec<_>>(),
+        vec!["r4", "r3"]
+    );
+    let rest = engine.expire_due(NOW + 2 * TTL, 10).unwrap();
+    assert_eq!(rest.len(), 3);
+    assert_eq!(engine.next_expiry_ms(), None);
+    assert_eq!(level(&engine, "a", NOW), (100, 0, 100));
+    assert_eq!(
+        engine.expire_due(NOW, 0).unwrap_err(),
+        limit("max_count", 1)
+    );
+    engine.check_invariants();
+}
+
+#[test]
+fn decrement_is_all_or_nothing_within_available() {
+    let mut engine = stocked(&[("a", 10), ("b", 1)]);
+    engine
+        .reserve("r1", "", &[line("a", 8)], TTL, NOW, None)
+        .unwrap();
+    let error = engine
+        .decrement(&[line("a", 3), line("b", 1)], NOW, "o", None)
+        .unwrap_err();
+    assert!(matches!(error, EngineError::ShortStock { .. }));
+    assert_eq!(level(&engine, "b", NOW), (1, 0, 1));
+    let view = engine
+        .decrement(&[line("a", 2), line("b", 1)], NOW, "o", None)
+        .unwrap();
+    assert_eq!(view.levels[0].on_hand, 8);
+    assert_eq!(view.levels[1].available, 0);
+    let error = engine
+        .decrement(&[line("zz", 1)], NOW, "", None)
+        .unwrap_err();
+    assert!(matches!(error, EngineError::UnknownItem { .. }));
+}
+
+#[test]
+fn adjust_creates_and_never_drops_below_reserved() {
+    let mut engine = engine();
+    let error = engine
+        .adjust("a", "", -1, NOW, Annotation::default())
+        .unwrap_err();
+    assert!(matches!(error, EngineError::UnknownItem { .. }));
+    engine
+        .adjust("a", "w1", 5, NOW, Annotation::default())
+        .unwrap();
+    engine
+        .reserve(
+            "r1",
+            "",
+            &[LineInput {
+                sku: "a",
+                location: "w1",
+                quantity: 4,
+            }],
+            TTL,
+            NOW,
+            None,
+        )
+        .unwrap();
+    let error = engine
+        .adjust("a", "w1", -2, NOW, Annotation::default())
+        .unwrap_err();
+    let expected = EngineError::OnHandBelowReserved {
+        sku: "a".into(),
+        location: "w1".into(),
+        on_hand: 3,
+        reserved: 4,
+    };
+    assert_eq!(error, expected);
+    engine
+        .adjust("a", "w1", -1, NOW, Annotation::default())
+        .unwrap();
+    let error = engine
+        .adjust("a", "w1", 0, NOW, Annotation::default())
+        .unwrap_err();
+    assert_eq!(error, limit("delta", 1));
+    engine.check_invariants();
+}
+
+#[test]
+fn adjust_never_exceeds_on_hand_max() {
+    let mut engine = engine();
+    engine
+        .set_stock(
+            "a",
+            "",
+            ON_HAND_MAX as i64,
+            None,
+            NOW,
+            Annotation::default(),
+        )
+        .unwrap();
+    let error = engine
+        .adjust("a", "", 1, NOW, Annotation::default())
+        .unwrap_err();
+    assert_eq!(error, limit("on_hand", ON_HAND_MAX));
+}
+
+#[test]
+fn set_stock_is_compare_and_set() {
+    let mut engine = engine();
+    let error = engine
+        .set_stock("a", "", 5, Some(3), NOW, Annotation::default())
+        .unwrap_err();
+    assert!(matches!(
+        error,
+        EngineError::ExpectedMismatch {
+            expected: 3,
+            actual: 0,
+            ..
+        }
+    ));
+    engine
+        .set_stock("a", "", 5, Some(0), NOW, Annotation::default())
+        .unwrap();
+    let error = engine
+        .set_stock("a", "", 9, Some(4), NOW, Annotation::default())
+        .unwrap_err();
+    assert!(matches!(
+        error,
+        EngineError::ExpectedMismatch {
+            expected: 4,
+            actual: 5,
+            ..
+        }
+    ));
+    engine
+        .reserve("r1", "", &[line("a", 3)], TTL, NOW, None)
+        .unwrap();
+    let error = engine
+        .set_stock("a", "", 2, Some(5), NOW, Annotation::default())
+        .unwrap_err();
+    assert!(matches!(
+        error,
+        EngineError::OnHandBelowReserved {
+            on_hand: 2,
+            reserved: 3,
+            ..
+        }
+    ));
+    // Once the hold is due it no longer counts, so the count may go below it.
+    engine
+        .set_stock("a", "", 2, Some(5), NOW + TTL, Annotation::default())
+        .unwrap();
+    assert_eq!(level(&engine, "a", NOW + TTL), (2, 0, 2));
+    engine.check_invariants();
+}
+
+#[test]
+fn idempotent_replay_returns_the_first_outcome_and_changes_nothing() {
+    let mut engine = stocked(&[("a", 10)]);
+    let first = engine
+        .reserve("r1", "o", &[line("a", 2)], TTL, NOW, Some("q1"))
+        .unwrap();
+    let pending = engine.journal_pending();
+    let replay = engine
+        .reserve("r9", "o", &[line("a", 2)], TTL, NOW + 5, Some("q1"))
+        .unwrap();
+    assert!(replay.replayed);
+    assert_eq!(replay.reservation_id, first.reservation_id);
+    assert_eq!(replay.lsn, first.lsn);
+    assert_eq!(engine.journal_pending(), pending);
+    assert_eq!(level(&engine, "a", NOW), (10, 2, 8));
+    let error = engine
+        .reserve("r9", "o", &[line("a", 3)], TTL, NOW, Some("q1"))
+        .unwrap_err();
+    assert_eq!(
+        error,
+        EngineError::IdempotencyConflict {
+            request_id: "q1".into()
+        }
+    );
+    let error = engine
+        .decrement(&[line("a", 2)], NOW, "o", Some("q1"))
+        .unwrap_err();
+    assert!(matches!(error, EngineError::IdempotencyConflict { .. }));
+}
+
+#[test]
+fn refused_requests_are_not_remembered() {
+    let mut engine = stocked(&[("a", 1)]);
+    let error = engine
+        .decrement(&[line("a", 2)], NOW, "", Some("q1"))
+        .unwrap_err();
+    assert!(matches!(error, EngineError::ShortStock { .. }));
+    engine
+        .adjust("a", "", 5, NOW, Annotation::default())
+        .unwrap();
+    let view = engine
+        .decrement(&[line("a", 2)], NOW, "", Some("q1"))
+        .unwrap();
+    assert!(!view.replayed);
+    assert_eq!(view.levels[0].on_hand, 4);
+}
+
+#[test]
+fn idempotency_records_are_bounded_oldest_first() {
+    let config = EngineConfig {
+        idempotency_records_max: 2,
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(config).unwrap();
+    for index in 0..3 {
+        let request_id = format!("q{index}");
+        let annotation = Annotation {
+            request_id: Some(&request_id),
+            ..Annotation::default()
+        };
+        engine.adjust("a", "", 1, NOW, annotation).unwrap();
+    }
+    assert_eq!(engine.stats().idempotency_records, 2);
+    // q0 was evicted: the same request is applied again.
+    let annotation = Annotation {
+        request_id: Some("q0"),
+        ..Annotation::default()
+    };
+    let view = engine.adjust("a", "", 1, NOW, annotation).unwrap();
+    assert!(!view.replayed);
+    assert_eq!(view.levels[0].on_hand, 4);
+    let annotation = Annotation {
+        request_id: Some("q2"),
+        ..Annotation::default()
+    };
+    assert!(engine.adjust("a", "", 1, NOW, annotation).unwrap().replayed);
+}
+
+#[test]
+fn terminal_reservations_are_retained_up_to_their_bound() {
+    let mut engine = stocked(&[("a", 100)]);
+    for index in 0..11 {
+        let id = format!("r{index}");
+        engine
+            .reserve(&id, "", &[line("a", 1)], TTL, NOW, None)
+            .unwrap();
+        engine.release(&id, NOW, None).unwrap();
+    }
+    assert!(matches!(
+        engine.get_reservation("r0", NOW).unwrap_err(),
+        EngineError::UnknownReservation { .. }
+    ));
+    assert_eq!(
+        engine.get_reservation("r1", NOW).unwrap().status,
+        Status::Released
+    );
+    assert_eq!(engine.stats().reservations_terminal, 10);
+    engine.check_invariants();
+}
+
+#[test]
+fn journal_is_bounded_and_drained_in_order() {
+    let config = EngineConfig {
+        journal_operations_max: 3,
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(config).unwrap();
+    for _ in 0..3 {
+        engine
+            .adjust("a", "", 1, NOW, Annotation::default())
+            .unwrap();
+    }
+    let error = engine
+        .adjust("a", "", 1, NOW, Annotation::default())
+        .unwrap_err();
+    assert_eq!(error, EngineError::CapacityExceeded { what: "journal" });
+    let batch = engine.take_journal(2).unwrap().unwrap();
+    assert_eq!((batch.lsn_first, batch.lsn_last), (1, 2));
+    assert_eq!(batch.items.len(), 1);
+    assert_eq!(
+        batch.items[0].2, 2,
+        "final value as of the batch, not the engine"
+    );
+    let batch = engine.take_journal(10).unwrap().unwrap();
+    assert_eq!((batch.lsn_first, batch.lsn_last), (3, 3));
+    assert!(engine.take_journal(10).unwrap().is_none());
+    assert_eq!(
+        engine.take_journal(0).unwrap_err(),
+        limit("max_operations", 1)
+    );
+}
+
+#[test]
+fn journal_aggregates_reservations_and_lines() {
+    let mut engine = stocked(&[("a", 10), ("b", 10)]);
+    engine.take_journal(100).unwrap();
+    engine
+        .reserve(
+            "r1",
+            "o1",
+            &[line("a", 3), line("b", 2)],
+            TTL,
+            NOW,
+            Some("q"),
+        )
+        .unwrap();
+    engine
+        .commit("r1", Some(&[line("a", 1)]), NOW + 1, None)
+        .unwrap();
+    engine
+        .reserve("r2", "o2", &[line("a", 1)], TTL, NOW, None)
+        .unwrap();
+    let batch = engine.take_journal(100).unwrap().unwrap();
+    assert_eq!(batch.reservations.len(), 2);
+    let r1 = &batch.reservations[0];
+    assert_eq!(
+        (&*r1.reservation_id, r1.status, r1.request_id.as_deref()),
+        ("r1", "committed", Some("q"))
+    );
+    let lines: Vec<_> = batch
+        .reservation_lines
+        .iter()
+        .map(|l| {
+            (
+                &*l.reservation_id,
+                &*l.sku,
+                l.quantity,
+                l.quantity_committed,
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        vec![("r1", "a", 3, 1), ("r1", "b", 2, 0), ("r2", "a", 1, 0)]
+    );
+    let items: Vec<_> = batch.items.iter().map(|i| (&*i.0, i.2, i.3)).collect();
+    assert_eq!(items, vec![("a", 9, 1), ("b", 10, 0)]);
+    assert_eq!(batch.ledger.len(), 5);
+    assert_eq!(batch.idempotency.len(), 1);
+    assert!(batch.idempotency[0]
+        .outcome_json
+        .contains("\"reservation_id\":\"r1\""));
+    // A later commit of a reservation created earlier writes its committed quantities.
+    engine.commit("r2", None, NOW, None).unwrap();
+    let batch = engine.take_journal(100).unwrap().unwrap();
+    assert_eq!(batch.reservation_lines.len(), 1);
+    assert_eq!(batch.reservation_lines[0].quantity_committed, 1);
+}
+
+#[test]
+fn load_and_export_round_trip() {
+    let mut engine = stocked(&[("a", 10), ("b", 5)]);
+    engine
+        .reserve(
+            "r1",
+            "o1",
+            &[line("a", 3), line("b", 1)],
+            TTL,
+            NOW,
+            Some("q1"),
+        )
+        .unwrap();
+    let journal = engine.take_journal(100).unwrap().unwrap();
+    let state = engine.export();
+    let items: Vec<LoadItem> = state
+        .items
+        .iter()
+        .map(|(sku, location, on_hand, reserved)| LoadItem {
+            sku: sku.to_string(),
+            location: location.to_string(),
+            on_hand: *on_hand as i64,
+            reserved: *reserved as i64,
+        })
+        .collect();
+    let holds: Vec<LoadHold> = state
+        .holds
+        .iter()
+        .map(|hold| LoadHold {
+            reservation_id: hold.reservation_id.to_string(),
+            order_id: hold.order_id.to_string(),
+            expires_at_ms: hold.expires_at_ms,
+            created_at_ms: hold.created_at_ms,
+            lines: hold
+                .lines
+                .iter()
+                .map(|l| (l.sku.to_string(), l.location.to_string(), l.quantity as i64))
+                .collect(),
+        })
+        .collect();
+    let records: Vec<LoadIdempotency> = journal
+        .idempotency
+        .iter()
+        .map(|row| LoadIdempotency {
+            request_id: row.request_id.to_string(),
+            fingerprint: row.fingerprint,
+            operation: row.operation.to_string(),
+            outcome_json: row.outcome_json.clone(),
+            created_at_ms: row.created_at_ms,
+        })
+        .collect();
+    let mut restored = engine_with_defaults();
+    restored.load(&items, &holds, &records, NOW).unwrap();
+    assert_eq!(restored.export(), state);
+    let replay = restored
+        .reserve(
+            "rX",
+            "o1",
+            &[line("a", 3), line("b", 1)],
+            TTL,
+            NOW,
+            Some("q1"),
+        )
+        .unwrap();
+    assert!(replay.replayed);
+    assert_eq!(replay.lsn, 0);
+    assert_eq!(&*replay.reservation_id, "r1");
+    restored.check_invariants();
+    let error = restored.load(&items, &holds, &records, NOW).unwrap_err();
+    assert!(matches!(error, EngineError::RecoveryMismatch { .. }));
+}
+
+fn engine_with_defaults() -> Engine {
+    Engine::new(EngineConfig::default()).unwrap()
+}
+
+#[test]
+fn load_refuses_reserved_that_differs_from_holds() {
+    let items = vec![LoadItem {
+        sku: "a".into(),
+        location: "".into(),
+        on_hand: 10,
+        reserved: 2,
+    }];
+    let holds = vec![LoadHold {
+        reservation_id: "r1".into(),
+        order_id: "".into(),
+        expires_at_ms: NOW + TTL,
+        created_at_ms: NOW,
+        lines: vec![("a".into(), "".into(), 3)],
+    }];
+    let mut engine = engine_with_defaults();
+    let error = engine.load(&items, &holds, &[], NOW).unwrap_err();
+    assert!(matches!(error, EngineError::RecoveryMismatch { .. }));
+    assert_eq!(
+        engine.stats().items,
+        0,
+        "a failed load leaves the engine empty"
+    );
+}
+
+#[test]
+fn config_bounds_are_checked() {
+    let config = EngineConfig {
+        items_max: 0,
+        ..EngineConfig::default()
+    };
+    assert_eq!(Engine::new(config).err().unwrap(), limit("items_max", 1));
+}
+
+#[test]
+fn items_are_bounded() {
+    let config = EngineConfig {
+        items_max: 1,
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(config).unwrap();
+    engine
+        .adjust("a", "", 1, NOW, Annotation::default())
+        .unwrap();
+    let error = engine
+        .adjust("b", "", 1, NOW, Annotation::default())
+        .unwrap_err();
+    assert_eq!(error, EngineError::CapacityExceeded { what: "items" });
+}

@@ -1,0 +1,50 @@
+"""The one door to the native engine (``service._core``).
+
+Everything else imports the engine, its views, its exceptions and its limits from here, so
+the native module's name and shape live in one place. The contract is docs/ENGINE_API.md;
+the type stub is service/_core.pyi.
+"""
+
+from service._core import (
+    LIMITS,
+    CapacityExceeded,
+    Engine,
+    EngineError,
+    EngineState,
+    ExpectedMismatch,
+    IdempotencyConflict,
+    InvalidRequest,
+    JournalBatch,
+    LevelsView,
+    LimitExceeded,
+    OnHandBelowReserved,
+    RecoveryMismatch,
+    ReservationExists,
+    ReservationView,
+    ShortStock,
+    UnknownItem,
+    UnknownReservation,
+    WrongState,
+)
+
+__all__ = [
+    "LIMITS",
+    "CapacityExceeded",
+    "Engine",
+    "EngineError",
+    "EngineState",
+    "ExpectedMismatch",
+    "IdempotencyConflict",
+    "InvalidRequest",
+    "JournalBatch",
+    "LevelsView",
+    "LimitExceeded",
+    "OnHandBelowReserved",
+    "RecoveryMismatch",
+    "ReservationExists",
+    "ReservationView",
+    "ShortStock",
+    "UnknownItem",
+    "UnknownReservation",
+    "WrongState",
+]
