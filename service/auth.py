@@ -3,37 +3,33 @@
 Operator calls change on-hand stock outside any order, so they are refused with
 UNAUTHENTICATED unless the caller shows the configured token. With no token configured the
 service refuses every operator call: an unset variable must never mean "open to everyone".
+
+This is a check the servicer's operator handlers call, not a gRPC interceptor: grpc.aio runs
+every interceptor on every call, and the two interceptors we had cost 15-20% of the per-call
+throughput (measured with loadtest/loadgen, hot SKU, 64 in flight) for a check two methods need.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
 
 import grpc
 
-OPERATOR_METHODS = frozenset({
-    "/stock.v1.StockService/Adjust",
-    "/stock.v1.StockService/SetStock",
-})
+from service.errors import Unauthenticated
+
 AUTHORIZATION_KEY = "authorization"
 BEARER_PREFIX = "Bearer "
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class OperatorAuth:
     def __init__(self, admin_token: str):
         self._expected = (BEARER_PREFIX + admin_token).encode() if admin_token else None
 
-    async def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        if handler_call_details.method not in OPERATOR_METHODS:
-            return await continuation(handler_call_details)
-        refusal = self.refusal(handler_call_details.invocation_metadata or ())
-        if refusal is None:
-            return await continuation(handler_call_details)
-        return refuse_with(refusal)
+    def check(self, context: grpc.aio.ServicerContext) -> None:
+        """Raises Unauthenticated unless the call carries the operator token."""
+        refusal = self.refusal(context.invocation_metadata() or ())
+        if refusal is not None:
+            raise Unauthenticated(refusal)
 
     def refusal(self, metadata) -> str | None:
         """Why the call is refused, or None if the token matches."""
@@ -48,10 +44,3 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if not hmac.compare_digest(value, self._expected):
             return "operator token is wrong"
         return None
-
-
-def refuse_with(message: str) -> grpc.RpcMethodHandler:
-    async def refuse(request, context: grpc.aio.ServicerContext):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-    return grpc.unary_unary_rpc_method_handler(refuse)

@@ -53,33 +53,29 @@ def record_invalidator(stats: dict[str, int]) -> None:
     INVALIDATION_DROPPED.set(stats.get("dropped", 0))
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts every unary call by method and final status code, and times it."""
+class CallObserver:
+    """Counts one RPC method's calls by final status code and times them.
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler  # streaming (health Watch, reflection): not measured
-        method = handler_call_details.method.rpartition("/")[2]
-        behavior = handler.unary_unary
+    Label children are looked up once per code and kept: prometheus_client's labels() costs
+    microseconds, and this runs on every call (see service/servicer.py `rpc`)."""
 
-        async def observed(request, context):
-            started = time.monotonic()
-            INFLIGHT.inc()
-            code = grpc.StatusCode.OK
-            try:
-                return await behavior(request, context)
-            except BaseException:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            finally:
-                INFLIGHT.dec()
-                REQUESTS.labels(method, code_name(code)).inc()
-                REQUEST_SECONDS.labels(method).observe(time.monotonic() - started)
+    def __init__(self, method: str):
+        self._method = method
+        self._seconds = REQUEST_SECONDS.labels(method)
+        self._counts: dict[str, Counter] = {}
 
-        return grpc.unary_unary_rpc_method_handler(
-            observed, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
+    def started(self) -> float:
+        INFLIGHT.inc()
+        return time.monotonic()
+
+    def finished(self, started: float, code) -> None:
+        INFLIGHT.dec()
+        name = code_name(code)
+        counter = self._counts.get(name)
+        if counter is None:
+            counter = self._counts[name] = REQUESTS.labels(self._method, name)
+        counter.inc()
+        self._seconds.observe(time.monotonic() - started)
 
 
 def code_name(code) -> str:

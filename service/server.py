@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service import metrics
-from service.auth import AuthInterceptor
+from service.auth import OperatorAuth
 from service.committer import Committer
 from service.config import Config
 from service.gen.stock.v1 import stock_pb2, stock_pb2_grpc
@@ -58,7 +58,6 @@ class App:
                                interval_ms=config.sweep_interval_ms,
                                idempotency_retention_ms=config.idempotency_retention_ms)
         self.server = grpc.aio.server(
-            interceptors=[metrics.MetricsInterceptor(), AuthInterceptor(config.admin_token)],
             # Beyond this many concurrent calls gRPC answers RESOURCE_EXHAUSTED itself.
             maximum_concurrent_rpcs=config.inflight_calls_max,
             options=server_options(config))
@@ -76,7 +75,8 @@ class App:
             metrics.serve(self.config.metrics_listen)
         await self._set_serving(False)
         stock_pb2_grpc.add_StockServiceServicer_to_server(
-            StockServicer(self.committer, self.persistence), self.server)
+            StockServicer(self.committer, self.persistence,
+                          OperatorAuth(self.config.admin_token)), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

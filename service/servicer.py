@@ -17,7 +17,8 @@ from collections.abc import Callable
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from service import errors, validation
+from service import errors, metrics, validation
+from service.auth import OperatorAuth
 from service.committer import Committer
 from service.engine import EngineError
 from service.gen.stock.v1 import stock_pb2, stock_pb2_grpc
@@ -41,16 +42,32 @@ REPEATABLE_IN = {"commit": {"committed"}, "release": {"released", "expired"},
 
 
 def rpc(handler: Callable) -> Callable:
-    """Turns any failure of a handler into its status (service/errors.py decides which)."""
+    """Turns any failure of a handler into its status (service/errors.py decides which) and
+    records every call's outcome and latency. One wrapper instead of gRPC interceptors:
+    grpc.aio runs each interceptor on every call, which cost 15-20% of per-call throughput
+    (measured, see service/auth.py)."""
+    observer = metrics.CallObserver(handler.__name__)
 
     @functools.wraps(handler)
     async def guarded(self, request, context: grpc.aio.ServicerContext):
+        started = observer.started()
+        code = grpc.StatusCode.OK
         try:
             return await handler(self, request, context)
         except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except Exception as exc:
-            await errors.abort(context, exc)
+            try:
+                await errors.abort(context, exc)
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+        except BaseException:  # cancelled by the client or its deadline
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            observer.finished(started, code)
 
     return guarded
 
@@ -91,9 +108,10 @@ def is_unknown_reservation(outcome) -> bool:
 
 
 class StockServicer(stock_pb2_grpc.StockServiceServicer):
-    def __init__(self, committer: Committer, persistence: Persistence):
+    def __init__(self, committer: Committer, persistence: Persistence, auth: OperatorAuth):
         self._committer = committer
         self._persistence = persistence
+        self._auth = auth
 
     async def _durable(self, result, generation: int):
         await self._committer.wait_durable(result.lsn, generation)
@@ -176,6 +194,7 @@ class StockServicer(stock_pb2_grpc.StockServiceServicer):
 
     @rpc
     async def Adjust(self, request, context):
+        self._auth.check(context)
         request_id, sku, location, delta, reason = validation.adjust(request)
         actor = actor_of(context)
         view = await self._apply(lambda engine: engine.adjust(
@@ -184,6 +203,7 @@ class StockServicer(stock_pb2_grpc.StockServiceServicer):
 
     @rpc
     async def SetStock(self, request, context):
+        self._auth.check(context)
         request_id, sku, location, on_hand, expected, reason = validation.set_stock(request)
         actor = actor_of(context)
         view = await self._apply(lambda engine: engine.set_stock(
