@@ -71,21 +71,18 @@ def ttl_ms(value: int, path: str) -> int:
 
 def lines(values: Sequence, path: str, *, quantity_min: int,
           required: bool = True) -> list[tuple[str, str, int]]:
-    """Proto lines to engine line tuples (sku, location, quantity); one line per item."""
+    """Proto lines to engine line tuples (sku, location, quantity). Several lines of the same
+    item are allowed: the engine sums them before deciding (docs/ENGINE_API.md)."""
     if required and not values:
         raise InvalidArgument(path, f"required, 1..{LINES_PER_REQUEST_MAX} lines")
     if len(values) > LINES_PER_REQUEST_MAX:
         raise InvalidArgument(path, f"{len(values)} lines, at most {LINES_PER_REQUEST_MAX}")
-    seen: dict[tuple[str, str], int] = {}
     result = []
     for index, line in enumerate(values):
         here = f"{path}[{index}]"
         sku = identifier(line.sku, f"{here}.sku")
         location = identifier(line.location, f"{here}.location", required=False)
         quantity = integer(line.quantity, f"{here}.quantity", quantity_min, QUANTITY_MAX)
-        first = seen.setdefault((sku, location), index)
-        if first != index:
-            raise InvalidArgument(here, f"same sku and location as {path}[{first}]")
         result.append((sku, location, quantity))
     return result
 
