@@ -3,7 +3,9 @@
 Measures, in one run on this machine:
 - reserve calls per second from a plain Python loop through ``service.engine.Engine``;
 - the same loop against a pure-Python dict implementation of reserve (the baseline), as a ratio;
-- bulk ``load`` of items + active holds: seconds and the process RSS it adds.
+- bulk ``load`` of items + active holds: seconds and the process RSS it adds;
+- ``take_journal`` of full batches (reserve with a request id + release, as the service
+  journals them): milliseconds per batch, the time the committer's call takes.
 
 Prints JSON (one object) and a human summary. Usage:
     .venv/bin/python -m loadtest.bench_engine [--calls N] [--load-items N] [--quick]
@@ -33,6 +35,8 @@ LOAD_ITEMS_QUICK = 100_000
 TARGET_RESERVES_PER_S = 1_000_000
 TARGET_LOAD_S = 5.0
 TARGET_LOAD_RSS_BYTES = 1 << 30
+JOURNAL_BATCHES = 20
+JOURNAL_BATCHES_QUICK = 5
 
 
 def rss_bytes() -> int:
@@ -144,9 +148,41 @@ def bench_load(count: int) -> dict:
     }
 
 
+def bench_take_journal(batches: int) -> dict:
+    """Milliseconds per take_journal of JOURNAL_TAKE_OPERATIONS_MAX operations (median)."""
+    operations = LIMITS["JOURNAL_TAKE_OPERATIONS_MAX"]
+    skus = [f"sku-{i:06}" for i in range(ITEMS)]
+    engine = Engine(journal_operations_max=operations * 2)
+    for sku in skus:
+        engine.set_stock(sku, "", 10**12, None, NOW_MS)
+    while engine.take_journal(operations) is not None:
+        pass
+    times = []
+    for batch in range(batches):
+        for i in range(operations // 2):
+            reservation_id = f"{batch:04x}{i:04x}-0000-4000-8000-000000000000"
+            engine.reserve(reservation_id, "order", [(skus[i % ITEMS], "", 1)], TTL_MS, NOW_MS,
+                           reservation_id)
+            engine.release(reservation_id, NOW_MS)
+        gc.disable()
+        start = time.perf_counter()
+        taken = engine.take_journal(operations)
+        times.append(time.perf_counter() - start)
+        gc.enable()
+        assert taken is not None and len(taken.ledger) == operations
+    times.sort()
+    return {
+        "operations_per_batch": operations,
+        "batches": batches,
+        "take_journal_ms_median": times[len(times) // 2] * 1e3,
+        "take_journal_ms_min": times[0] * 1e3,
+    }
+
+
 def summary(results: dict) -> str:
     reserve = results["reserve"]
     load = results["load"]
+    journal = results["take_journal"]
     mib = 1 << 20
     return "\n".join([
         f"reserve through the binding: {reserve['engine_reserves_per_s']:,.0f} calls/s "
@@ -158,6 +194,9 @@ def summary(results: dict) -> str:
         f"(target {TARGET_LOAD_S} s), RSS +{load['rss_delta_load_bytes'] / mib:,.0f} MiB during "
         f"load, engine alone +{load['rss_delta_engine_after_inputs_freed_bytes'] / mib:,.0f} MiB "
         f"(target {TARGET_LOAD_RSS_BYTES / mib:,.0f} MiB)",
+        f"take_journal of {journal['operations_per_batch']:,} operations: "
+        f"{journal['take_journal_ms_median']:.2f} ms median "
+        f"(min {journal['take_journal_ms_min']:.2f} ms)",
     ])
 
 
@@ -169,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     calls = args.calls or (CALLS_QUICK if args.quick else CALLS_DEFAULT)
     load_items = args.load_items or (LOAD_ITEMS_QUICK if args.quick else LOAD_ITEMS_DEFAULT)
-    results = {"reserve": bench_reserve(calls), "load": bench_load(load_items)}
+    batches = JOURNAL_BATCHES_QUICK if args.quick else JOURNAL_BATCHES
+    results = {"reserve": bench_reserve(calls), "load": bench_load(load_items),
+               "take_journal": bench_take_journal(batches)}
     print(json.dumps(results, indent=2))
     print(summary(results), file=sys.stderr)
     return 0

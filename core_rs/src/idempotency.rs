@@ -5,6 +5,7 @@
 //! only when loaded at recovery.
 
 use std::collections::VecDeque;
+use std::fmt::Write;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
@@ -102,9 +103,27 @@ impl IdempotencyStore {
     }
 }
 
-/// Appends `text` as a JSON string literal.
+/// Appends `text` as a JSON string literal. Ids are almost always plain ASCII with nothing
+/// to escape; those are copied as they are, anything else goes through serde_json.
 fn push_text(out: &mut String, text: &str) {
-    out.push_str(&Value::from(text).to_string());
+    let plain = text
+        .bytes()
+        .all(|byte| (0x20..0x7f).contains(&byte) && byte != b'"' && byte != b'\\');
+    if plain {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else {
+        out.push_str(&Value::from(text).to_string());
+    }
+}
+
+/// Appends `,` then the integers in decimal, without a temporary string per number.
+fn push_integers(out: &mut String, values: &[i128]) {
+    for value in values {
+        // Writing into a String cannot fail.
+        let _ = write!(out, ",{value}");
+    }
 }
 
 fn push_lines(out: &mut String, lines: &[LineView]) {
@@ -117,7 +136,8 @@ fn push_lines(out: &mut String, lines: &[LineView]) {
         push_text(out, &line.sku);
         out.push(',');
         push_text(out, &line.location);
-        out.push_str(&format!(",{}]", line.quantity));
+        push_integers(out, &[line.quantity as i128]);
+        out.push(']');
     }
     out.push(']');
 }
@@ -132,14 +152,14 @@ pub fn outcome_to_json(outcome: &Outcome) -> String {
             push_text(&mut out, &view.reservation_id);
             out.push_str(",\"order_id\":");
             push_text(&mut out, &view.order_id);
-            out.push_str(&format!(
-                ",\"status\":\"{}\",\"lines\":",
-                view.status.as_str()
-            ));
+            out.push_str(",\"status\":\"");
+            out.push_str(view.status.as_str());
+            out.push_str("\",\"lines\":");
             push_lines(&mut out, &view.lines);
             out.push_str(",\"committed_lines\":");
             push_lines(&mut out, &view.committed_lines);
-            out.push_str(&format!(",\"expires_at_ms\":{}}}", view.expires_at_ms));
+            out.push_str(",\"expires_at_ms\":");
+            let _ = write!(out, "{}}}", view.expires_at_ms);
         }
         Outcome::Levels(view) => {
             out.push_str("{\"kind\":\"levels\",\"levels\":[");
@@ -153,7 +173,11 @@ pub fn outcome_to_json(outcome: &Outcome) -> String {
                 push_text(&mut out, &level.location);
                 let (on_hand, reserved, available) =
                     (level.on_hand, level.reserved, level.available);
-                out.push_str(&format!(",{on_hand},{reserved},{available}]"));
+                push_integers(
+                    &mut out,
+                    &[on_hand as i128, reserved as i128, available as i128],
+                );
+                out.push(']');
             }
             out.push_str("]}");
         }
@@ -208,8 +232,8 @@ pub fn outcome_from_json(text_json: &str) -> Option<Outcome> {
             reservation_id: text(value.get("reservation_id")?)?,
             order_id: text(value.get("order_id")?)?,
             status: Status::parse(value.get("status")?.as_str()?)?,
-            lines: lines_from_json(value.get("lines")?)?,
-            committed_lines: lines_from_json(value.get("committed_lines")?)?,
+            lines: lines_from_json(value.get("lines")?)?.into(),
+            committed_lines: lines_from_json(value.get("committed_lines")?)?.into(),
             expires_at_ms: value.get("expires_at_ms")?.as_i64()?,
             lsn: 0,
             replayed: false,
@@ -238,8 +262,8 @@ mod tests {
             reservation_id: Arc::from("r-é"),
             order_id: Arc::from(""),
             status: Status::Committed,
-            lines: vec![line("a", 3), line("b", 1)],
-            committed_lines: vec![line("a", 2)],
+            lines: vec![line("a", 3), line("b", 1)].into(),
+            committed_lines: vec![line("a", 2)].into(),
             expires_at_ms: 1_700_000_000_000,
             lsn: 0,
             replayed: false,
@@ -259,5 +283,10 @@ mod tests {
         });
         assert_eq!(outcome_from_json(&outcome_to_json(&levels)), Some(levels));
         assert_eq!(outcome_from_json("{\"kind\":\"other\"}"), None);
+        // Plain ids are copied; quotes, backslashes and control characters are escaped.
+        let mut out = String::new();
+        push_text(&mut out, "ab-1");
+        push_text(&mut out, "q\"\\\n\u{1}é");
+        assert_eq!(out, r#""ab-1""q\"\\\n\u0001é""#);
     }
 }

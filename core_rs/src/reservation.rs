@@ -4,9 +4,13 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
 
 use crate::item::ItemIndex;
+use crate::view::ViewLines;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Status {
@@ -49,6 +53,34 @@ pub struct HoldLine {
     pub quantity: u64,
 }
 
+/// The lines of a reservation: most hold a single item, kept inline (no allocation);
+/// several are shared, so journal snapshots do not copy them.
+#[derive(Clone, Debug)]
+pub enum HoldLines {
+    One([HoldLine; 1]),
+    Many(Arc<[HoldLine]>),
+}
+
+impl HoldLines {
+    pub fn new(lines: &[HoldLine]) -> HoldLines {
+        match lines {
+            [line] => HoldLines::One([*line]),
+            _ => HoldLines::Many(Arc::from(lines)),
+        }
+    }
+}
+
+impl std::ops::Deref for HoldLines {
+    type Target = [HoldLine];
+
+    fn deref(&self) -> &[HoldLine] {
+        match self {
+            HoldLines::One(line) => line,
+            HoldLines::Many(lines) => lines,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Reservation {
     pub id: Arc<str>,
@@ -57,9 +89,13 @@ pub struct Reservation {
     pub request_id: Option<Arc<str>>,
     pub status: Status,
     /// Shared with journal records, so journaling a reservation does not copy its lines.
-    pub lines: Arc<[HoldLine]>,
+    pub lines: HoldLines,
     /// Committed quantity per line (same order as `lines`), once committed.
     pub committed: Option<Arc<[u64]>>,
+    /// `lines` as views show them, built once: every view shares them instead of copying.
+    pub line_views: ViewLines,
+    /// The committed lines as views show them (quantity above zero), set by the commit.
+    pub committed_views: ViewLines,
     pub expires_at_ms: i64,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
@@ -102,12 +138,78 @@ struct Slot {
     reservation: Option<Reservation>,
 }
 
+/// The slab grows in chunks of this many slots: growing never copies the slots already
+/// there (a million reservations would otherwise be copied, and their pages touched
+/// twice, at every doubling).
+const SLOTS_PER_CHUNK: usize = 1 << 14;
+
+/// Slots in fixed-size chunks, addressed by slot number.
+#[derive(Debug, Default)]
+struct Slab {
+    chunks: Vec<Vec<Slot>>,
+    len: usize,
+}
+
+impl std::ops::Index<u32> for Slab {
+    type Output = Slot;
+
+    fn index(&self, slot: u32) -> &Slot {
+        let slot = slot as usize;
+        &self.chunks[slot / SLOTS_PER_CHUNK][slot % SLOTS_PER_CHUNK]
+    }
+}
+
+impl std::ops::IndexMut<u32> for Slab {
+    fn index_mut(&mut self, slot: u32) -> &mut Slot {
+        let slot = slot as usize;
+        &mut self.chunks[slot / SLOTS_PER_CHUNK][slot % SLOTS_PER_CHUNK]
+    }
+}
+
+impl Slab {
+    fn get(&self, slot: u32) -> Option<&Slot> {
+        let slot = slot as usize;
+        self.chunks
+            .get(slot / SLOTS_PER_CHUNK)?
+            .get(slot % SLOTS_PER_CHUNK)
+    }
+
+    /// Appends an empty slot; returns its number.
+    fn push(&mut self) -> u32 {
+        if self.len.is_multiple_of(SLOTS_PER_CHUNK) {
+            self.chunks.push(Vec::with_capacity(SLOTS_PER_CHUNK));
+        }
+        let chunk = self.chunks.last_mut().expect("chunk just ensured");
+        debug_assert!(chunk.len() < SLOTS_PER_CHUNK);
+        chunk.push(Slot::default());
+        self.len += 1;
+        (self.len - 1) as u32
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Slot> {
+        self.chunks.iter().flatten()
+    }
+}
+
+/// 32 bits of the id's hash, stored next to the slot number in the index so that growing
+/// the index and telling entries apart need not read the slab.
+fn id_hash(id: &str) -> u32 {
+    (FxBuildHasher.hash_one(id) >> 32) as u32
+}
+
+/// The 64-bit hash the index places an entry by, derived from the stored 32 bits alone
+/// (multiplying spreads them over the high bits, which the index uses for its tags).
+fn spread(hash: u32) -> u64 {
+    u64::from(hash).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
 /// Slab of reservations with an id index and a bounded FIFO of terminal ones.
 #[derive(Debug, Default)]
 pub struct Reservations {
-    slots: Vec<Slot>,
+    slots: Slab,
     free: Vec<u32>,
-    by_id: FxHashMap<Arc<str>, u32>,
+    /// (slot, id hash) by reservation id; ids are compared through the slab.
+    by_id: HashTable<(u32, u32)>,
     terminal_order: VecDeque<(u32, u32)>,
     pub active_count: usize,
     pub terminal_count: usize,
@@ -115,30 +217,41 @@ pub struct Reservations {
 
 impl Reservations {
     pub fn find(&self, id: &str) -> Option<u32> {
-        self.by_id.get(id).copied()
+        let hash = id_hash(id);
+        let slots = &self.slots;
+        let same_id = |(slot, slot_hash): &(u32, u32)| {
+            *slot_hash == hash
+                && slots[*slot]
+                    .reservation
+                    .as_ref()
+                    .is_some_and(|reservation| &*reservation.id == id)
+        };
+        self.by_id
+            .find(spread(hash), same_id)
+            .map(|(slot, _)| *slot)
     }
 
     pub fn get(&self, slot: u32) -> &Reservation {
-        self.slots[slot as usize]
+        self.slots[slot]
             .reservation
             .as_ref()
             .expect("occupied slot")
     }
 
     pub fn get_mut(&mut self, slot: u32) -> &mut Reservation {
-        self.slots[slot as usize]
+        self.slots[slot]
             .reservation
             .as_mut()
             .expect("occupied slot")
     }
 
     pub fn generation(&self, slot: u32) -> u32 {
-        self.slots[slot as usize].generation
+        self.slots[slot].generation
     }
 
     /// The reservation at (slot, generation) if it is still that one.
     pub fn get_versioned(&self, slot: u32, generation: u32) -> Option<&Reservation> {
-        let entry = self.slots.get(slot as usize)?;
+        let entry = self.slots.get(slot)?;
         if entry.generation != generation {
             return None;
         }
@@ -150,16 +263,18 @@ impl Reservations {
         assert_eq!(reservation.status, Status::Active);
         let slot = match self.free.pop() {
             Some(slot) => slot,
-            None => {
-                self.slots.push(Slot::default());
-                (self.slots.len() - 1) as u32
-            }
+            None => self.slots.push(),
         };
-        let previous = self.by_id.insert(reservation.id.clone(), slot);
-        assert!(previous.is_none(), "duplicate reservation id");
-        let entry = &mut self.slots[slot as usize];
+        assert!(
+            self.find(&reservation.id).is_none(),
+            "duplicate reservation id"
+        );
+        let hash = id_hash(&reservation.id);
+        let entry = &mut self.slots[slot];
         assert!(entry.reservation.is_none());
         entry.reservation = Some(reservation);
+        self.by_id
+            .insert_unique(spread(hash), (slot, hash), |(_, hash)| spread(*hash));
         self.active_count += 1;
         slot
     }
@@ -179,7 +294,7 @@ impl Reservations {
     }
 
     fn evict(&mut self, slot: u32, generation: u32) {
-        let entry = &mut self.slots[slot as usize];
+        let entry = &mut self.slots[slot];
         assert_eq!(
             entry.generation, generation,
             "terminal FIFO out of step with slab"
@@ -187,7 +302,11 @@ impl Reservations {
         let reservation = entry.reservation.take().expect("terminal reservation");
         assert!(reservation.status != Status::Active);
         entry.generation = entry.generation.wrapping_add(1);
-        self.by_id.remove(&*reservation.id);
+        let hash = id_hash(&reservation.id);
+        let indexed = self
+            .by_id
+            .find_entry(spread(hash), |(other, _)| *other == slot);
+        indexed.expect("evicted reservation indexed").remove();
         self.free.push(slot);
         self.terminal_count -= 1;
     }

@@ -12,15 +12,57 @@ pub struct LineView {
     pub quantity: u64,
 }
 
+/// Lines of a view: shared with the reservation (a view copies no lines), or none at all,
+/// which needs no allocation and no reference count. Reads as a slice.
+#[derive(Clone, Debug, Default)]
+pub struct ViewLines(Option<Arc<[LineView]>>);
+
+impl std::ops::Deref for ViewLines {
+    type Target = [LineView];
+
+    fn deref(&self) -> &[LineView] {
+        self.0.as_deref().unwrap_or(&[])
+    }
+}
+
+impl PartialEq for ViewLines {
+    fn eq(&self, other: &ViewLines) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for ViewLines {}
+
+impl From<Vec<LineView>> for ViewLines {
+    fn from(lines: Vec<LineView>) -> ViewLines {
+        if lines.is_empty() {
+            return ViewLines(None);
+        }
+        ViewLines(Some(Arc::from(lines)))
+    }
+}
+
+impl FromIterator<LineView> for ViewLines {
+    /// One allocation of exactly the lines' size when the count is known up front.
+    fn from_iter<I: IntoIterator<Item = LineView>>(lines: I) -> ViewLines {
+        let lines: Arc<[LineView]> = lines.into_iter().collect();
+        if lines.is_empty() {
+            return ViewLines(None);
+        }
+        ViewLines(Some(lines))
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReservationView {
     pub reservation_id: Arc<str>,
     pub order_id: Arc<str>,
     pub status: Status,
-    /// Every line held (as reserved).
-    pub lines: Vec<LineView>,
+    /// Every line held (as reserved). Shared with the reservation, so a view does not copy
+    /// its lines.
+    pub lines: ViewLines,
     /// Committed quantities, only lines with a quantity above zero; empty unless committed.
-    pub committed_lines: Vec<LineView>,
+    pub committed_lines: ViewLines,
     pub expires_at_ms: i64,
     pub lsn: u64,
     pub replayed: bool,

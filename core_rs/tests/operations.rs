@@ -384,7 +384,7 @@ fn release_of_a_due_hold_answers_expired() {
     let view = engine.release("r1", NOW + TTL, None).unwrap();
     assert_eq!(view.status, Status::Expired);
     let batch = engine.take_journal(100).unwrap().unwrap();
-    assert_eq!(batch.ledger.last().unwrap().kind, "expire");
+    assert_eq!(batch.ledger().last().unwrap().kind, "expire");
 }
 
 #[test]
@@ -751,23 +751,15 @@ fn journal_aggregates_reservations_and_lines() {
         .reserve("r2", "o2", &[line("a", 1)], TTL, NOW, None)
         .unwrap();
     let batch = engine.take_journal(100).unwrap().unwrap();
-    assert_eq!(batch.reservations.len(), 2);
-    let r1 = &batch.reservations[0];
+    assert_eq!(batch.reservations().len(), 2);
+    let r1 = batch.reservations().next().unwrap();
     assert_eq!(
-        (&*r1.reservation_id, r1.status, r1.request_id.as_deref()),
+        (r1.reservation_id, r1.status, r1.request_id),
         ("r1", "committed", Some("q"))
     );
     let lines: Vec<_> = batch
-        .reservation_lines
-        .iter()
-        .map(|l| {
-            (
-                &*l.reservation_id,
-                &*l.sku,
-                l.quantity,
-                l.quantity_committed,
-            )
-        })
+        .reservation_lines()
+        .map(|l| (l.reservation_id, l.sku, l.quantity, l.quantity_committed))
         .collect();
     assert_eq!(
         lines,
@@ -775,7 +767,7 @@ fn journal_aggregates_reservations_and_lines() {
     );
     let items: Vec<_> = batch.items.iter().map(|i| (&*i.0, i.2, i.3)).collect();
     assert_eq!(items, vec![("a", 9, 1), ("b", 10, 0)]);
-    assert_eq!(batch.ledger.len(), 5);
+    assert_eq!(batch.ledger().len(), 5);
     assert_eq!(batch.idempotency.len(), 1);
     assert!(batch.idempotency[0]
         .outcome_json
@@ -783,8 +775,47 @@ fn journal_aggregates_reservations_and_lines() {
     // A later commit of a reservation created earlier writes its committed quantities.
     engine.commit("r2", None, NOW, None).unwrap();
     let batch = engine.take_journal(100).unwrap().unwrap();
-    assert_eq!(batch.reservation_lines.len(), 1);
-    assert_eq!(batch.reservation_lines[0].quantity_committed, 1);
+    assert_eq!(batch.reservation_lines().len(), 1);
+    let line = batch.reservation_lines().next().unwrap();
+    assert_eq!(line.quantity_committed, 1);
+}
+
+/// The binding converts each item and reservation once and finds it again by row position,
+/// so every row's positions must name the row with the same item or reservation.
+#[test]
+fn journal_row_positions_name_their_rows() {
+    let mut engine = stocked(&[("a", 10), ("b", 10)]);
+    engine.take_journal(100).unwrap();
+    engine
+        .reserve("r1", "o1", &[line("b", 1), line("a", 2)], TTL, NOW, None)
+        .unwrap();
+    engine
+        .reserve("r2", "o2", &[line("a", 1)], TTL, NOW, None)
+        .unwrap();
+    engine.commit("r1", None, NOW, None).unwrap();
+    engine.release("r2", NOW, Some("q")).unwrap();
+    let batch = engine.take_journal(100).unwrap().unwrap();
+    let reservations: Vec<_> = batch.reservations().collect();
+    assert_eq!(reservations.len(), 2);
+    for row in batch.ledger() {
+        let item = &batch.items[row.item_row];
+        assert_eq!((&*item.0, &*item.1), (row.sku, row.location));
+        let reservation = &reservations[row.reservation_row.expect("reservation operation")];
+        assert_eq!(reservation.reservation_id, row.reservation_id);
+        assert_eq!(reservation.order_id, row.order_id);
+    }
+    for line in batch.reservation_lines() {
+        let item = &batch.items[line.item_row];
+        assert_eq!((&*item.0, &*item.1), (line.sku, line.location));
+        assert_eq!(
+            reservations[line.reservation_row].reservation_id,
+            line.reservation_id
+        );
+    }
+    let operations: Vec<_> = batch.ledger().map(|row| row.operation).collect();
+    assert_eq!(operations, vec![0, 0, 1, 2, 2, 3]);
+    let request_ids: Vec<_> = batch.ledger().map(|row| row.request_id).collect();
+    assert_eq!(request_ids, vec!["", "", "", "", "", "q"]);
 }
 
 #[test]

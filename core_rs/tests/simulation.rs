@@ -64,7 +64,7 @@ impl Database {
             "journal batches are contiguous"
         );
         self.lsn_durable = batch.lsn_last;
-        for row in &batch.ledger {
+        for row in batch.ledger() {
             let key = (row.sku.to_string(), row.location.to_string());
             let (on_hand, reserved) = self.items.get(&key).copied().unwrap_or((0, 0));
             assert_eq!(
@@ -88,7 +88,7 @@ impl Database {
                 "item row equals ledger end"
             );
         }
-        for row in &batch.reservations {
+        for row in batch.reservations() {
             let entry = self
                 .reservations
                 .entry(row.reservation_id.to_string())
@@ -98,10 +98,10 @@ impl Database {
             entry.2 = row.expires_at_ms;
             entry.3 = row.created_at_ms;
         }
-        for row in &batch.reservation_lines {
+        for row in batch.reservation_lines() {
             let entry = self
                 .reservations
-                .get_mut(&*row.reservation_id)
+                .get_mut(row.reservation_id)
                 .expect("row before lines");
             entry.4.insert(
                 (row.sku.to_string(), row.location.to_string()),

@@ -25,9 +25,9 @@ use crate::limits::{
     JOURNAL_TAKE_OPERATIONS_MAX, RESERVATIONS_ACTIVE_MAX_DEFAULT,
     RESERVATIONS_TERMINAL_MAX_DEFAULT, TABLE_SIZE_MAX,
 };
-use crate::reservation::{Reservations, Status};
+use crate::reservation::{HoldLine, Reservations, Status};
 use crate::validate;
-use crate::view::{LineView, Outcome, ReservationView};
+use crate::view::{LineView, Outcome, ReservationView, ViewLines};
 
 /// The bounds of every table, fixed when the engine is built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,10 +208,30 @@ impl Engine {
         Some(record)
     }
 
-    /// The view of the reservation at `slot` as a reader at `now_ms` sees it.
+    /// The view of the reservation at `slot` as a reader at `now_ms` sees it. Its lines
+    /// are the reservation's shared ones: building a view allocates nothing.
     fn reservation_view(&self, slot: u32, now_ms: i64, lsn: u64) -> ReservationView {
         let reservation = self.reservations.get(slot);
-        let line_view = |item, quantity| {
+        let committed_lines = match reservation.status {
+            Status::Committed => reservation.committed_views.clone(),
+            _ => ViewLines::default(),
+        };
+        ReservationView {
+            reservation_id: reservation.id.clone(),
+            order_id: reservation.order_id.clone(),
+            status: reservation.status_at(now_ms),
+            lines: reservation.line_views.clone(),
+            committed_lines,
+            expires_at_ms: reservation.expires_at_ms,
+            lsn,
+            replayed: false,
+        }
+    }
+
+    /// Lines as views show them: `quantities` per line (lines with 0 left out), or the
+    /// held quantities. Built straight into one shared allocation.
+    fn line_views(&self, lines: &[HoldLine], quantities: Option<&[u64]>) -> ViewLines {
+        let view = |item, quantity| {
             let (sku, location) = self.items.key(item);
             LineView {
                 sku,
@@ -219,31 +239,19 @@ impl Engine {
                 quantity,
             }
         };
-        let lines = reservation
-            .lines
-            .iter()
-            .map(|l| line_view(l.item, l.quantity))
-            .collect();
-        let committed_lines = match (&reservation.committed, reservation.status) {
-            (Some(quantities), Status::Committed) => reservation
-                .lines
+        let Some(quantities) = quantities else {
+            return lines
                 .iter()
-                .zip(quantities.iter())
-                .filter(|(_, quantity)| **quantity > 0)
-                .map(|(line, quantity)| line_view(line.item, *quantity))
-                .collect(),
-            _ => Vec::new(),
+                .map(|line| view(line.item, line.quantity))
+                .collect();
         };
-        ReservationView {
-            reservation_id: reservation.id.clone(),
-            order_id: reservation.order_id.clone(),
-            status: reservation.status_at(now_ms),
-            lines,
-            committed_lines,
-            expires_at_ms: reservation.expires_at_ms,
-            lsn,
-            replayed: false,
-        }
+        let views: Vec<LineView> = lines
+            .iter()
+            .zip(quantities)
+            .filter(|(_, quantity)| **quantity > 0)
+            .map(|(line, quantity)| view(line.item, *quantity))
+            .collect();
+        ViewLines::from(views)
     }
 }
 

@@ -7,9 +7,9 @@ use crate::errors::{EngineError, EngineResult};
 use crate::idempotency::{outcome_from_json, IdempotencyRecord, Operation};
 use crate::item::ItemIndex;
 use crate::limits::ON_HAND_MAX;
-use crate::reservation::{HoldLine, Reservation, Status};
+use crate::reservation::{HoldLine, HoldLines, Reservation, Status};
 use crate::validate;
-use crate::view::{LineView, Outcome};
+use crate::view::{LineView, Outcome, ViewLines};
 
 #[derive(Clone, Debug)]
 pub struct LoadItem {
@@ -159,13 +159,16 @@ impl Engine {
                     return Err(mismatch(format!("{what}: holds exceed on_hand")));
                 }
             }
+            let line_views = self.line_views(&lines, None);
             let slot = self.reservations.insert(Reservation {
                 id: Arc::from(hold.reservation_id.as_str()),
                 order_id: Arc::from(hold.order_id.as_str()),
                 request_id: None,
                 status: Status::Active,
-                lines: Arc::from(lines),
+                lines: HoldLines::new(&lines),
                 committed: None,
+                line_views,
+                committed_views: ViewLines::default(),
                 expires_at_ms: hold.expires_at_ms,
                 created_at_ms: hold.created_at_ms,
                 updated_at_ms: hold.created_at_ms,

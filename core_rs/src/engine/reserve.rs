@@ -3,25 +3,29 @@
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use super::{reservation_outcome, Engine};
 use crate::errors::{EngineError, EngineResult, Shortfall};
 use crate::fingerprint::Fingerprint;
 use crate::idempotency::Operation;
 use crate::journal::{JournalOperation, LedgerEntry, LedgerKind};
-use crate::reservation::{HoldLine, Reservation, Status};
+use crate::reservation::{HoldLine, HoldLines, Reservation, Status};
 use crate::validate::{self, LineInput};
-use crate::view::{Outcome, ReservationView};
+use crate::view::{Outcome, ReservationView, ViewLines};
 
 /// Up to this many distinct items, merging duplicate lines by linear search is cheaper than
 /// building a hash map.
 const LINEAR_MERGE_LINES_MAX: usize = 16;
+/// Resolved lines of one request: the usual few stay on the stack.
+const RESOLVED_LINES_INLINE: usize = 4;
+pub(super) type ResolvedLines = SmallVec<[HoldLine; RESOLVED_LINES_INLINE]>;
 
 impl Engine {
     /// Resolves request lines to items, summing quantities of the same item; every unknown
     /// item is reported at once.
-    pub(super) fn resolve_lines(&self, lines: &[LineInput<'_>]) -> EngineResult<Vec<HoldLine>> {
-        let mut holds: Vec<HoldLine> = Vec::with_capacity(lines.len());
+    pub(super) fn resolve_lines(&self, lines: &[LineInput<'_>]) -> EngineResult<ResolvedLines> {
+        let mut holds = ResolvedLines::with_capacity(lines.len());
         let mut positions: FxHashMap<u32, usize> = FxHashMap::default();
         let mut unknown: Vec<(String, String)> = Vec::new();
         for line in lines {
@@ -117,13 +121,16 @@ impl Engine {
         self.check_available(&holds)?;
         let lsn = self.next_lsn();
         self.hold_items(&holds, lsn);
+        let line_views = self.line_views(&holds, None);
         let slot = self.reservations.insert(Reservation {
             id: Arc::from(reservation_id),
             order_id: Arc::from(order_id),
             request_id: request_id.map(Arc::from),
             status: Status::Active,
-            lines: Arc::from(holds),
+            lines: HoldLines::new(&holds),
             committed: None,
+            line_views,
+            committed_views: ViewLines::default(),
             expires_at_ms: now_ms.saturating_add(ttl_ms),
             created_at_ms: now_ms,
             updated_at_ms: now_ms,

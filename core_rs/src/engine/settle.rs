@@ -247,8 +247,11 @@ impl Engine {
         self.ensure_journal_room(1)?;
         let lsn = self.next_lsn();
         self.settle_lines(slot, LedgerKind::Commit, Some(&quantities), lsn);
+        let committed_views =
+            self.line_views(&self.reservations.get(slot).lines, Some(&quantities));
         let reservation = self.reservations.get_mut(slot);
         reservation.committed = Some(Arc::from(quantities));
+        reservation.committed_views = committed_views;
         reservation.finish(Status::Committed, now_ms, lsn);
         self.accept(
             slot,

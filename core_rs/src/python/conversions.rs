@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyAnyMethods, PyList, PyTuple};
 use pyo3::Borrowed;
+use smallvec::SmallVec;
 
 use super::exceptions::to_py_err;
 use crate::engine::{LoadHold, LoadIdempotency, LoadItem};
@@ -58,8 +59,15 @@ impl Line {
     }
 }
 
+/// Lines of one request; up to this many stay on the stack (requests rarely have more).
+const LINES_INLINE: usize = 4;
+
+/// Converted request lines, without a heap allocation for the usual few.
+pub type Lines = SmallVec<[Line; LINES_INLINE]>;
+pub type Inputs<'a> = SmallVec<[LineInput<'a>; LINES_INLINE]>;
+
 /// `lines`: a sequence of `(sku, location, quantity)` tuples, at most LINES_PER_REQUEST_MAX.
-pub fn lines(value: &Bound<'_, PyAny>) -> PyResult<Vec<Line>> {
+pub fn lines(value: &Bound<'_, PyAny>) -> PyResult<Lines> {
     let py = value.py();
     let count = value.len()?;
     if count > LINES_PER_REQUEST_MAX {
@@ -70,7 +78,7 @@ pub fn lines(value: &Bound<'_, PyAny>) -> PyResult<Vec<Line>> {
         };
         return Err(to_py_err(py, &error));
     }
-    let mut lines = Vec::with_capacity(count);
+    let mut lines = Lines::with_capacity(count);
     // Lists (the usual case) are walked directly, without a Python iterator object.
     if let Ok(list) = value.cast::<PyList>() {
         for line in list.iter() {
@@ -102,7 +110,7 @@ fn line_from(line: &Bound<'_, PyAny>) -> PyResult<Line> {
     })
 }
 
-pub fn inputs(lines: &[Line]) -> Vec<LineInput<'_>> {
+pub fn inputs(lines: &[Line]) -> Inputs<'_> {
     lines.iter().map(Line::input).collect()
 }
 

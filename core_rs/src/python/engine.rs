@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyDict, PyList};
 
-use super::conversions::{self, integer, Line};
+use super::conversions::{self, integer, Lines};
 use super::exceptions::{to_py_err, to_py_exception};
 use super::views::{EngineState, JournalBatch, LevelsView, ReservationView};
 use crate::engine::{Annotation, Engine as RustEngine, EngineConfig};
@@ -52,14 +52,14 @@ fn check_batch(py: Python<'_>, requests: &Bound<'_, PyAny>) -> PyResult<()> {
 struct ReserveRequest {
     reservation_id: PyBackedStr,
     order_id: PyBackedStr,
-    lines: Vec<Line>,
+    lines: Lines,
     ttl_ms: i64,
     request_id: Option<PyBackedStr>,
 }
 
 struct CommitRequest {
     reservation_id: PyBackedStr,
-    lines: Option<Vec<Line>>,
+    lines: Option<Lines>,
     request_id: Option<PyBackedStr>,
 }
 
@@ -401,7 +401,12 @@ impl Engine {
         let result = py.detach(|| self.inner.lock().take_journal(max_operations));
         match raise(py, result)? {
             None => Ok(None),
-            Some(batch) => JournalBatch::new(py, &batch).map(Some),
+            Some(batch) => {
+                let converted = JournalBatch::new(py, &batch);
+                // The drained operations own many shared strings; free them detached.
+                py.detach(|| drop(batch));
+                converted.map(Some)
+            }
         }
     }
 

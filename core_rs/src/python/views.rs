@@ -2,14 +2,12 @@
 //! built on access from the Rust value.
 
 use pyo3::prelude::*;
-use std::sync::Arc;
 
 use pyo3::types::{PyList, PyString, PyTuple};
-use rustc_hash::FxHashMap;
 
 use super::conversions::tuple;
 use crate::engine::EngineState as RustEngineState;
-use crate::journal::JournalBatch as RustJournalBatch;
+use crate::journal::{JournalBatch as RustJournalBatch, LedgerRow};
 use crate::view;
 
 fn line_list<'py>(py: Python<'py>, lines: &[view::LineView]) -> PyResult<Bound<'py, PyList>> {
@@ -19,6 +17,8 @@ fn line_list<'py>(py: Python<'py>, lines: &[view::LineView]) -> PyResult<Bound<'
     )
 }
 
+// No `freelist`: pyo3 guards its free lists with a mutex, which costs more per view than
+// the interpreter's own small-object allocator (measured with loadtest.bench_engine).
 #[pyclass(frozen, module = "service._core")]
 pub struct ReservationView {
     inner: view::ReservationView,
@@ -159,76 +159,224 @@ pub struct JournalBatch {
     idempotency: Py<PyList>,
 }
 
-/// Python strings of one batch, made once per shared Rust string: a batch repeats the same
-/// skus, locations and reservation ids in several tables.
-struct Strings<'py> {
-    py: Python<'py>,
-    made: FxHashMap<usize, Bound<'py, PyString>>,
+/// Python strings of one reservation row, shared by its reservation, line and ledger rows.
+#[derive(Clone)]
+struct ReservationObjects<'py> {
+    id: Bound<'py, PyString>,
+    order_id: Bound<'py, PyString>,
 }
 
-impl<'py> Strings<'py> {
-    fn new(py: Python<'py>) -> Strings<'py> {
-        Strings {
+/// Python objects of one batch, made once each: a batch repeats the same skus, locations
+/// and reservation ids across many rows, so rows share one object per item and per
+/// reservation (looked up by row position, not hashed) instead of converting per row.
+struct Objects<'py> {
+    py: Python<'py>,
+    /// (sku, location) per item row of the batch.
+    items: Vec<Option<(Bound<'py, PyString>, Bound<'py, PyString>)>>,
+    reservations: Vec<Option<ReservationObjects<'py>>>,
+    /// The fixed words (kinds, statuses, operations), by address.
+    words: Vec<(usize, Bound<'py, PyString>)>,
+    empty: Bound<'py, PyString>,
+}
+
+impl<'py> Objects<'py> {
+    fn new(py: Python<'py>, batch: &RustJournalBatch) -> Objects<'py> {
+        Objects {
             py,
-            made: FxHashMap::default(),
+            items: vec![None; batch.items.len()],
+            reservations: vec![None; batch.reservations().len()],
+            words: Vec::new(),
+            empty: PyString::intern(py, ""),
         }
     }
 
-    fn get(&mut self, text: &Arc<str>) -> Bound<'py, PyString> {
-        let key = Arc::as_ptr(text) as *const u8 as usize;
-        let py = self.py;
-        self.made
-            .entry(key)
-            .or_insert_with(|| PyString::new(py, text))
-            .clone()
+    /// Texts that rarely repeat (request ids, reasons) are made as needed; empty ones,
+    /// the usual case, share one object.
+    fn text(&self, text: &str) -> Bound<'py, PyString> {
+        if text.is_empty() {
+            return self.empty.clone();
+        }
+        PyString::new(self.py, text)
     }
 
-    fn optional(&mut self, text: &Option<Arc<str>>) -> Option<Bound<'py, PyString>> {
-        text.as_ref().map(|text| self.get(text))
+    fn word(&mut self, word: &'static str) -> Bound<'py, PyString> {
+        let key = word.as_ptr() as usize;
+        if let Some((_, object)) = self.words.iter().find(|(address, _)| *address == key) {
+            return object.clone();
+        }
+        let object = PyString::intern(self.py, word);
+        self.words.push((key, object.clone()));
+        object
     }
+
+    fn item(
+        &mut self,
+        row: usize,
+        sku: &str,
+        location: &str,
+    ) -> (Bound<'py, PyString>, Bound<'py, PyString>) {
+        if let Some(names) = &self.items[row] {
+            return names.clone();
+        }
+        let names = (PyString::new(self.py, sku), self.text(location));
+        self.items[row] = Some(names.clone());
+        names
+    }
+
+    fn reservation(&mut self, row: usize, id: &str, order_id: &str) -> ReservationObjects<'py> {
+        if let Some(objects) = &self.reservations[row] {
+            return objects.clone();
+        }
+        let objects = ReservationObjects {
+            id: PyString::new(self.py, id),
+            order_id: self.text(order_id),
+        };
+        self.reservations[row] = Some(objects.clone());
+        objects
+    }
+}
+
+/// A tuple from already converted objects.
+fn row<'py, const N: usize>(
+    py: Python<'py>,
+    values: [Bound<'py, PyAny>; N],
+) -> PyResult<Bound<'py, PyTuple>> {
+    PyTuple::new(py, values)
+}
+
+fn any<'py, T: pyo3::IntoPyObjectExt<'py>>(
+    py: Python<'py>,
+    value: T,
+) -> PyResult<Bound<'py, PyAny>> {
+    value.into_bound_py_any(py)
+}
+
+/// Fields of one operation, converted once for all its ledger rows.
+struct OperationObjects<'py> {
+    index: usize,
+    values: [Bound<'py, PyAny>; 7],
+}
+
+fn operation_objects<'py>(
+    objects: &mut Objects<'py>,
+    row: &LedgerRow<'_>,
+) -> PyResult<OperationObjects<'py>> {
+    let py = objects.py;
+    let (reservation_id, order_id) = match row.reservation_row {
+        Some(reservation) => {
+            let shared = objects.reservation(reservation, row.reservation_id, row.order_id);
+            (shared.id, shared.order_id)
+        }
+        None => (objects.text(row.reservation_id), objects.text(row.order_id)),
+    };
+    Ok(OperationObjects {
+        index: row.operation,
+        values: [
+            any(py, row.lsn)?,
+            any(py, row.at_ms)?,
+            reservation_id.into_any(),
+            order_id.into_any(),
+            objects.text(row.request_id).into_any(),
+            objects.text(row.reason).into_any(),
+            objects.text(row.actor).into_any(),
+        ],
+    })
+}
+
+fn ledger_list<'py>(
+    objects: &mut Objects<'py>,
+    batch: &RustJournalBatch,
+) -> PyResult<Bound<'py, PyList>> {
+    let py = objects.py;
+    let mut rows = Vec::with_capacity(batch.ledger().len());
+    let mut current: Option<OperationObjects<'py>> = None;
+    for ledger in batch.ledger() {
+        if current.as_ref().is_none_or(|c| c.index != ledger.operation) {
+            current = Some(operation_objects(objects, &ledger)?);
+        }
+        let operation = &current.as_ref().expect("set above").values;
+        let (sku, location) = objects.item(ledger.item_row, ledger.sku, ledger.location);
+        rows.push(row(
+            py,
+            [
+                operation[0].clone(),
+                operation[1].clone(),
+                sku.into_any(),
+                location.into_any(),
+                objects.word(ledger.kind).into_any(),
+                any(py, ledger.delta_on_hand)?,
+                any(py, ledger.delta_reserved)?,
+                any(py, ledger.on_hand_after)?,
+                any(py, ledger.reserved_after)?,
+                operation[2].clone(),
+                operation[3].clone(),
+                operation[4].clone(),
+                operation[5].clone(),
+                operation[6].clone(),
+            ],
+        )?);
+    }
+    PyList::new(py, rows)
 }
 
 impl JournalBatch {
     pub fn new(py: Python<'_>, batch: &RustJournalBatch) -> PyResult<JournalBatch> {
-        let mut strings = Strings::new(py);
+        let mut objects = Objects::new(py, batch);
         let mut items = Vec::with_capacity(batch.items.len());
-        for (sku, location, on_hand, reserved) in &batch.items {
-            items.push((strings.get(sku), strings.get(location), *on_hand, *reserved));
+        for (row, (sku, location, on_hand, reserved)) in batch.items.iter().enumerate() {
+            let (sku, location) = objects.item(row, sku, location);
+            items.push(row_tuple4(py, sku, location, *on_hand, *reserved)?);
         }
-        let mut reservations = Vec::with_capacity(batch.reservations.len());
-        for r in &batch.reservations {
-            reservations.push(tuple!(py; strings.get(&r.reservation_id),
-                strings.get(&r.order_id), r.status, r.expires_at_ms, r.created_at_ms,
-                r.updated_at_ms, strings.optional(&r.request_id)));
+        let mut reservations = Vec::with_capacity(batch.reservations().len());
+        for (index, r) in batch.reservations().enumerate() {
+            let shared = objects.reservation(index, r.reservation_id, r.order_id);
+            let request_id = match r.request_id {
+                Some(text) => objects.text(text).into_any(),
+                None => py.None().into_bound(py),
+            };
+            reservations.push(row(
+                py,
+                [
+                    shared.id.into_any(),
+                    shared.order_id.into_any(),
+                    objects.word(r.status).into_any(),
+                    any(py, r.expires_at_ms)?,
+                    any(py, r.created_at_ms)?,
+                    any(py, r.updated_at_ms)?,
+                    request_id,
+                ],
+            )?);
         }
-        let mut lines = Vec::with_capacity(batch.reservation_lines.len());
-        for l in &batch.reservation_lines {
-            lines.push((
-                strings.get(&l.reservation_id),
-                strings.get(&l.sku),
-                strings.get(&l.location),
-                l.quantity,
-                l.quantity_committed,
-            ));
+        let mut lines = Vec::with_capacity(batch.reservation_lines().len());
+        for l in batch.reservation_lines() {
+            let (sku, location) = objects.item(l.item_row, l.sku, l.location);
+            // Lines only exist for reservation rows, whose objects were made just above.
+            let shared = objects.reservation(l.reservation_row, l.reservation_id, "");
+            lines.push(row(
+                py,
+                [
+                    shared.id.into_any(),
+                    sku.into_any(),
+                    location.into_any(),
+                    any(py, l.quantity)?,
+                    any(py, l.quantity_committed)?,
+                ],
+            )?);
         }
-        let mut ledger = Vec::with_capacity(batch.ledger.len());
-        for row in &batch.ledger {
-            ledger.push(tuple!(py; row.lsn, row.at_ms, strings.get(&row.sku),
-                strings.get(&row.location), row.kind, row.delta_on_hand, row.delta_reserved,
-                row.on_hand_after, row.reserved_after, strings.get(&row.reservation_id),
-                strings.get(&row.order_id), strings.get(&row.request_id),
-                strings.get(&row.reason), strings.get(&row.actor)));
-        }
+        let ledger = ledger_list(&mut objects, batch)?;
         let mut idempotency = Vec::with_capacity(batch.idempotency.len());
         for r in &batch.idempotency {
-            idempotency.push((
-                strings.get(&r.request_id),
-                r.fingerprint,
-                r.operation,
-                r.outcome_json.as_str(),
-                r.lsn,
-                r.created_at_ms,
-            ));
+            idempotency.push(row(
+                py,
+                [
+                    objects.text(&r.request_id).into_any(),
+                    any(py, r.fingerprint)?,
+                    objects.word(r.operation).into_any(),
+                    any(py, r.outcome_json.as_str())?,
+                    any(py, r.lsn)?,
+                    any(py, r.created_at_ms)?,
+                ],
+            )?);
         }
         Ok(JournalBatch {
             lsn_first: batch.lsn_first,
@@ -236,10 +384,28 @@ impl JournalBatch {
             items: PyList::new(py, items)?.unbind(),
             reservations: PyList::new(py, reservations)?.unbind(),
             reservation_lines: PyList::new(py, lines)?.unbind(),
-            ledger: PyList::new(py, ledger)?.unbind(),
+            ledger: ledger.unbind(),
             idempotency: PyList::new(py, idempotency)?.unbind(),
         })
     }
+}
+
+fn row_tuple4<'py>(
+    py: Python<'py>,
+    sku: Bound<'py, PyString>,
+    location: Bound<'py, PyString>,
+    on_hand: u64,
+    reserved: u64,
+) -> PyResult<Bound<'py, PyTuple>> {
+    row(
+        py,
+        [
+            sku.into_any(),
+            location.into_any(),
+            any(py, on_hand)?,
+            any(py, reserved)?,
+        ],
+    )
 }
 
 /// The engine's whole state, in the shapes `load` accepts.
