@@ -50,6 +50,7 @@ bench: build services
 lint: $(STAMPS)/venv
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --features python -- -D warnings
 	$(VENV)/bin/ruff check service tests loadtest scripts
 	scripts/gen_protos.sh --check
 
