@@ -1,0 +1,296 @@
+"""The benchmark behind `make bench`: three systems, the same proto, the same load generator.
+
+Systems, each on a free 127.0.0.1 port:
+  empty    loadtest/empty_server.py: answers from dicts, no I/O (the Python gRPC floor)
+  naive    loadtest/naive_server.py: one PostgreSQL transaction per Reserve (the baseline)
+  service  python -m service: the Rust engine with group-committed write-through
+Scenarios: hot (one SKU), spread (10,000 SKUs, one line), order3 (3 lines of 10,000 SKUs).
+For each system and scenario: the closed-loop maximum (calls/s with N calls in flight), then
+open-loop latency at fixed fractions of that system's own maximum. Then the batch API
+(ReserveBatch of B reservations per call). Results: loadtest/results/bench-<time>.json and
+latest.json, charts (PNG) and summary.md. BENCH_QUICK=1: short runs to check the harness.
+
+Run: python -m loadtest.bench  (scripts/bench.sh builds the load generator first)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from loadtest import processes
+
+LOADGEN = processes.ROOT / "loadtest" / "loadgen" / "target" / "release" / "loadgen"
+RESULTS = processes.ROOT / "loadtest" / "results"
+SCENARIOS = ("hot", "spread", "order3")
+SYSTEMS_ALL = ("empty", "naive", "service")
+# BENCH_SYSTEMS=empty,naive measures a subset (e.g. while the service cannot run).
+SYSTEMS = tuple(s for s in os.environ.get("BENCH_SYSTEMS", ",".join(SYSTEMS_ALL)).split(",")
+                if s in SYSTEMS_ALL)
+SKUS = 10_000
+ON_HAND = 1_000_000_000_000  # never runs out: the benchmark measures holds, not refusals
+TTL_MS = 2_000  # holds expire during the run: the service pays for its sweeper
+QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+CLOSED_CONCURRENCY = 128
+OPEN_IN_FLIGHT_MAX = 5_000
+CLOSED_DURATION_S = 2 if QUICK else 8
+OPEN_DURATION_S = 2 if QUICK else 6
+WARMUP_S = 1 if QUICK else 2
+LOAD_FRACTIONS = (0.7,) if QUICK else (0.3, 0.5, 0.7, 0.9)
+BATCH_SIZES = (1_000,) if QUICK else (100, 1_000)
+BATCH_CONCURRENCY = 4
+BATCH_DURATION_S = 2 if QUICK else 8
+CLIENT_CALLERS = 2_000  # coroutines calling StockClient.reserve at once
+LOADGEN_TIMEOUT_S = 120
+ENGINE_BENCH_TIMEOUT_S = 180
+# Targets, as ratios from one run.
+TARGET_SERVICE_OVER_EMPTY = 0.8
+TARGET_SERVICE_OVER_NAIVE_HOT = 2.0
+TARGET_P99_MS_AT_70 = 15.0
+TARGET_BATCH_RESERVATIONS_PER_S = 100_000
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), to show who used the 2 cores."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds() -> dict[int, float]:
+    """CPU time of every PostgreSQL process, by pid (the database's share of the 2 cores)."""
+    found = {}
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == "postgres":
+                found[int(comm.parent.name)] = cpu_seconds(int(comm.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended while we looked
+    return found
+
+
+def postgres_cpu_spent(before: dict[int, float]) -> float:
+    """CPU spent since `before` by the PostgreSQL processes alive now (new ones from zero);
+    a process that ended meanwhile is missed, so this is a lower bound."""
+    after = postgres_cpu_seconds()
+    return sum(max(0.0, spent - before.get(pid, 0.0)) for pid, spent in after.items())
+
+
+def loadgen(arguments: list[str], server_pid: int) -> dict:
+    """Runs the load generator; adds the CPU seconds it, the server and PostgreSQL spent."""
+    server_before = cpu_seconds(server_pid)
+    postgres_before = postgres_cpu_seconds()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    finished = subprocess.run([str(LOADGEN), *arguments], capture_output=True, text=True,
+                              timeout=LOADGEN_TIMEOUT_S, check=False)
+    if finished.returncode != 0:
+        raise RuntimeError(f"loadgen {' '.join(arguments)}: {finished.stderr.strip()}")
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = json.loads(finished.stdout)
+    result["server_cpu_s"] = round(cpu_seconds(server_pid) - server_before, 2)
+    result["postgres_cpu_s"] = round(postgres_cpu_spent(postgres_before), 2)
+    # Other work on the machine skews every figure: keep the 1-minute load average beside it.
+    result["load_average_1m"] = round(os.getloadavg()[0], 2)
+    result["loadgen_cpu_s"] = round(
+        (children_after.ru_utime - children_before.ru_utime)
+        + (children_after.ru_stime - children_before.ru_stime), 2)
+    return result
+
+
+def measure_scenario(address: str, scenario: str, server_pid: int) -> dict:
+    common = ["--target", address, "--scenario", scenario, "--skus", str(SKUS),
+              "--ttl-ms", str(TTL_MS), "--warmup-s", str(WARMUP_S)]
+    closed = loadgen(["run", *common, "--mode", "closed", "--concurrency",
+                      str(CLOSED_CONCURRENCY), "--duration-s", str(CLOSED_DURATION_S)], server_pid)
+    saturation = closed["calls_ok_per_s"]
+    log(f"  {scenario}: closed loop {saturation:,.0f} calls/s "
+        f"(p99 {closed['latency_ms']['p99']} ms, codes {closed['codes']})")
+    open_runs = []
+    for fraction in LOAD_FRACTIONS:
+        rate = max(1, int(saturation * fraction))
+        result = loadgen(["run", *common, "--mode", "open", "--rate", str(rate), "--concurrency",
+                          str(OPEN_IN_FLIGHT_MAX), "--duration-s", str(OPEN_DURATION_S)],
+                         server_pid)
+        result["fraction_of_saturation"] = fraction
+        latency = result["latency_ms"]
+        log(f"    open {fraction:.0%} = {rate:,}/s: p50 {latency['p50']} p99 {latency['p99']} "
+            f"p99.9 {latency['p999']} ms, achieved {result['calls_ok_per_s']:,.0f}/s")
+        open_runs.append(result)
+    return {"closed": closed, "open": open_runs}
+
+
+def measure_batches(address: str, server_pid: int) -> list[dict]:
+    runs = []
+    for batch in BATCH_SIZES:
+        result = loadgen(["run", "--target", address, "--scenario", "spread", "--skus", str(SKUS),
+                          "--ttl-ms", str(TTL_MS), "--warmup-s", str(WARMUP_S), "--mode",
+                          "closed", "--batch", str(batch), "--concurrency",
+                          str(BATCH_CONCURRENCY), "--duration-s", str(BATCH_DURATION_S)],
+                         server_pid)
+        log(f"  batch {batch}: {result['operations_ok_per_s']:,.0f} reservations/s "
+            f"(calls p99 {result['latency_ms']['p99']} ms, codes {result['codes']}, "
+            f"failed operations {result['operations_failed']})")
+        runs.append(result)
+    return runs
+
+
+def measure_client(address: str) -> dict:
+    """service.client.StockClient coalescing many callers of one Python process."""
+    command = [sys.executable, "-m", "loadtest.client_bench", "--target", address,
+               "--callers", str(CLIENT_CALLERS), "--duration-s", str(BATCH_DURATION_S)]
+    finished = subprocess.run(command, cwd=processes.ROOT, capture_output=True, text=True,
+                              timeout=LOADGEN_TIMEOUT_S, check=False)
+    if finished.returncode != 0:
+        raise RuntimeError(f"client_bench: {finished.stderr.strip()[-1_000:]}")
+    result = json.loads(finished.stdout)
+    log(f"  coalescing client, {CLIENT_CALLERS} callers: {result['reservations_ok_per_s']:,} "
+        f"reservations/s (p99 {result['latency_ms']['p99']} ms, failures {result['failures']})")
+    return result
+
+
+def measure_system(system: str, token: str, tmp: Path) -> dict:
+    listen = f"{processes.HOST}:{processes.free_port()}"
+    log(f"{system} on {listen}")
+    with processes.fresh_database(f"bench_{system}") as database:
+        env = processes.service_env(listen, database, token, STOCK_LOG_LEVEL="WARNING")
+        arguments = {
+            "empty": ["-m", "loadtest.empty_server", "--listen", listen],
+            "naive": ["-m", "loadtest.naive_server", "--listen", listen,
+                      "--database-url", database],
+            "service": ["-m", "service"],
+        }[system]
+        with processes.server(arguments, env=env, health=(system == "service"),
+                              log_path=tmp / f"{system}.log") as process:
+            seeded = loadgen(["seed", "--target", listen, "--token", token, "--skus", str(SKUS),
+                              "--on-hand", str(ON_HAND)], process.pid)
+            log(f"  seeded {seeded['seeded']} items in {seeded['seconds']:.1f} s")
+            result = {"scenarios": {s: measure_scenario(listen, s, process.pid)
+                                    for s in SCENARIOS}}
+            if system != "naive":  # the naive baseline has no batch API
+                result["batch"] = measure_batches(listen, process.pid)
+                result["client"] = measure_client(listen)
+    return result
+
+
+def machine() -> dict:
+    cpu_model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu_model = line.split(":", 1)[1].strip()
+            break
+    memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    postgres = subprocess.run(["psql", "--version"], capture_output=True, text=True).stdout
+    import grpc  # the versions of the Python front under test
+
+    return {"cpus": os.cpu_count(), "cpu_model": cpu_model,
+            "memory_gib": round(memory_kib / 1024 / 1024, 1), "kernel": platform.release(),
+            "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+            "python": platform.python_version(), "grpcio": grpc.__version__,
+            "postgresql": postgres.strip()}
+
+
+def engine_bench() -> dict | None:
+    """loadtest/bench_engine.py (the engine's own micro-benchmark, JSON on stdout), if present."""
+    script = processes.ROOT / "loadtest" / "bench_engine.py"
+    if not script.exists():
+        log("loadtest/bench_engine.py not present: engine benchmark skipped")
+        return None
+    env = dict(os.environ, BENCH_QUICK="1" if QUICK else "")
+    finished = subprocess.run([sys.executable, str(script)], cwd=processes.ROOT, env=env,
+                              capture_output=True, text=True, timeout=ENGINE_BENCH_TIMEOUT_S)
+    if finished.returncode != 0:
+        log(f"bench_engine.py failed: {finished.stderr.strip()[-500:]}")
+        return {"error": finished.stderr.strip()[-2_000:]}
+    try:
+        return json.loads(finished.stdout)
+    except json.JSONDecodeError:
+        return {"stdout": finished.stdout[-5_000:]}
+
+
+def saturation(systems: dict, system: str, scenario: str) -> float | None:
+    if system not in systems:
+        return None
+    return systems[system]["scenarios"][scenario]["closed"]["calls_ok_per_s"]
+
+
+def p99_at_70(systems: dict, scenario: str) -> float | None:
+    for run in systems.get("service", {}).get("scenarios", {}).get(scenario, {}).get("open", []):
+        if run["fraction_of_saturation"] == 0.7:
+            return run["latency_ms"]["p99"]
+    return None
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return round(numerator / denominator, 3) if numerator and denominator else None
+
+
+def target(value, goal, at_least: bool) -> dict:
+    met = value is not None and (value >= goal if at_least else value <= goal)
+    return {"value": value, "target": goal, "met": met}
+
+
+def targets(systems: dict) -> dict:
+    """The targets of the issue, each with the measured value (None: not measured) and goal."""
+    found = {}
+    for scenario in SCENARIOS:
+        over_empty = ratio(saturation(systems, "service", scenario),
+                           saturation(systems, "empty", scenario))
+        found[f"service_over_empty_{scenario}"] = target(over_empty, TARGET_SERVICE_OVER_EMPTY,
+                                                         True)
+        found[f"service_p99_ms_at_70pct_{scenario}"] = target(
+            p99_at_70(systems, scenario), TARGET_P99_MS_AT_70, False)
+    over_naive = ratio(saturation(systems, "service", "hot"), saturation(systems, "naive", "hot"))
+    found["service_over_naive_hot"] = target(over_naive, TARGET_SERVICE_OVER_NAIVE_HOT, True)
+    batches = systems.get("service", {}).get("batch", [])
+    best = max((run["operations_ok_per_s"] for run in batches), default=None)
+    found["service_batch_reservations_per_s"] = target(
+        round(best) if best is not None else None, TARGET_BATCH_RESERVATIONS_PER_S, True)
+    return found
+
+
+def main() -> int:
+    if not LOADGEN.exists():
+        log(f"{LOADGEN} missing: scripts/bench.sh builds it")
+        return 2
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    started = time.time()
+    load_average_at_start = round(os.getloadavg()[0], 2)
+    tmp = RESULTS / "logs"
+    tmp.mkdir(exist_ok=True)
+    systems = {system: measure_system(system, token, tmp) for system in SYSTEMS}
+    report = {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "quick": QUICK, "machine": machine(), "load_average_1m_at_start": load_average_at_start,
+        "settings": {"skus": SKUS, "ttl_ms": TTL_MS, "closed_concurrency": CLOSED_CONCURRENCY,
+                     "closed_duration_s": CLOSED_DURATION_S, "open_duration_s": OPEN_DURATION_S,
+                     "warmup_s": WARMUP_S, "load_fractions": LOAD_FRACTIONS,
+                     "batch_sizes": BATCH_SIZES, "batch_concurrency": BATCH_CONCURRENCY},
+        "systems": systems, "targets": targets(systems), "engine": engine_bench(),
+    }
+    report["seconds"] = round(time.time() - started, 1)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
+    for name in (f"bench-{stamp}.json", "latest.json"):
+        (RESULTS / name).write_text(json.dumps(report, indent=1))
+    from loadtest import charts
+
+    charts.write_all(report, RESULTS)
+    for name, target in report["targets"].items():
+        log(f"target {name}: {target['value']} (target {target['target']}) "
+            f"{'met' if target['met'] else 'NOT MET'}")
+    log(f"results in {RESULTS} ({report['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Charts and a markdown summary of one benchmark report (loadtest/bench.py's JSON)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: the benchmark runs headless
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
+
+COLORS = {"empty": "tab:gray", "naive": "tab:red", "service": "tab:blue"}
+LABELS = {"empty": "empty server (Python gRPC floor)", "naive": "naive (1 PG txn per Reserve)",
+          "service": "this service"}
+
+
+def write_all(report: dict, directory: Path) -> None:
+    throughput_chart(report, directory / "throughput.png")
+    latency_chart(report, directory / "latency.png")
+    (directory / "summary.md").write_text(summary_markdown(report))
+
+
+def scenarios_of(report: dict) -> list[str]:
+    for system in report["systems"].values():
+        return list(system["scenarios"])
+    return []
+
+
+def throughput_chart(report: dict, path: Path) -> None:
+    systems = list(report["systems"])
+    scenarios = scenarios_of(report)
+    width = 0.8 / max(1, len(systems))
+    figure, axes = plt.subplots(figsize=(9, 4.5))
+    for index, system in enumerate(systems):
+        values = [report["systems"][system]["scenarios"][s]["closed"]["calls_ok_per_s"]
+                  for s in scenarios]
+        positions = [i + (index - (len(systems) - 1) / 2) * width for i in range(len(scenarios))]
+        bars = axes.bar(positions, values, width, label=LABELS[system], color=COLORS[system])
+        axes.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=8)
+    axes.set_xticks(range(len(scenarios)), scenarios)
+    axes.set_ylabel("Reserve calls/s (closed loop, max)")
+    axes.set_title(f"Maximum throughput, {report['machine']['cpus']} cores, one run")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def latency_chart(report: dict, path: Path) -> None:
+    scenarios = scenarios_of(report)
+    figure, axes_row = plt.subplots(1, len(scenarios), figsize=(5 * len(scenarios), 4.5),
+                                    squeeze=False)
+    for axes, scenario in zip(axes_row[0], scenarios, strict=True):
+        for system, measured in report["systems"].items():
+            runs = measured["scenarios"][scenario]["open"]
+            rates = [run["offered_rate"] for run in runs]
+            for key, style in (("p50", ":"), ("p99", "-"), ("p999", "--")):
+                values = [run["latency_ms"][key] for run in runs]
+                axes.plot(rates, values, style, marker="o", color=COLORS[system],
+                          label=f"{system} {key}")
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        axes.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short ranges
+        axes.set_xlabel("offered Reserve calls/s (open loop)")
+        axes.set_ylabel("latency from intended send, ms")
+        axes.set_title(scenario)
+        axes.grid(True, which="both", alpha=0.3)
+    axes_row[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def summary_markdown(report: dict) -> str:
+    lines = [f"Run {report['started_at']} ({'quick' if report['quick'] else 'full'}), "
+             f"{report['seconds']} s, 1-minute load average at start "
+             f"{report.get('load_average_1m_at_start', '?')}.", "",
+             "| system | scenario | max calls/s | open-loop rate | p50 ms | p99 ms | p99.9 ms |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for system, measured in report["systems"].items():
+        for scenario, result in measured["scenarios"].items():
+            closed = result["closed"]["calls_ok_per_s"]
+            for run in result["open"]:
+                latency = run["latency_ms"]
+                lines.append(
+                    f"| {system} | {scenario} | {closed:,.0f} | {run['offered_rate']:,} "
+                    f"({run['fraction_of_saturation']:.0%}) | {latency['p50']} | "
+                    f"{latency['p99']} | {latency['p999']} |")
+    lines += ["", "| system | batch size | reservations/s | calls p50 ms | calls p99 ms |",
+              "|---|---:|---:|---:|---:|"]
+    for system, measured in report["systems"].items():
+        for run in measured.get("batch", []):
+            lines.append(f"| {system} | {run['options']['batch']} | "
+                         f"{run['operations_ok_per_s']:,.0f} | {run['latency_ms']['p50']} | "
+                         f"{run['latency_ms']['p99']} |")
+    for system, measured in report["systems"].items():
+        client = measured.get("client")
+        if client:
+            lines.append(f"| {system} | StockClient coalescing, {client['callers']} callers | "
+                         f"{client['reservations_ok_per_s']:,} | {client['latency_ms']['p50']} "
+                         f"(per reserve) | {client['latency_ms']['p99']} (per reserve) |")
+    lines += ["", "| target | measured | goal | met |", "|---|---:|---:|---|"]
+    for name, target in report["targets"].items():
+        value = "not measured" if target["value"] is None else target["value"]
+        lines.append(f"| {name} | {value} | {target['target']} | "
+                     f"{'yes' if target['met'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    source = Path(sys.argv[1] if len(sys.argv) > 1 else "loadtest/results/latest.json")
+    write_all(json.loads(source.read_text()), source.parent)
