@@ -36,8 +36,11 @@ gen: $(STAMPS)/venv
 run: build services
 	scripts/run.sh
 
+LOADGEN_MANIFEST := --manifest-path loadtest/loadgen/Cargo.toml
+
 test-rust:
 	cargo test --quiet
+	cargo test $(LOADGEN_MANIFEST) --quiet
 
 test-python: build services
 	$(PY) -m pytest -q
@@ -51,6 +54,8 @@ lint: $(STAMPS)/venv
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
+	cargo fmt $(LOADGEN_MANIFEST) --check
+	cargo clippy $(LOADGEN_MANIFEST) --all-targets -- -D warnings
 	$(VENV)/bin/ruff check service tests loadtest scripts
 	scripts/gen_protos.sh --check
 
