@@ -33,9 +33,15 @@ STOCK_QUERY_SKUS_MAX = limit("STOCK_QUERY_SKUS_MAX")
 # A service bound, not an engine one: one batch call is one engine call on the event loop, so
 # its total line count is capped to keep that call short.
 BATCH_LINES_MAX = 100_000
+# UTF-8 takes at most 4 bytes per character, so a string of at most ID_BYTES_MAX / 4
+# characters is within ID_BYTES_MAX bytes without encoding it.
+UTF8_BYTES_PER_CHARACTER_MAX = 4
+ID_CHARACTERS_SURELY_FITTING = ID_BYTES_MAX // UTF8_BYTES_PER_CHARACTER_MAX
 
 
 def text(value: str, path: str, *, bytes_max: int, required: bool) -> str:
+    if (value or not required) and len(value) * UTF8_BYTES_PER_CHARACTER_MAX <= bytes_max:
+        return value  # within bounds whatever its characters; encoding it would cost more
     size = len(value.encode())
     if required and size == 0:
         raise InvalidArgument(path, f"required, 1..{bytes_max} bytes")
@@ -77,6 +83,10 @@ def lines(values: Sequence, path: str, *, quantity_min: int,
         raise InvalidArgument(path, f"required, 1..{LINES_PER_REQUEST_MAX} lines")
     if len(values) > LINES_PER_REQUEST_MAX:
         raise InvalidArgument(path, f"{len(values)} lines, at most {LINES_PER_REQUEST_MAX}")
+    result = valid_lines(values, quantity_min)
+    if result is not None:
+        return result
+    # Some line is bad: the checks below find the first one and name its field path.
     result = []
     for index, line in enumerate(values):
         here = f"{path}[{index}]"
@@ -84,6 +94,30 @@ def lines(values: Sequence, path: str, *, quantity_min: int,
         location = identifier(line.location, f"{here}.location", required=False)
         quantity = integer(line.quantity, f"{here}.quantity", quantity_min, QUANTITY_MAX)
         result.append((sku, location, quantity))
+    return result
+
+
+def short_enough(value: str) -> bool:
+    """`UTF-8 bytes <= ID_BYTES_MAX`, cheaply for the usual short id: a character is at most
+    UTF8_BYTES_PER_CHARACTER_MAX bytes, so only longer strings need encoding."""
+    size = len(value)
+    if size <= ID_CHARACTERS_SURELY_FITTING:
+        return True
+    return len(value.encode()) <= ID_BYTES_MAX
+
+
+def valid_lines(values: Sequence, quantity_min: int) -> list[tuple[str, str, int]] | None:
+    """The same checks as the per-field ones in `lines`, without building a field path per
+    line (a batch of 1,000 reservations validates every line of every request): the line
+    tuples when all are valid, None when some line is not (then `lines` names it)."""
+    result = []
+    append = result.append
+    for line in values:
+        sku, location, quantity = line.sku, line.location, line.quantity
+        if not (sku and short_enough(sku) and short_enough(location)
+                and quantity_min <= quantity <= QUANTITY_MAX):
+            return None
+        append((sku, location, quantity))
     return result
 
 
