@@ -120,11 +120,6 @@ def actor_of(context: grpc.aio.ServicerContext) -> str:
     return ACTOR_DEFAULT
 
 
-def frontier(engine) -> int:
-    """The engine's last journaled LSN: everything it decided so far."""
-    return engine.stats()["lsn_last"]
-
-
 def is_unknown_reservation(outcome) -> bool:
     return isinstance(outcome, EngineError) and outcome.code == "unknown_reservation"
 
@@ -160,7 +155,7 @@ class StockServicer(stock_pb2_grpc.StockServiceServicer):
         try:
             result = call(engine)
         except EngineError:
-            await self._committer.wait_durable(frontier(engine), generation)
+            await self._committer.wait_durable(engine.lsn_last(), generation)
             raise
         return await self._durable(result, generation)
 
@@ -299,7 +294,7 @@ class StockServicer(stock_pb2_grpc.StockServiceServicer):
             outcomes[position] = answer
         lsn = max((o.lsn for o in outcomes if not isinstance(o, Exception)), default=0)
         if any(isinstance(o, EngineError) for o in outcomes):
-            lsn = max(lsn, frontier(engine))  # refusals too (see _apply)
+            lsn = max(lsn, engine.lsn_last())  # refusals too (see _apply)
         await self._committer.wait_durable(lsn, generation)
         if fallback_operation is not None:
             await self._resolve_unknown(requests, outcomes, fallback_operation)

@@ -13,10 +13,8 @@ from service.errors import InvalidArgument
 
 
 def limit(name: str) -> int:
-    """One engine limit by name, whether LIMITS is a mapping or an object with attributes."""
-    if isinstance(LIMITS, dict):
-        return int(LIMITS[name])
-    return int(getattr(LIMITS, name))
+    """One engine limit by name (LIMITS is the engine's dict of named constants)."""
+    return int(LIMITS[name])
 
 
 ID_BYTES_MAX = limit("ID_BYTES_MAX")
@@ -33,20 +31,22 @@ STOCK_QUERY_SKUS_MAX = limit("STOCK_QUERY_SKUS_MAX")
 # A service bound, not an engine one: one batch call is one engine call on the event loop, so
 # its total line count is capped to keep that call short.
 BATCH_LINES_MAX = 100_000
-# UTF-8 takes at most 4 bytes per character, so a string of at most ID_BYTES_MAX / 4
-# characters is within ID_BYTES_MAX bytes without encoding it.
+# UTF-8 takes at most 4 bytes per character, so a string of at most bytes_max / 4 characters
+# is within bytes_max bytes without encoding it.
 UTF8_BYTES_PER_CHARACTER_MAX = 4
-ID_CHARACTERS_SURELY_FITTING = ID_BYTES_MAX // UTF8_BYTES_PER_CHARACTER_MAX
+
+
+def utf8_fits(value: str, bytes_max: int) -> bool:
+    """`len(value.encode()) <= bytes_max`, without encoding the usual short string."""
+    return (len(value) * UTF8_BYTES_PER_CHARACTER_MAX <= bytes_max
+            or len(value.encode()) <= bytes_max)
 
 
 def text(value: str, path: str, *, bytes_max: int, required: bool) -> str:
-    if (value or not required) and len(value) * UTF8_BYTES_PER_CHARACTER_MAX <= bytes_max:
-        return value  # within bounds whatever its characters; encoding it would cost more
-    size = len(value.encode())
-    if required and size == 0:
+    if required and not value:
         raise InvalidArgument(path, f"required, 1..{bytes_max} bytes")
-    if size > bytes_max:
-        raise InvalidArgument(path, f"{size} bytes, at most {bytes_max}")
+    if not utf8_fits(value, bytes_max):
+        raise InvalidArgument(path, f"{len(value.encode())} bytes, at most {bytes_max}")
     return value
 
 
@@ -97,15 +97,6 @@ def lines(values: Sequence, path: str, *, quantity_min: int,
     return result
 
 
-def short_enough(value: str) -> bool:
-    """`UTF-8 bytes <= ID_BYTES_MAX`, cheaply for the usual short id: a character is at most
-    UTF8_BYTES_PER_CHARACTER_MAX bytes, so only longer strings need encoding."""
-    size = len(value)
-    if size <= ID_CHARACTERS_SURELY_FITTING:
-        return True
-    return len(value.encode()) <= ID_BYTES_MAX
-
-
 def valid_lines(values: Sequence, quantity_min: int) -> list[tuple[str, str, int]] | None:
     """The same checks as the per-field ones in `lines`, without building a field path per
     line (a batch of 1,000 reservations validates every line of every request): the line
@@ -114,7 +105,7 @@ def valid_lines(values: Sequence, quantity_min: int) -> list[tuple[str, str, int
     append = result.append
     for line in values:
         sku, location, quantity = line.sku, line.location, line.quantity
-        if not (sku and short_enough(sku) and short_enough(location)
+        if not (sku and utf8_fits(sku, ID_BYTES_MAX) and utf8_fits(location, ID_BYTES_MAX)
                 and quantity_min <= quantity <= QUANTITY_MAX):
             return None
         append((sku, location, quantity))

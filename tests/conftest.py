@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+# One definition of the shared-cluster role and of a free port, used by the benchmark too.
+from loadtest.processes import free_port, pg_user
+
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_URL = os.environ.get("STOCK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN_TOKEN = "test-admin-token-" + uuid.uuid4().hex[:8]
@@ -33,19 +35,8 @@ HEALTH_POLL_S = 0.05
 LOG_TAIL_CHARS = 6_000
 
 
-def pg_user() -> str:
-    recorded = ROOT / ".stamps" / "pg_user"
-    return recorded.read_text().strip() if recorded.exists() else "postgres"
-
-
 def admin_dsn() -> str:
     return f"postgresql://{pg_user()}@127.0.0.1:5432/postgres"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def create_database() -> str:

@@ -12,7 +12,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,9 @@ import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+# One definition of the shared-cluster role and of a free port, used by the benchmark too.
+from loadtest.processes import free_port, pg_user
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -41,20 +43,6 @@ SERVICE_STOP_S_MAX = 15.0
 HEALTH_POLL_S = 0.1
 CLI_TIMEOUT_S = 30
 LOG_TAIL_CHARS = 4_000
-
-
-def pg_user() -> str:
-    """The role that logs in on the shared cluster (scripts/ensure_services.sh records it)."""
-    recorded = ROOT / ".stamps" / "pg_user"
-    if recorded.exists():
-        return recorded.read_text().strip() or "postgres"
-    return "postgres"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def unique_name(kind: str) -> str:

@@ -152,6 +152,11 @@ impl Engine {
         Ok(self.journal.take(operations_max, &self.items))
     }
 
+    /// The LSN of the last journaled change: everything the engine has decided so far.
+    pub fn lsn_last(&self) -> u64 {
+        self.journal.last_lsn()
+    }
+
     pub fn stats(&self) -> EngineStats {
         EngineStats {
             items: self.items.len(),
@@ -159,7 +164,7 @@ impl Engine {
             reservations_terminal: self.reservations.terminal_count,
             idempotency_records: self.idempotency.len(),
             journal_pending: self.journal.pending(),
-            lsn_last: self.journal.last_lsn(),
+            lsn_last: self.lsn_last(),
             expiry_queue_entries: self.expiry.len(),
         }
     }

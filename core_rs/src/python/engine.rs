@@ -72,6 +72,28 @@ impl Engine {
         }
         py.detach(|| self.inner.lock())
     }
+
+    /// Applies a batch of converted requests in order, detached from the interpreter, and
+    /// answers one view or exception object per request (the three batch calls share this).
+    fn apply_batch<'py, R: Sync>(
+        &self,
+        py: Python<'py>,
+        batch: &[R],
+        apply: impl Fn(&mut RustEngine, &R) -> EngineResult<view::ReservationView> + Sync,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let results: Vec<_> = py.detach(|| {
+            let mut engine = self.inner.lock();
+            batch
+                .iter()
+                .map(|request| apply(&mut engine, request))
+                .collect()
+        });
+        let objects: PyResult<Vec<_>> = results
+            .into_iter()
+            .map(|result| reservation_result(py, result))
+            .collect();
+        PyList::new(py, objects?)
+    }
 }
 
 #[pymethods]
@@ -300,29 +322,17 @@ impl Engine {
                 request_id,
             });
         }
-        let results: Vec<_> = py.detach(|| {
-            let mut engine = self.inner.lock();
-            batch
-                .iter()
-                .map(|r| {
-                    let inputs = conversions::inputs(&r.lines);
-                    let request_id = r.request_id.as_deref();
-                    engine.reserve(
-                        &r.reservation_id,
-                        &r.order_id,
-                        &inputs,
-                        r.ttl_ms,
-                        now_ms,
-                        request_id,
-                    )
-                })
-                .collect()
-        });
-        let objects: PyResult<Vec<_>> = results
-            .into_iter()
-            .map(|result| reservation_result(py, result))
-            .collect();
-        PyList::new(py, objects?)
+        self.apply_batch(py, &batch, |engine, r| {
+            let inputs = conversions::inputs(&r.lines);
+            engine.reserve(
+                &r.reservation_id,
+                &r.order_id,
+                &inputs,
+                r.ttl_ms,
+                now_ms,
+                r.request_id.as_deref(),
+            )
+        })
     }
 
     fn commit_batch<'py>(
@@ -347,22 +357,15 @@ impl Engine {
                 request_id,
             });
         }
-        let results: Vec<_> = py.detach(|| {
-            let mut engine = self.inner.lock();
-            batch
-                .iter()
-                .map(|r| {
-                    let inputs = r.lines.as_deref().map(conversions::inputs);
-                    let request_id = r.request_id.as_deref();
-                    engine.commit(&r.reservation_id, inputs.as_deref(), now_ms, request_id)
-                })
-                .collect()
-        });
-        let objects: PyResult<Vec<_>> = results
-            .into_iter()
-            .map(|result| reservation_result(py, result))
-            .collect();
-        PyList::new(py, objects?)
+        self.apply_batch(py, &batch, |engine, r| {
+            let inputs = r.lines.as_deref().map(conversions::inputs);
+            engine.commit(
+                &r.reservation_id,
+                inputs.as_deref(),
+                now_ms,
+                r.request_id.as_deref(),
+            )
+        })
     }
 
     fn release_batch<'py>(
@@ -377,20 +380,9 @@ impl Engine {
         for request in requests.try_iter()? {
             batch.push(request?.extract()?);
         }
-        let results: Vec<_> = py.detach(|| {
-            let mut engine = self.inner.lock();
-            batch
-                .iter()
-                .map(|(reservation_id, request_id)| {
-                    engine.release(reservation_id, now_ms, request_id.as_deref())
-                })
-                .collect()
-        });
-        let objects: PyResult<Vec<_>> = results
-            .into_iter()
-            .map(|result| reservation_result(py, result))
-            .collect();
-        PyList::new(py, objects?)
+        self.apply_batch(py, &batch, |engine, (reservation_id, request_id)| {
+            engine.release(reservation_id, now_ms, request_id.as_deref())
+        })
     }
 
     fn take_journal(
@@ -412,6 +404,10 @@ impl Engine {
 
     fn journal_pending(&self, py: Python<'_>) -> usize {
         self.engine(py).journal_pending()
+    }
+
+    fn lsn_last(&self, py: Python<'_>) -> u64 {
+        self.engine(py).lsn_last()
     }
 
     fn load(
