@@ -10,6 +10,8 @@ Line = tuple[str, str, int]  # (sku, location, quantity)
 Level = tuple[str, str, int, int, int]  # (sku, location, on_hand, reserved, available)
 
 LIMITS: dict[str, int]
+# (table, columns) in the order of JournalBatch.columns.
+PG_TABLES: list[tuple[str, list[str]]]
 
 class ReservationView:
     @property
@@ -46,6 +48,8 @@ class JournalBatch:
     def lsn_last(self) -> int: ...
     @property
     def items(self) -> list[tuple[str, str, int, int]]: ...
+    @property
+    def columns(self) -> list[str]: ...
     @property
     def reservations(self) -> list[tuple[str, str, str, int, int, int, str | None]]: ...
     @property

@@ -63,6 +63,7 @@ class Committer:
         self._task: asyncio.Task | None = None
         self._stopping = False
         self._last_batch_changes = 0
+        self._batch_started_at = 0.0  # monotonic time the last batch write began
         self._refusing = False
         self._probe_task: asyncio.Task | None = None
         self._probe_failed = False
@@ -153,10 +154,19 @@ class Committer:
                 await self._rebuild()
                 continue
             if self._should_linger():
-                await asyncio.sleep(self._window_s)  # let concurrent calls join this batch
-            if not await self._write_pending():
+                # Let concurrent calls join this batch: at most one batch starts per window,
+                # so under load each batch carries a window's worth of calls and the fixed cost
+                # of a transaction (and of a cache invalidation) is shared by all of them.
+                linger_s = self._window_s - (time.monotonic() - self._batch_started_at)
+                if linger_s > 0:
+                    await asyncio.sleep(linger_s)
+            written = await self._write_one()
+            if written is None:
                 await self._rebuild()
-        await self._write_pending()
+            elif written:
+                self._wake.set()  # more may be journaled already: look again
+        while await self._write_one():
+            pass
 
     async def _probe_loop(self) -> None:
         """Pings PostgreSQL when no batch was written for a while; a failure makes the
@@ -186,30 +196,32 @@ class Committer:
         metrics.JOURNAL_PENDING.set(pending)
         return pending
 
-    async def _write_pending(self) -> bool:
-        """Writes batches until the journal is empty; False if a write failed."""
-        while self._engine is not None:
-            batch = self._engine.take_journal(self._operations_max)
-            if batch is None:
-                self._pending()
-                return True
-            started = time.monotonic()
-            try:
-                await self._persistence.write_batch(batch)
-            except Exception:
-                metrics.COMMIT_FAILURES.inc()
-                log.exception("batch lsn %d..%d not committed; rebuilding the engine",
-                              batch.lsn_first, batch.lsn_last)
-                # The commit may have happened before the connection broke: drop cache keys
-                # of its items too; a needless deletion costs one cache miss.
-                self._invalidator.submit((row[0], row[1]) for row in batch.items)
-                await self._discard_engine()
-                return False
-            self._record(batch, time.monotonic() - started)
-            self._last_batch_changes = batch.lsn_last - batch.lsn_first + 1
-            self._contact_at = time.monotonic()
-            self._advance(batch.lsn_last)
+    async def _write_one(self) -> bool | None:
+        """Writes one batch of what is journaled. True: a batch was written; False: nothing was
+        pending; None: the write failed and the engine was discarded."""
+        if self._engine is None:
+            return False
+        batch = self._engine.take_journal(self._operations_max)
+        if batch is None:
+            self._pending()
+            return False
+        started = self._batch_started_at = time.monotonic()
+        try:
+            await self._persistence.write_batch(batch)
+        except Exception:
+            metrics.COMMIT_FAILURES.inc()
+            log.exception("batch lsn %d..%d not committed; rebuilding the engine",
+                          batch.lsn_first, batch.lsn_last)
+            # The commit may have happened before the connection broke: drop cache keys
+            # of its items too; a needless deletion costs one cache miss.
             self._invalidator.submit((row[0], row[1]) for row in batch.items)
+            await self._discard_engine()
+            return None
+        self._record(batch, time.monotonic() - started)
+        self._last_batch_changes = batch.lsn_last - batch.lsn_first + 1
+        self._contact_at = time.monotonic()
+        self._advance(batch.lsn_last)
+        self._invalidator.submit((row[0], row[1]) for row in batch.items)
         return True
 
     def _record(self, batch: Any, seconds: float) -> None:

@@ -7,6 +7,7 @@ the type stub is service/_core.pyi.
 
 from service._core import (
     LIMITS,
+    PG_TABLES,
     CapacityExceeded,
     Engine,
     EngineError,
@@ -29,6 +30,7 @@ from service._core import (
 
 __all__ = [
     "LIMITS",
+    "PG_TABLES",
     "CapacityExceeded",
     "Engine",
     "EngineError",

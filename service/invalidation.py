@@ -13,6 +13,7 @@ Contract
 - One background task drains the queue. Each drain step sends ONE pipeline holding
   `UNLINK key...` (at most `PIPELINE_KEYS_MAX` keys) and `PUBLISH {prefix}invalidate <message>`.
   A step may merge the keys of several submitted batches; a subscriber gets one message per step.
+  Steps start at most every `PIPELINE_INTERVAL_S` (5 ms) while keys keep coming.
 - Message format on channel `{prefix}invalidate`:
     * a JSON array of the deleted keys, e.g. `["stock:A1","stock:WH1:B2"]` (JSON, because a
       sku may contain any character, newlines included);
@@ -61,6 +62,10 @@ QUEUE_KEYS_MAX_DEFAULT = 100_000
 PIPELINE_KEYS_MAX = 1_000
 # Keys asked per SCAN step during a flush; each step is followed by one UNLINK of what it found.
 SCAN_COUNT = 1_000
+# Under a steady stream of commits, pipelines start at most this often: the keys of the batches
+# committed meanwhile go together, so Redis work (and the event loop's) does not grow with the
+# commit rate. A key submitted to an idle drainer still goes at once.
+PIPELINE_INTERVAL_S = 0.005
 # Reconnect backoff: first retry soon (a blip), then doubling, capped so recovery is noticed fast.
 BACKOFF_S_MIN = 0.05
 BACKOFF_S_MAX = 2.0
@@ -268,6 +273,8 @@ class Invalidator:
             if worked:
                 self._connected = 1  # a Redis call just succeeded
                 backoff_s = BACKOFF_S_MIN
+                if not self._stopping:
+                    await asyncio.sleep(PIPELINE_INTERVAL_S)
                 continue
             if self._stopping:
                 return

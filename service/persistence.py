@@ -17,6 +17,8 @@ from typing import Any
 
 import asyncpg
 
+from service.engine import PG_TABLES
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -26,65 +28,59 @@ MIGRATION_LOCK_KEY = 0x5_70C_0001
 # Idempotency pruning deletes in slices so it never holds long locks or a long transaction.
 PRUNE_ROWS_PER_STATEMENT_MAX = 10_000
 
-# One journal table: (journal attribute, SQL table, columns with their array types, what to do
-# on a key conflict). Column order is the journal tuple order (docs/ENGINE_API.md).
-BatchTable = tuple[str, str, tuple[tuple[str, str], ...], str]
+# One journal table: (SQL table, columns with their SQL types, what to do on a key conflict).
+# Tables and column order are the engine's (`PG_TABLES`, core_rs/src/pg_columns.rs): a
+# journal batch arrives as one PostgreSQL array literal per column (`JournalBatch.columns`).
+BatchTable = tuple[str, tuple[tuple[str, str], ...], str]
 BATCH_TABLES: tuple[BatchTable, ...] = (
-    ("items", "items",
+    ("items",
      (("sku", "text"), ("location", "text"), ("on_hand", "bigint"), ("reserved", "bigint")),
      "ON CONFLICT (location, sku) DO UPDATE"
      " SET on_hand = EXCLUDED.on_hand, reserved = EXCLUDED.reserved"),
-    ("reservations", "reservations",
+    ("reservations",
      (("reservation_id", "text"), ("order_id", "text"), ("status", "text"),
       ("expires_at_ms", "bigint"), ("created_at_ms", "bigint"), ("updated_at_ms", "bigint"),
       ("request_id", "text")),
      "ON CONFLICT (reservation_id) DO UPDATE SET status = EXCLUDED.status,"
      " expires_at_ms = EXCLUDED.expires_at_ms, updated_at_ms = EXCLUDED.updated_at_ms"),
-    # Journal rows plus a line_number (added by batch_arguments), kept from the first write.
-    ("reservation_lines", "reservation_lines",
+    # line_number is kept from the first write.
+    ("reservation_lines",
      (("reservation_id", "text"), ("sku", "text"), ("location", "text"),
       ("quantity", "bigint"), ("quantity_committed", "bigint"), ("line_number", "integer")),
      "ON CONFLICT (reservation_id, sku, location) DO UPDATE"
      " SET quantity = EXCLUDED.quantity, quantity_committed = EXCLUDED.quantity_committed"),
     # A request id seen again after the engine evicted its record was a new request to the
     # engine; its newer record replaces the old one.
-    ("idempotency", "idempotency",
+    ("idempotency",
      (("request_id", "text"), ("fingerprint", "bigint"), ("operation", "text"),
       ("outcome_json", "text"), ("lsn", "bigint"), ("created_at_ms", "bigint")),
      "ON CONFLICT (request_id) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,"
      " operation = EXCLUDED.operation, outcome_json = EXCLUDED.outcome_json,"
      " lsn = EXCLUDED.lsn, created_at_ms = EXCLUDED.created_at_ms"),
-    ("ledger", "ledger",
+    ("ledger",
      (("lsn", "bigint"), ("at_ms", "bigint"), ("sku", "text"), ("location", "text"),
       ("kind", "text"), ("delta_on_hand", "bigint"), ("delta_reserved", "bigint"),
       ("on_hand_after", "bigint"), ("reserved_after", "bigint"), ("reservation_id", "text"),
       ("order_id", "text"), ("request_id", "text"), ("reason", "text"), ("actor", "text")),
      ""),
 )
-
-
-# The ledger is append-only, so a large batch can send it by binary COPY: asyncpg encodes COPY
-# records per column codec, while array parameters pay per-element type checks (measured: the
-# array encoding of ledger rows was the largest single cost of writing a 1,000-reservation
-# batch). Below this many ledger rows the one-statement, one-round-trip write is cheaper
-# (measured, Python CPU per reservation written: COPY costs more at 16 rows, the same at 32,
-# less from 64; about 30% less at 250 to 1,000).
-LEDGER_COPY_ROWS_MIN = 64
-LEDGER_TABLE = BATCH_TABLES[-1]
-assert LEDGER_TABLE[0] == "ledger" and not LEDGER_TABLE[3], "the ledger is insert-only, last"
-LEDGER_COLUMNS = tuple(name for name, _ in LEDGER_TABLE[2])
+assert [(table, [name for name, _ in columns]) for table, columns, _ in BATCH_TABLES] == [
+    (table, list(columns)) for table, columns in PG_TABLES], "SQL columns differ from the engine's"
 
 
 def batch_statement(tables: tuple[BatchTable, ...] = BATCH_TABLES) -> str:
     """The whole batch as ONE statement: one data-modifying CTE per table, each a multi-row
     INSERT from unnest()ed arrays. One statement is one round trip and is atomic on its own
-    (foreign keys are checked at its end), so a batch costs a single await on a busy loop."""
+    (foreign keys are checked at its end), so a batch costs a single await on a busy loop.
+    Each array comes as text and is parsed by PostgreSQL (`$n::text::bigint[]`): the driver
+    then sends one string per column, whatever the batch size (measured: converting rows to
+    Python objects and encoding arrays element by element was most of the write path's CPU)."""
     parts, number = [], 0
-    for _, table, table_columns, on_conflict in tables:
+    for table, table_columns, on_conflict in tables:
         arrays = []
         for _, sql_type in table_columns:
             number += 1
-            arrays.append(f"${number}::{sql_type}[]")
+            arrays.append(f"${number}::text::{sql_type}[]")
         names = ", ".join(name for name, _ in table_columns)
         parts.append(f"write_{table} AS (INSERT INTO {table} ({names})"
                      f" SELECT * FROM unnest({', '.join(arrays)}) {on_conflict})")
@@ -92,32 +88,6 @@ def batch_statement(tables: tuple[BatchTable, ...] = BATCH_TABLES) -> str:
 
 
 BATCH_STATEMENT = batch_statement()
-# Every table but the ledger, for the batches whose ledger goes by COPY.
-BATCH_STATEMENT_WITHOUT_LEDGER = batch_statement(BATCH_TABLES[:-1])
-
-
-def numbered_lines(rows: list[tuple]) -> list[tuple]:
-    """Appends each line's position within its reservation (the engine lists a reservation's
-    lines together, in request order)."""
-    numbered, counters = [], {}
-    for row in rows:
-        number = counters.get(row[0], 0)
-        counters[row[0]] = number + 1
-        numbered.append((*row, number))
-    return numbered
-
-
-def batch_arguments(batch: Any, tables: tuple[BatchTable, ...] = BATCH_TABLES
-                    ) -> list[list[Any]]:
-    """One array per column of every table, in BATCH_STATEMENT's parameter order."""
-    arguments = []
-    for attribute, _, table_columns, _ in tables:
-        rows = getattr(batch, attribute)
-        if attribute == "reservation_lines":
-            rows = numbered_lines(rows)
-        arguments.extend(columns(rows, len(table_columns)) if rows
-                         else [[] for _ in table_columns])
-    return arguments
 
 
 @dataclass(frozen=True)
@@ -143,12 +113,6 @@ class LoadedState:
     idempotency_records: list[tuple[str, int, str, str, int]]
 
 
-def columns(rows: list[tuple], width: int) -> list[list[Any]]:
-    """Rows to one list per column (what unnest takes)."""
-    assert all(len(row) == width for row in rows), f"journal rows must have {width} fields"
-    return [list(column) for column in zip(*rows, strict=True)]
-
-
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
@@ -169,6 +133,7 @@ class Persistence:
         self._pool_size = pool_size
         self._timeout_s = timeout_ms / 1000
         self._pool: asyncpg.Pool | None = None
+        self._writer: asyncpg.Connection | None = None
 
     async def open(self) -> None:
         """Connects (bounded by the timeout) and applies pending migrations."""
@@ -181,6 +146,12 @@ class Persistence:
             await apply_migrations(connection)
 
     async def close(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            try:
+                await writer.close(timeout=self._timeout_s)
+            except Exception:  # a dead server must not stop shutdown
+                writer.terminate()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
@@ -198,18 +169,29 @@ class Persistence:
         async with self._acquire() as connection:
             await connection.fetchval("SELECT 1")
 
+    async def _writer_connection(self) -> asyncpg.Connection:
+        """The one connection batches are written on, kept out of the pool: a pool hands a
+        connection back with a reset query, one more round trip per batch (measured: about a
+        third of the committer's time on small batches). Re-made after any failure."""
+        if self._writer is None or self._writer.is_closed():
+            self._writer = await asyncpg.connect(
+                self._database_url, timeout=self._timeout_s, command_timeout=self._timeout_s,
+                ssl=ssl_setting(self._database_url))
+        return self._writer
+
+    async def _drop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.terminate()  # its state is unknown: never reuse it
+
     async def write_batch(self, batch: Any) -> None:
-        """Writes one journal batch in one transaction: all of it or, on error, none of it."""
-        if len(batch.ledger) < LEDGER_COPY_ROWS_MIN:
-            arguments = batch_arguments(batch)
-            async with self._acquire() as connection:
-                await connection.execute(BATCH_STATEMENT, *arguments)
-            return
-        arguments = batch_arguments(batch, BATCH_TABLES[:-1])
-        async with self._acquire() as connection, connection.transaction():
-            await connection.execute(BATCH_STATEMENT_WITHOUT_LEDGER, *arguments)
-            await connection.copy_records_to_table(
-                "ledger", records=batch.ledger, columns=LEDGER_COLUMNS)
+        """Writes one journal batch in one statement: all of it or, on error, none of it."""
+        connection = await self._writer_connection()
+        try:
+            await connection.execute(BATCH_STATEMENT, *batch.columns)
+        except BaseException:
+            await self._drop_writer()
+            raise
 
     async def load_state(self, idempotency_records_max: int) -> LoadedState:
         """Everything the engine needs after a start or a rebuild, read in one snapshot."""

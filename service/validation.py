@@ -34,6 +34,9 @@ BATCH_LINES_MAX = 100_000
 # UTF-8 takes at most 4 bytes per character, so a string of at most bytes_max / 4 characters
 # is within bytes_max bytes without encoding it.
 UTF8_BYTES_PER_CHARACTER_MAX = 4
+# PostgreSQL's text cannot hold U+0000; the engine refuses it too (core_rs/src/validate.rs).
+NUL = "\x00"
+NUL_MESSAGE = "must not contain NUL (U+0000)"
 
 
 def utf8_fits(value: str, bytes_max: int) -> bool:
@@ -47,6 +50,8 @@ def text(value: str, path: str, *, bytes_max: int, required: bool) -> str:
         raise InvalidArgument(path, f"required, 1..{bytes_max} bytes")
     if not utf8_fits(value, bytes_max):
         raise InvalidArgument(path, f"{len(value.encode())} bytes, at most {bytes_max}")
+    if NUL in value:
+        raise InvalidArgument(path, NUL_MESSAGE)
     return value
 
 
@@ -106,7 +111,8 @@ def valid_lines(values: Sequence, quantity_min: int) -> list[tuple[str, str, int
     for line in values:
         sku, location, quantity = line.sku, line.location, line.quantity
         if not (sku and utf8_fits(sku, ID_BYTES_MAX) and utf8_fits(location, ID_BYTES_MAX)
-                and quantity_min <= quantity <= QUANTITY_MAX):
+                and quantity_min <= quantity <= QUANTITY_MAX
+                and NUL not in sku and NUL not in location):
             return None
         append((sku, location, quantity))
     return result

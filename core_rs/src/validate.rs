@@ -20,6 +20,20 @@ fn limit(field: &'static str, bound: u64) -> EngineError {
     EngineError::LimitExceeded { field, bound }
 }
 
+/// Texts are stored in PostgreSQL, whose text type cannot hold U+0000: a NUL accepted here
+/// would fail the whole group commit it lands in.
+pub const NUL_MESSAGE: &str = "must not contain NUL (U+0000)";
+
+fn storable(field: &'static str, value: &str) -> EngineResult<()> {
+    if value.as_bytes().contains(&0) {
+        return Err(EngineError::InvalidRequest {
+            field,
+            message: NUL_MESSAGE.to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// A mandatory id: 1..=ID_BYTES_MAX bytes.
 pub fn id(field: &'static str, value: &str) -> EngineResult<()> {
     if value.is_empty() {
@@ -28,7 +42,7 @@ pub fn id(field: &'static str, value: &str) -> EngineResult<()> {
     if value.len() > ID_BYTES_MAX {
         return Err(limit(field, ID_BYTES_MAX as u64));
     }
-    Ok(())
+    storable(field, value)
 }
 
 /// An id that may be empty (location, order id).
@@ -36,7 +50,7 @@ pub fn optional_id(field: &'static str, value: &str) -> EngineResult<()> {
     if value.len() > ID_BYTES_MAX {
         return Err(limit(field, ID_BYTES_MAX as u64));
     }
-    Ok(())
+    storable(field, value)
 }
 
 pub fn request_id(value: Option<&str>) -> EngineResult<()> {
@@ -70,7 +84,8 @@ pub fn reason_actor(reason: &str, actor: &str) -> EngineResult<()> {
     if actor.len() > ACTOR_BYTES_MAX {
         return Err(limit("actor", ACTOR_BYTES_MAX as u64));
     }
-    Ok(())
+    storable("reason", reason)?;
+    storable("actor", actor)
 }
 
 pub fn line_count(count: usize, allow_empty: bool) -> EngineResult<()> {

@@ -943,3 +943,44 @@ fn items_are_bounded() {
         .unwrap_err();
     assert_eq!(error, EngineError::CapacityExceeded { what: "items" });
 }
+
+/// PostgreSQL text cannot hold NUL: the engine refuses it in every text it stores, and a
+/// refusal changes nothing.
+#[test]
+fn texts_with_nul_are_refused() {
+    let mut engine = stocked(&[("a", 5)]);
+    let pending = engine.journal_pending();
+    let nul = |field: &'static str| EngineError::InvalidRequest {
+        field,
+        message: core_rs::validate::NUL_MESSAGE.to_string(),
+    };
+    let refused = [
+        (
+            nul("sku"),
+            engine.reserve("r", "o", &[line("a\0", 1)], TTL, NOW, None),
+        ),
+        (
+            nul("reservation_id"),
+            engine.reserve("r\0", "o", &[line("a", 1)], TTL, NOW, None),
+        ),
+        (
+            nul("order_id"),
+            engine.reserve("r", "o\0", &[line("a", 1)], TTL, NOW, None),
+        ),
+        (
+            nul("request_id"),
+            engine.reserve("r", "o", &[line("a", 1)], TTL, NOW, Some("\0")),
+        ),
+    ];
+    for (expected, result) in refused {
+        assert_eq!(result.map(drop).unwrap_err(), expected);
+    }
+    let annotation = Annotation {
+        reason: "\0",
+        ..Annotation::default()
+    };
+    let error = engine.adjust("a", "", 1, NOW, annotation).unwrap_err();
+    assert_eq!(error, nul("reason"));
+    assert_eq!(level(&engine, "a", NOW), (5, 0, 5));
+    assert_eq!(engine.journal_pending(), pending);
+}

@@ -21,16 +21,20 @@ async def test_reserve_batch_results_in_order(stub, db, admin_metadata):
         stock_pb2.ReserveRequest(order_id="o3", lines=[line(sku, 2), line(short, 2)]),
         stock_pb2.ReserveRequest(order_id="", lines=[line(sku, 1)]),  # bad input
         stock_pb2.ReserveRequest(order_id="o5", lines=[line(sku, 2)]),
+        # NUL cannot be stored: refused on its own, it must not fail the batch's commit.
+        stock_pb2.ReserveRequest(order_id="o\x00", lines=[line(sku, 1)]),
     ]
     response = await stub.ReserveBatch(stock_pb2.ReserveBatchRequest(requests=requests))
     kinds = [result.WhichOneof("result") for result in response.results]
-    assert kinds == [OK, ERROR, ERROR, ERROR, OK]
+    assert kinds == [OK, ERROR, ERROR, ERROR, OK, ERROR]
     errors = [result.error for result in response.results]
     assert errors[1].code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
     assert [(i.sku, i.requested, i.available) for i in errors[1].short_items] == [(sku, 3, 2)]
     assert [(i.sku, i.requested, i.available) for i in errors[2].short_items] == [(short, 2, 1)]
     assert errors[3].code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert errors[3].message.startswith("order_id")
+    assert errors[5].code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert errors[5].message.startswith("order_id") and "NUL" in errors[5].message
     assert tuple(await item_row(db, sku)) == (5, 5)
     assert tuple(await item_row(db, short)) == (1, 0)
 

@@ -70,6 +70,12 @@ BAD_INPUT = [
     ("GetStock", stock_pb2.GetStockRequest(skus=[]), "skus", "1.."),
     ("GetStock", stock_pb2.GetStockRequest(skus=[SKU, ""]), "skus[1]", str(ID_BYTES_MAX)),
     ("ReserveBatch", stock_pb2.ReserveBatchRequest(), "requests", "1..1000"),
+    # PostgreSQL text cannot hold NUL: accepted, it would fail the whole group commit.
+    ("Reserve", reserve(lines=[line(SKU + "\x00", 1)]), "lines[0].sku", "NUL"),
+    ("Reserve", reserve(lines=[line(SKU, 1, "a\x00")]), "lines[0].location", "NUL"),
+    ("Reserve", reserve(order_id="o\x00"), "order_id", "NUL"),
+    ("Reserve", reserve(request_id="\x00"), "request_id", "NUL"),
+    ("Adjust", stock_pb2.AdjustRequest(sku=SKU, delta=1, reason="\x00"), "reason", "NUL"),
     ("ReleaseBatch", stock_pb2.ReleaseBatchRequest(
         requests=[stock_pb2.ReleaseRequest(reservation_id="r")] * 1001), "requests", "1..1000"),
 ]

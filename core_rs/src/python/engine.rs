@@ -17,6 +17,7 @@ use crate::limits::{
     JOURNAL_OPERATIONS_MAX_DEFAULT, ON_HAND_MAX, QUANTITY_MAX, RESERVATIONS_ACTIVE_MAX_DEFAULT,
     RESERVATIONS_TERMINAL_MAX_DEFAULT, TTL_MS_MAX,
 };
+use crate::pg_columns;
 use crate::view;
 
 #[pyclass(frozen, module = "service._core")]
@@ -390,15 +391,19 @@ impl Engine {
         py: Python<'_>,
         max_operations: usize,
     ) -> PyResult<Option<JournalBatch>> {
-        let result = py.detach(|| self.inner.lock().take_journal(max_operations));
+        // Drained and rendered as SQL array literals detached from the interpreter.
+        let result = py.detach(|| {
+            let taken = self.inner.lock().take_journal(max_operations);
+            taken.map(|batch| {
+                batch.map(|batch| {
+                    let columns = pg_columns::batch_columns(&batch);
+                    (batch, columns)
+                })
+            })
+        });
         match raise(py, result)? {
             None => Ok(None),
-            Some(batch) => {
-                let converted = JournalBatch::new(py, &batch);
-                // The drained operations own many shared strings; free them detached.
-                py.detach(|| drop(batch));
-                converted.map(Some)
-            }
+            Some((batch, columns)) => JournalBatch::new(py, batch, columns).map(Some),
         }
     }
 

@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::limits::LIMITS;
+use crate::pg_columns;
 
 /// Registers every public name of `service._core` (the stub lists the same names).
 pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -25,5 +26,11 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
         limits.set_item(name, value)?;
     }
     module.add("LIMITS", limits)?;
+    // (table, columns) in the order of JournalBatch.columns; persistence checks its SQL.
+    let tables: Vec<(&str, Vec<&str>)> = pg_columns::TABLES
+        .iter()
+        .map(|(table, columns)| (*table, columns.to_vec()))
+        .collect();
+    module.add("PG_TABLES", tables)?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! built on access from the Rust value.
 
 use pyo3::prelude::*;
-
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyList, PyString, PyTuple};
 
 use super::conversions::tuple;
@@ -148,15 +148,53 @@ impl LevelsView {
 }
 
 /// One drained journal batch: the rows of one PostgreSQL transaction.
-#[pyclass(frozen, module = "service._core", get_all)]
+///
+/// `columns` (every column of every table as a PostgreSQL array literal, see
+/// core_rs/src/pg_columns.rs) is what persistence sends; `items` feeds cache invalidation.
+/// The row lists (`reservations`, `reservation_lines`, `ledger`, `idempotency`) are built on
+/// first access only: the write path never needs them as Python objects.
+#[pyclass(frozen, module = "service._core")]
 pub struct JournalBatch {
+    #[pyo3(get)]
     lsn_first: u64,
+    #[pyo3(get)]
     lsn_last: u64,
+    #[pyo3(get)]
     items: Py<PyList>,
+    #[pyo3(get)]
+    columns: Py<PyList>,
+    batch: RustJournalBatch,
+    rows: PyOnceLock<Rows>,
+}
+
+struct Rows {
     reservations: Py<PyList>,
     reservation_lines: Py<PyList>,
     ledger: Py<PyList>,
     idempotency: Py<PyList>,
+}
+
+#[pymethods]
+impl JournalBatch {
+    #[getter]
+    fn reservations(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
+        Ok(self.rows(py)?.reservations.clone_ref(py))
+    }
+
+    #[getter]
+    fn reservation_lines(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
+        Ok(self.rows(py)?.reservation_lines.clone_ref(py))
+    }
+
+    #[getter]
+    fn ledger(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
+        Ok(self.rows(py)?.ledger.clone_ref(py))
+    }
+
+    #[getter]
+    fn idempotency(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
+        Ok(self.rows(py)?.idempotency.clone_ref(py))
+    }
 }
 
 /// Python strings of one reservation row, shared by its reservation, line and ledger rows.
@@ -320,13 +358,35 @@ fn ledger_list<'py>(
 }
 
 impl JournalBatch {
-    pub fn new(py: Python<'_>, batch: &RustJournalBatch) -> PyResult<JournalBatch> {
-        let mut objects = Objects::new(py, batch);
+    pub fn new(
+        py: Python<'_>,
+        batch: RustJournalBatch,
+        columns: Vec<String>,
+    ) -> PyResult<JournalBatch> {
+        let mut objects = Objects::new(py, &batch);
         let mut items = Vec::with_capacity(batch.items.len());
         for (row, (sku, location, on_hand, reserved)) in batch.items.iter().enumerate() {
             let (sku, location) = objects.item(row, sku, location);
             items.push(row_tuple4(py, sku, location, *on_hand, *reserved)?);
         }
+        Ok(JournalBatch {
+            lsn_first: batch.lsn_first,
+            lsn_last: batch.lsn_last,
+            items: PyList::new(py, items)?.unbind(),
+            columns: PyList::new(py, columns)?.unbind(),
+            batch,
+            rows: PyOnceLock::new(),
+        })
+    }
+
+    fn rows(&self, py: Python<'_>) -> PyResult<&Rows> {
+        self.rows.get_or_try_init(py, || Rows::new(py, &self.batch))
+    }
+}
+
+impl Rows {
+    fn new(py: Python<'_>, batch: &RustJournalBatch) -> PyResult<Rows> {
+        let mut objects = Objects::new(py, batch);
         let mut reservations = Vec::with_capacity(batch.reservations().len());
         for (index, r) in batch.reservations().enumerate() {
             let shared = objects.reservation(index, r.reservation_id, r.order_id);
@@ -378,10 +438,7 @@ impl JournalBatch {
                 ],
             )?);
         }
-        Ok(JournalBatch {
-            lsn_first: batch.lsn_first,
-            lsn_last: batch.lsn_last,
-            items: PyList::new(py, items)?.unbind(),
+        Ok(Rows {
             reservations: PyList::new(py, reservations)?.unbind(),
             reservation_lines: PyList::new(py, lines)?.unbind(),
             ledger: ledger.unbind(),
