@@ -37,9 +37,9 @@ class Config:
     """STOCK_METRICS_LISTEN: host:port for Prometheus /metrics. Empty: no metrics endpoint."""
 
     batch_window_ms: int = 3
-    """STOCK_BATCH_WINDOW_MS: under concurrency, how long the committer waits for more changes
-    before writing a batch: a few ms of latency for far fewer PostgreSQL transactions. A lone
-    call does not wait."""
+    """STOCK_BATCH_WINDOW_MS: under concurrency, at most one batch starts per window (the
+    committer waits out the rest of it for more changes): a few ms of latency for far fewer
+    PostgreSQL transactions. A lone call does not wait."""
 
     batch_operations_max: int = 10_000
     """STOCK_BATCH_OPERATIONS_MAX: journal operations per PostgreSQL transaction (at most the
