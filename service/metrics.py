@@ -38,6 +38,25 @@ INVALIDATION_QUEUE = Gauge("stock_invalidation_queue_keys", "Cache keys waiting 
 INVALIDATION_DROPPED = Gauge("stock_invalidation_dropped_keys",
                              "Cache keys dropped because the queue was full (since start)")
 SERVING = Gauge("stock_serving", "1 while the engine is loaded and PostgreSQL writable")
+GC_PAUSE_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
+GC_PAUSE_SECONDS = Histogram("stock_gc_pause_seconds",
+                             "Python garbage collector pauses (the event loop stands still)",
+                             ["generation"], buckets=GC_PAUSE_BUCKETS_S)
+
+
+class GcPauseObserver:
+    """Times every collection of Python's cyclic garbage collector (a `gc.callbacks` entry):
+    while it runs no call is served, so its pauses are part of the tail latency."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self._histograms = [GC_PAUSE_SECONDS.labels(str(generation)) for generation in range(3)]
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self._histograms[info["generation"]].observe(time.perf_counter() - self._started)
 
 
 def serve(listen: str) -> None:

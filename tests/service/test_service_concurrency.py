@@ -67,3 +67,37 @@ async def test_concurrent_changes_share_transactions(stub, server, admin_metadat
     # Grouping: far fewer transactions than changes (each reservation is one operation).
     assert transactions < 100, (transactions, operations)
     assert 'stock_requests_total{code="OK",method="Reserve"}' in after
+
+
+BATCH_WINDOW_S = 0.003  # STOCK_BATCH_WINDOW_MS's default, which the test server runs with
+STREAM_CALLERS = 40
+STREAM_S = 1.5
+
+
+async def test_a_steady_stream_starts_at_most_one_transaction_per_window(
+        stub, server, admin_metadata):
+    """Under a steady stream of concurrent calls the committer does not write back to back
+    (about two calls per transaction): each batch waits out the window since the last one."""
+    sku = unique("paced")
+    await stock_item(stub, admin_metadata, sku, 1_000_000)
+    loop = asyncio.get_running_loop()
+
+    async def caller(deadline: float) -> int:
+        calls = 0
+        while loop.time() < deadline:
+            assert await reserve_one(stub, sku) == grpc.StatusCode.OK
+            calls += 1
+        return calls
+
+    before = await scrape(server)
+    started = loop.time()
+    calls = sum(await asyncio.gather(*(caller(started + STREAM_S)
+                                       for _ in range(STREAM_CALLERS))))
+    elapsed = loop.time() - started
+    after = await scrape(server)
+    transactions = (metric_value(after, "stock_commit_seconds_count")
+                    - metric_value(before, "stock_commit_seconds_count"))
+    # The first batch of a burst does not wait; a few more for the stream's start and end.
+    assert transactions <= elapsed / BATCH_WINDOW_S + 10, (transactions, calls, elapsed)
+    assert calls > transactions
+    assert 'stock_gc_pause_seconds_count{generation="0"}' in after
