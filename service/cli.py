@@ -89,7 +89,7 @@ LEDGER_ROWS = """
 SELECT id, lsn, at_ms, kind, delta_on_hand, delta_reserved, on_hand_after, reserved_after,
        reservation_id, order_id, request_id, reason, actor
   FROM ledger WHERE sku = $1 AND location = $2
- ORDER BY id DESC LIMIT $3
+ ORDER BY stamp DESC, id DESC LIMIT $3
 """
 
 ITEM_ROW = "SELECT on_hand, reserved FROM items WHERE sku = $1 AND location = $2"
@@ -122,6 +122,8 @@ SELECT coalesce(i.sku, h.sku) AS sku, coalesce(i.location, h.location) AS locati
 """
 
 # Each ledger row must continue from the previous row of its item: a gap means a lost change.
+# Rows are in change order by (stamp, id): batches written at once may get their ids in either
+# order (docs/PERSISTENCE.md, "Parallel writers").
 RECONCILE_CHAIN = """
 SELECT sku, location, id, kind, previous_on_hand, delta_on_hand, on_hand_after,
        previous_reserved, delta_reserved, reserved_after
@@ -129,7 +131,7 @@ SELECT sku, location, id, kind, previous_on_hand, delta_on_hand, on_hand_after,
                reserved_after,
                coalesce(lag(on_hand_after) OVER w, 0) AS previous_on_hand,
                coalesce(lag(reserved_after) OVER w, 0) AS previous_reserved
-          FROM ledger WINDOW w AS (PARTITION BY sku, location ORDER BY id)) chained
+          FROM ledger WINDOW w AS (PARTITION BY sku, location ORDER BY stamp, id)) chained
  WHERE previous_on_hand + delta_on_hand <> on_hand_after
     OR previous_reserved + delta_reserved <> reserved_after
  ORDER BY location, sku, id

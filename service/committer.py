@@ -1,9 +1,10 @@
 """Group commit: the only writer of engine changes to PostgreSQL, and the owner of the engine.
 
 Calls change the engine in memory, then wait here until their LSN is durable. One task drains
-the journal in batches (bounded by operations and by a short window), writes each batch in one
-transaction, wakes the calls whose LSN it covered, and hands the changed items to the cache
-invalidator. If a write fails, no call waiting on it (or after it) is told OK: all get
+the journal in batches (bounded by operations; under load at most one batch per window), writes
+each batch in one transaction on one of `writers` connections (several may be under way; see
+docs/PERSISTENCE.md "Parallel writers"), wakes the calls whose LSN a prefix of finished batches
+covers, and hands the changed items to the cache invalidator. If a write fails, no call waiting on it (or after it) is told OK: all get
 UNAVAILABLE, the engine is thrown away (it holds changes PostgreSQL may not have), health goes
 NOT_SERVING and the engine is rebuilt from PostgreSQL, retrying with backoff until it answers.
 Start-up is the same rebuild, so the first load also retries by itself.
@@ -12,6 +13,8 @@ Start-up is the same rebuild, so the first load also retries by itself.
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -42,10 +45,22 @@ DRAIN_QUIET_S = 0.1
 UNAVAILABLE_WRITE_FAILED = "PostgreSQL did not commit this change; retry (with the same request id)"
 
 
+@dataclasses.dataclass(eq=False)
+class Flight:
+    """One batch being written on writer connection `writer`."""
+
+    batch: Any
+    writer: int
+    started: float  # monotonic
+    task: asyncio.Task | None = None
+    seconds: float = 0.0  # how long its write took, once done
+    freed: bool = False  # its writer went back to the free list
+
+
 class Committer:
     def __init__(self, persistence: Persistence, invalidator: Any, *, window_ms: int,
                  operations_max: int, backoff_initial_ms: int, backoff_max_ms: int,
-                 on_serving: Callable[[bool], Awaitable[None]]):
+                 on_serving: Callable[[bool], Awaitable[None]], writers: int = 1):
         self._persistence = persistence
         self._invalidator = invalidator
         self._window_s = window_ms / 1000
@@ -64,6 +79,9 @@ class Committer:
         self._stopping = False
         self._last_batch_changes = 0
         self._batch_started_at = 0.0  # monotonic time the last batch write began
+        self._writers = writers
+        self._free_writers = list(range(writers))
+        self._flights: collections.deque[Flight] = collections.deque()  # in batch order
         self._refusing = False
         self._probe_task: asyncio.Task | None = None
         self._probe_failed = False
@@ -149,10 +167,12 @@ class Committer:
             except TimeoutError:
                 pass
             self._wake.clear()
-            if self._probe_failed and self._engine is not None:
+            if not self._collect() or (self._probe_failed and self._engine is not None):
                 await self._discard_engine()
                 await self._rebuild()
                 continue
+            if self._engine is None or not self._free_writers:
+                continue  # a finishing write wakes this loop
             if self._should_linger():
                 # Let concurrent calls join this batch: at most one batch starts per window,
                 # so under load each batch carries a window's worth of calls and the fixed cost
@@ -160,13 +180,11 @@ class Committer:
                 linger_s = self._window_s - (time.monotonic() - self._batch_started_at)
                 if linger_s > 0:
                     await asyncio.sleep(linger_s)
-            written = await self._write_one()
-            if written is None:
-                await self._rebuild()
-            elif written:
-                self._wake.set()  # more may be journaled already: look again
-        while await self._write_one():
-            pass
+                    self._wake.set()  # look again from the top: a write may have failed
+                    continue
+            if self._start_write():
+                self._wake.set()  # more may be journaled already, and a writer may be free
+        await self._finish_writes()
 
     async def _probe_loop(self) -> None:
         """Pings PostgreSQL when no batch was written for a while; a failure makes the
@@ -196,33 +214,73 @@ class Committer:
         metrics.JOURNAL_PENDING.set(pending)
         return pending
 
-    async def _write_one(self) -> bool | None:
-        """Writes one batch of what is journaled. True: a batch was written; False: nothing was
-        pending; None: the write failed and the engine was discarded."""
-        if self._engine is None:
-            return False
+    def _start_write(self) -> bool:
+        """Takes one batch of what is journaled and starts writing it on a free writer
+        connection; False if nothing was pending."""
+        assert self._engine is not None and self._free_writers, "a live engine and a writer"
         batch = self._engine.take_journal(self._operations_max)
         if batch is None:
             self._pending()
             return False
-        started = self._batch_started_at = time.monotonic()
-        try:
-            await self._persistence.write_batch(batch)
-        except Exception:
-            metrics.COMMIT_FAILURES.inc()
-            log.exception("batch lsn %d..%d not committed; rebuilding the engine",
-                          batch.lsn_first, batch.lsn_last)
-            # The commit may have happened before the connection broke: drop cache keys
-            # of its items too; a needless deletion costs one cache miss.
-            self._invalidator.submit((row[0], row[1]) for row in batch.items)
-            await self._discard_engine()
-            return None
-        self._record(batch, time.monotonic() - started)
-        self._last_batch_changes = batch.lsn_last - batch.lsn_first + 1
-        self._contact_at = time.monotonic()
-        self._advance(batch.lsn_last)
-        self._invalidator.submit((row[0], row[1]) for row in batch.items)
+        self._batch_started_at = time.monotonic()
+        flight = Flight(batch, self._free_writers.pop(), self._batch_started_at)
+        flight.task = asyncio.create_task(self._write(flight), name="batch-write")
+        flight.task.add_done_callback(lambda _: self._wake.set())
+        self._flights.append(flight)
         return True
+
+    async def _write(self, flight: Flight) -> None:
+        await self._persistence.write_batch(flight.batch, writer=flight.writer)
+        flight.seconds = time.monotonic() - flight.started
+
+    def _collect(self) -> bool:
+        """Retires finished writes: frees their writers, and advances the durable LSN over
+        the finished ones in batch order (a later batch may commit first; its calls are told
+        OK only once every earlier batch is committed too). False if a write failed: nothing
+        after the failed batch may be told OK, and the engine must go."""
+        for flight in self._flights:
+            if not flight.task.done():
+                continue
+            if flight.task.cancelled() or flight.task.exception() is not None:
+                metrics.COMMIT_FAILURES.inc()
+                log.error("batch lsn %d..%d not committed; rebuilding the engine",
+                          flight.batch.lsn_first, flight.batch.lsn_last,
+                          exc_info=None if flight.task.cancelled() else flight.task.exception())
+                return False
+            if not flight.freed:
+                flight.freed = True
+                self._free_writers.append(flight.writer)
+        while self._flights and self._flights[0].task.done():
+            flight = self._flights.popleft()
+            batch = flight.batch
+            self._record(batch, flight.seconds)
+            self._last_batch_changes = batch.lsn_last - batch.lsn_first + 1
+            self._contact_at = time.monotonic()
+            self._advance(batch.lsn_last)
+            self._invalidator.submit((row[0], row[1]) for row in batch.items)
+        return True
+
+    async def _settle_writes(self) -> None:
+        """After a failure: waits until every write under way has committed or failed (a
+        rebuild must not read PostgreSQL while an old engine's batch may still land), then
+        frees every writer. Their cache keys are deleted whatever the outcome: a commit may
+        have happened before a connection broke, and a needless deletion costs one miss."""
+        flights, self._flights = list(self._flights), collections.deque()
+        await asyncio.gather(*(flight.task for flight in flights), return_exceptions=True)
+        for flight in flights:
+            self._invalidator.submit((row[0], row[1]) for row in flight.batch.items)
+        self._free_writers = list(range(self._writers))
+
+    async def _finish_writes(self) -> None:
+        """On stop: waits for the writes under way, then writes what is still journaled."""
+        while self._engine is not None:
+            if self._flights:
+                await asyncio.wait([flight.task for flight in self._flights])
+            if not self._collect():
+                await self._discard_engine()
+                return
+            if not self._start_write():
+                return
 
     def _record(self, batch: Any, seconds: float) -> None:
         metrics.COMMIT_SECONDS.observe(seconds)
@@ -253,6 +311,7 @@ class Committer:
         self._fail_waiters(UNAVAILABLE_WRITE_FAILED)
         metrics.SERVING.set(0)
         await self._on_serving(False)
+        await self._settle_writes()
 
     async def _rebuild(self) -> None:
         """Loads a fresh engine from PostgreSQL, retrying with backoff until it works."""

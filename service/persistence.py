@@ -28,62 +28,86 @@ MIGRATION_LOCK_KEY = 0x5_70C_0001
 # Idempotency pruning deletes in slices so it never holds long locks or a long transaction.
 PRUNE_ROWS_PER_STATEMENT_MAX = 10_000
 
-# One journal table: (SQL table, columns with their SQL types, what to do on a key conflict).
-# Tables and column order are the engine's (`PG_TABLES`, core_rs/src/pg_columns.rs): a
-# journal batch arrives as one PostgreSQL array literal per column (`JournalBatch.columns`).
-BatchTable = tuple[str, tuple[tuple[str, str], ...], str]
+# One journal table: (SQL table, columns with their SQL types, key columns, columns a newer
+# row overwrites). Tables and column order are the engine's (`PG_TABLES`,
+# core_rs/src/pg_columns.rs): a journal batch arrives as one PostgreSQL array literal per column
+# (`JournalBatch.columns`). A table without key columns (the ledger) is append-only.
+BatchTable = tuple[str, tuple[tuple[str, str], ...], tuple[str, ...], tuple[str, ...]]
 BATCH_TABLES: tuple[BatchTable, ...] = (
     ("items",
      (("sku", "text"), ("location", "text"), ("on_hand", "bigint"), ("reserved", "bigint")),
-     "ON CONFLICT (location, sku) DO UPDATE"
-     " SET on_hand = EXCLUDED.on_hand, reserved = EXCLUDED.reserved"),
+     ("location", "sku"), ("on_hand", "reserved")),
     ("reservations",
      (("reservation_id", "text"), ("order_id", "text"), ("status", "text"),
       ("expires_at_ms", "bigint"), ("created_at_ms", "bigint"), ("updated_at_ms", "bigint"),
       ("request_id", "text")),
-     "ON CONFLICT (reservation_id) DO UPDATE SET status = EXCLUDED.status,"
-     " expires_at_ms = EXCLUDED.expires_at_ms, updated_at_ms = EXCLUDED.updated_at_ms"),
+     ("reservation_id",), ("status", "expires_at_ms", "updated_at_ms")),
     # line_number is kept from the first write.
     ("reservation_lines",
      (("reservation_id", "text"), ("sku", "text"), ("location", "text"),
       ("quantity", "bigint"), ("quantity_committed", "bigint"), ("line_number", "integer")),
-     "ON CONFLICT (reservation_id, sku, location) DO UPDATE"
-     " SET quantity = EXCLUDED.quantity, quantity_committed = EXCLUDED.quantity_committed"),
+     ("reservation_id", "sku", "location"), ("quantity", "quantity_committed")),
     # A request id seen again after the engine evicted its record was a new request to the
     # engine; its newer record replaces the old one.
     ("idempotency",
      (("request_id", "text"), ("fingerprint", "bigint"), ("operation", "text"),
       ("outcome_json", "text"), ("lsn", "bigint"), ("created_at_ms", "bigint")),
-     "ON CONFLICT (request_id) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,"
-     " operation = EXCLUDED.operation, outcome_json = EXCLUDED.outcome_json,"
-     " lsn = EXCLUDED.lsn, created_at_ms = EXCLUDED.created_at_ms"),
+     ("request_id",), ("fingerprint", "operation", "outcome_json", "lsn", "created_at_ms")),
     ("ledger",
      (("lsn", "bigint"), ("at_ms", "bigint"), ("sku", "text"), ("location", "text"),
       ("kind", "text"), ("delta_on_hand", "bigint"), ("delta_reserved", "bigint"),
       ("on_hand_after", "bigint"), ("reserved_after", "bigint"), ("reservation_id", "text"),
       ("order_id", "text"), ("request_id", "text"), ("reason", "text"), ("actor", "text")),
-     ""),
+     (), ()),
 )
-assert [(table, [name for name, _ in columns]) for table, columns, _ in BATCH_TABLES] == [
+assert [(table, [name for name, _ in columns]) for table, columns, _, _ in BATCH_TABLES] == [
     (table, list(columns)) for table, columns in PG_TABLES], "SQL columns differ from the engine's"
+# A row's `stamp` is the batch that wrote it: the engine generation's epoch (a PostgreSQL
+# sequence value, taken at every load) in the high bits, the batch's last LSN in the low ones.
+# Stamps only grow, across batches and restarts alike. A ledger row's stamp has its own
+# operation's LSN in the low bits: (stamp, id) is the order in which an item changed.
+STAMP_LSN_BITS = 40
+STAMP_LSN_MAX = (1 << STAMP_LSN_BITS) - 1
 
 
 def batch_statement(tables: tuple[BatchTable, ...] = BATCH_TABLES) -> str:
     """The whole batch as ONE statement: one data-modifying CTE per table, each a multi-row
-    INSERT from unnest()ed arrays. One statement is one round trip and is atomic on its own
-    (constraints are checked at its end), so a batch costs a single await on a busy loop.
+    INSERT from unnest()ed arrays. One statement is one round trip and is atomic on its own,
+    so a batch costs a single await on a busy loop.
+
     Each array comes as text and is parsed by PostgreSQL (`$n::text::bigint[]`): the driver
     then sends one string per column, whatever the batch size (measured: converting rows to
-    Python objects and encoding arrays element by element was most of the write path's CPU)."""
-    parts, number = [], 0
-    for table, table_columns, on_conflict in tables:
+    Python objects and encoding arrays element by element was most of the write path's CPU).
+
+    Several batches may be written at once on different connections (STOCK_DATABASE_WRITERS),
+    and a later batch may commit first. So a keyed row is only overwritten by a row of a
+    later batch (`WHERE t.stamp <= EXCLUDED.stamp`: the final value wins whatever the commit
+    order), and two batches never wait for each other in a cycle: every batch locks its rows
+    table by table in the same order (each CTE starts after the previous one finished: its
+    one-time filter counts the previous CTE's rows) and key by key within a table."""
+    parts, number, previous = [], 0, None
+    stamp = f"${sum(len(columns) for _, columns, _, _ in tables) + 1}::bigint"
+    for table, table_columns, key, updates in tables:
         arrays = []
         for _, sql_type in table_columns:
             number += 1
             arrays.append(f"${number}::text::{sql_type}[]")
-        names = ", ".join(name for name, _ in table_columns)
-        parts.append(f"write_{table} AS (INSERT INTO {table} ({names})"
-                     f" SELECT * FROM unnest({', '.join(arrays)}) {on_conflict})")
+        names = [name for name, _ in table_columns]
+        after = f" WHERE (SELECT count(*) FROM write_{previous}) >= 0" if previous else ""
+        source = f"unnest({', '.join(arrays)}) AS t({', '.join(names)})"
+        if key:
+            sets = ", ".join(f"{name} = EXCLUDED.{name}" for name in (*updates, "stamp"))
+            parts.append(
+                f"write_{table} AS (INSERT INTO {table} ({', '.join(names)}, stamp)"
+                f" SELECT t.*, {stamp} FROM {source}{after}"
+                f" ORDER BY {', '.join(f't.{name}' for name in key)}"
+                f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
+                f" WHERE {table}.stamp <= EXCLUDED.stamp RETURNING 1)")
+        else:  # the ledger: each row stamped with its own operation's LSN
+            parts.append(f"write_{table} AS (INSERT INTO {table} ({', '.join(names)}, stamp)"
+                         f" SELECT t.*, ({stamp} & {~STAMP_LSN_MAX}) | t.lsn"
+                         f" FROM {source}{after})")
+        previous = table
     return "WITH " + ",\n     ".join(parts) + "\nSELECT 1"
 
 
@@ -133,12 +157,14 @@ def ssl_setting(database_url: str) -> bool | None:
 
 
 class Persistence:
-    def __init__(self, database_url: str, *, pool_size: int, timeout_ms: int):
+    def __init__(self, database_url: str, *, pool_size: int, timeout_ms: int, writers: int = 1):
+        assert writers >= 1, "at least one writer connection"
         self._database_url = database_url
         self._pool_size = pool_size
         self._timeout_s = timeout_ms / 1000
         self._pool: asyncpg.Pool | None = None
-        self._writer: asyncpg.Connection | None = None
+        self._writers: list[asyncpg.Connection | None] = [None] * writers
+        self._epoch = 0
 
     async def open(self) -> None:
         """Connects (bounded by the timeout) and applies pending migrations."""
@@ -151,8 +177,10 @@ class Persistence:
             await apply_migrations(connection)
 
     async def close(self) -> None:
-        if self._writer is not None:
-            writer, self._writer = self._writer, None
+        for index, writer in enumerate(self._writers):
+            self._writers[index] = None
+            if writer is None:
+                continue
             try:
                 await writer.close(timeout=self._timeout_s)
             except Exception:  # a dead server must not stop shutdown
@@ -174,28 +202,38 @@ class Persistence:
         async with self._acquire() as connection:
             await connection.fetchval("SELECT 1")
 
-    async def _writer_connection(self) -> asyncpg.Connection:
-        """The one connection batches are written on, kept out of the pool: a pool hands a
+    async def _writer_connection(self, writer: int) -> asyncpg.Connection:
+        """A connection batches are written on, kept out of the pool: a pool hands a
         connection back with a reset query, one more round trip per batch (measured: about a
         third of the committer's time on small batches). Re-made after any failure."""
-        if self._writer is None or self._writer.is_closed():
-            self._writer = await asyncpg.connect(
+        connection = self._writers[writer]
+        if connection is None or connection.is_closed():
+            connection = self._writers[writer] = await asyncpg.connect(
                 self._database_url, timeout=self._timeout_s, command_timeout=self._timeout_s,
                 ssl=ssl_setting(self._database_url), server_settings=WRITER_SETTINGS)
-        return self._writer
+        return connection
 
-    async def _drop_writer(self) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.terminate()  # its state is unknown: never reuse it
+    def _drop_writer(self, writer: int) -> None:
+        connection, self._writers[writer] = self._writers[writer], None
+        if connection is not None:
+            connection.terminate()  # its state is unknown: never reuse it
 
-    async def write_batch(self, batch: Any) -> None:
-        """Writes one journal batch in one statement: all of it or, on error, none of it."""
-        connection = await self._writer_connection()
+    async def new_epoch(self) -> int:
+        """Starts stamping a new engine generation's batches (call at every engine load)."""
+        async with self._acquire() as connection:
+            self._epoch = await connection.fetchval("SELECT nextval('engine_epochs')")
+        return self._epoch
+
+    async def write_batch(self, batch: Any, writer: int = 0) -> None:
+        """Writes one journal batch in one statement on writer connection `writer`
+        (0..writers-1): all of it or, on error, none of it."""
+        assert batch.lsn_last <= STAMP_LSN_MAX, "an engine generation ran out of LSNs"
+        stamp = (self._epoch << STAMP_LSN_BITS) | batch.lsn_last
+        connection = await self._writer_connection(writer)
         try:
-            await connection.execute(BATCH_STATEMENT, *batch.columns)
+            await connection.execute(BATCH_STATEMENT, *batch.columns, stamp)
         except BaseException:
-            await self._drop_writer()
+            self._drop_writer(writer)
             raise
 
     async def load_state(self, idempotency_records_max: int) -> LoadedState:

@@ -39,6 +39,7 @@ async def recover(persistence: Persistence,
                   write_batch: Callable[[Any], Awaitable[None]]) -> tuple[Engine, int]:
     """A loaded engine with no overdue hold left, and the last LSN written while doing so."""
     await persistence.open()
+    await persistence.new_epoch()  # this engine's batches are stamped after every earlier one
     started = time.monotonic()
     state = await persistence.load_state(IDEMPOTENCY_RECORDS_MAX)
     engine = new_engine()

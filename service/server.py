@@ -46,13 +46,14 @@ class App:
     def __init__(self, config: Config):
         self.config = config
         self.persistence = Persistence(config.database_url, pool_size=config.database_pool_size,
-                                       timeout_ms=config.database_timeout_ms)
+                                       timeout_ms=config.database_timeout_ms,
+                                       writers=config.database_writers)
         self.invalidator = Invalidator(config.redis_url, config.redis_prefix,
                                        queue_keys_max=config.invalidation_queue_keys_max)
         self.health = health.aio.HealthServicer()
         self.committer = Committer(
             self.persistence, self.invalidator, window_ms=config.batch_window_ms,
-            operations_max=config.batch_operations_max,
+            operations_max=config.batch_operations_max, writers=config.database_writers,
             backoff_initial_ms=config.rebuild_backoff_initial_ms,
             backoff_max_ms=config.rebuild_backoff_max_ms, on_serving=self._set_serving)
         self.sweeper = Sweeper(self.committer, self.persistence,

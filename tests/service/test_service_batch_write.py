@@ -3,6 +3,7 @@ literals in one statement, small or large, and the batch is written whole or not
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 
@@ -25,11 +26,12 @@ class Batch:
 
     columns: list
     ledger: list
+    lsn_last: int
 
 
 def journal_of(engine: Engine) -> Batch:
     batch = engine.take_journal(10_000)
-    return Batch(list(batch.columns), list(batch.ledger))
+    return Batch(list(batch.columns), list(batch.ledger), batch.lsn_last)
 
 
 def column_index(table: str, column: str) -> int:
@@ -56,7 +58,7 @@ def reserve_journal(sku: str, count: int) -> tuple[Batch, Batch]:
 
 @pytest.fixture
 async def persistence(database_url, db):
-    persistence = Persistence(database_url, pool_size=1, timeout_ms=10_000)
+    persistence = Persistence(database_url, pool_size=1, timeout_ms=10_000, writers=2)
     await persistence.open()
     yield persistence
     await persistence.close()
@@ -147,3 +149,78 @@ async def test_every_row_reaches_postgresql_as_the_engine_rendered_it(persistenc
         " FROM idempotency WHERE request_id LIKE $1", f"{tag}%")
     assert sorted(tuple(row) for row in records) == sorted(batch.idempotency)
     assert len(batch.idempotency) == 3
+
+
+async def test_a_later_batch_committed_first_keeps_its_final_values(persistence, db):
+    """Two writers: the batch that released a hold commits before the batch that made it.
+    Every keyed row must end as the later batch left it; the ledger keeps both."""
+    sku = unique("out-of-order")
+    engine = Engine()
+    engine.set_stock(sku, "", 10, None, NOW_MS)
+    await persistence.write_batch(engine.take_journal(100))
+    engine.reserve(f"{sku}-r", "o", [(sku, "", 4)], TTL_MS, NOW_MS, f"{sku}-q1")
+    earlier = engine.take_journal(100)
+    engine.commit(f"{sku}-r", [(sku, "", 3)], NOW_MS, f"{sku}-q2")
+    later = engine.take_journal(100)
+    await persistence.write_batch(later, writer=1)
+    await persistence.write_batch(earlier, writer=0)
+    assert tuple(await db.fetchrow("SELECT on_hand, reserved FROM items WHERE sku = $1",
+                                   sku)) == (7, 0)
+    assert await db.fetchval("SELECT status FROM reservations WHERE reservation_id = $1",
+                             f"{sku}-r") == "committed"
+    assert tuple(await db.fetchrow(
+        "SELECT quantity, quantity_committed FROM reservation_lines WHERE reservation_id = $1",
+        f"{sku}-r")) == (4, 3)
+    # Appended in commit order (ids), read in change order (stamps).
+    by_id = await db.fetch("SELECT kind FROM ledger WHERE sku = $1 ORDER BY id", sku)
+    assert [row["kind"] for row in by_id] == ["set", "commit", "reserve"]
+    chain = await db.fetch("SELECT kind, reserved_after FROM ledger WHERE sku = $1"
+                           " ORDER BY stamp, id", sku)
+    assert [tuple(row) for row in chain] == [("set", 0), ("reserve", 4), ("commit", 0)]
+    assert await db.fetchval("SELECT count(*) FROM idempotency WHERE request_id LIKE $1",
+                             f"{sku}-q%") == 2
+
+
+async def test_a_new_epoch_stamps_after_every_earlier_batch(persistence, db):
+    """After a reload the engine's LSNs start again from 1; its batches must still overwrite
+    rows written by the previous engine with larger LSNs."""
+    sku = unique("epoch")
+    engine = Engine()
+    for on_hand in range(1, 60):
+        engine.set_stock(sku, "", on_hand, None, NOW_MS)
+    await persistence.write_batch(engine.take_journal(100))
+    await persistence.new_epoch()
+    reloaded = Engine()
+    reloaded.set_stock(sku, "", 5, None, NOW_MS)
+    batch = reloaded.take_journal(100)
+    assert batch.lsn_last == 1
+    await persistence.write_batch(batch)
+    assert await db.fetchval("SELECT on_hand FROM items WHERE sku = $1", sku) == 5
+
+
+ROUNDS = 20
+CROSSED_ITEMS = 30
+
+
+async def test_concurrent_batches_on_the_same_items_never_deadlock(persistence, db):
+    """Batches touching the same items in opposite orders, written at the same time on two
+    connections: rows are locked in key order table by table, so neither waits in a cycle
+    (PostgreSQL would abort one with a deadlock, failing a whole group commit)."""
+    tag = unique("crossed")
+    skus = [f"{tag}-{index:03d}" for index in range(CROSSED_ITEMS)]
+    engine = Engine()
+    for sku in skus:
+        engine.set_stock(sku, "", ON_HAND, None, NOW_MS)
+    await persistence.write_batch(engine.take_journal(1_000))
+    for round_number in range(ROUNDS):
+        for order, suffix in ((skus, "a"), (skus[::-1], "b")):
+            for sku in order:
+                engine.reserve(f"{sku}-{round_number}{suffix}", "o", [(sku, "", 1)], TTL_MS,
+                               NOW_MS, None)
+        # The first batch holds the "a" reservations, the second the reversed "b" ones.
+        first = engine.take_journal(CROSSED_ITEMS)
+        second = engine.take_journal(CROSSED_ITEMS)
+        await asyncio.gather(persistence.write_batch(first, writer=0),
+                             persistence.write_batch(second, writer=1))
+    reserved = await db.fetch("SELECT reserved FROM items WHERE sku LIKE $1", f"{tag}-%")
+    assert [row["reserved"] for row in reserved] == [2 * ROUNDS] * CROSSED_ITEMS

@@ -48,7 +48,7 @@ def fail_next_write(app: App, seen: list[str]) -> None:
     """The next batch write raises like a dropped connection; later writes work."""
     real_write = app.persistence.write_batch
 
-    async def failing_write(batch):
+    async def failing_write(batch, **_):
         app.persistence.write_batch = real_write
         health = await app.health.Check(health_pb2.HealthCheckRequest(service=""), None)
         seen.append(health_pb2.HealthCheckResponse.ServingStatus.Name(health.status))
@@ -145,7 +145,7 @@ async def test_refusal_waits_for_the_change_it_rests_on(app):
         await stub.SetStock(stock_pb2.SetStockRequest(sku=sku, on_hand=1), metadata=METADATA)
         real_write = app.persistence.write_batch
 
-        async def gated_write(batch):
+        async def gated_write(batch, **_):
             app.persistence.write_batch = real_write
             entered.set()
             await gate.wait()
