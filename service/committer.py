@@ -5,8 +5,9 @@ the journal in batches (bounded by operations; under load at most one batch per 
 each batch in one transaction on one of `writers` connections (several may be under way; see
 docs/PERSISTENCE.md "Parallel writers"), wakes the calls whose LSN a prefix of finished batches
 covers, and hands the changed items to the cache invalidator. If a write fails, no call
-waiting on it (or after it) is told OK: all get UNAVAILABLE, the engine is thrown away (it holds changes PostgreSQL may not have), health goes
-NOT_SERVING and the engine is rebuilt from PostgreSQL, retrying with backoff until it answers.
+waiting on it (or after it) is told OK: all get UNAVAILABLE, the engine is thrown away (it
+holds changes PostgreSQL may not have), health goes NOT_SERVING and the engine is rebuilt
+from PostgreSQL, retrying with backoff until it answers.
 Start-up is the same rebuild, so the first load also retries by itself.
 """
 
