@@ -52,7 +52,8 @@ BATCH_CONCURRENCY = 4
 BATCH_DURATION_S = 2 if QUICK else 8
 CLIENT_CALLERS = 2_000  # coroutines calling StockClient.reserve at once
 LOADGEN_TIMEOUT_S = 120
-ENGINE_BENCH_TIMEOUT_S = 180
+SUB_BENCH_TIMEOUT_S = 300
+WRITE_BENCH_BATCHES = 4 if QUICK else 20
 # Targets, as ratios from one run.
 TARGET_SERVICE_OVER_EMPTY = 0.8
 TARGET_SERVICE_OVER_NAIVE_HOT = 2.0
@@ -202,18 +203,16 @@ def machine() -> dict:
             "postgresql": postgres.strip()}
 
 
-def engine_bench() -> dict | None:
-    """loadtest/bench_engine.py (the engine's own micro-benchmark, JSON on stdout), if present."""
-    script = processes.ROOT / "loadtest" / "bench_engine.py"
-    if not script.exists():
-        log("loadtest/bench_engine.py not present: engine benchmark skipped")
-        return None
+def sub_bench(module: str, arguments: list[str]) -> dict:
+    """One of the standalone benchmarks (`python -m loadtest.<module>`, JSON on stdout)."""
     env = dict(os.environ, BENCH_QUICK="1" if QUICK else "")
-    finished = subprocess.run([sys.executable, str(script)], cwd=processes.ROOT, env=env,
-                              capture_output=True, text=True, timeout=ENGINE_BENCH_TIMEOUT_S)
+    finished = subprocess.run([sys.executable, "-m", f"loadtest.{module}", *arguments],
+                              cwd=processes.ROOT, env=env, capture_output=True, text=True,
+                              timeout=SUB_BENCH_TIMEOUT_S)
     if finished.returncode != 0:
-        log(f"bench_engine.py failed: {finished.stderr.strip()[-500:]}")
+        log(f"{module} failed: {finished.stderr.strip()[-500:]}")
         return {"error": finished.stderr.strip()[-2_000:]}
+    log(f"{module}: {finished.stderr.strip()}")
     try:
         return json.loads(finished.stdout)
     except json.JSONDecodeError:
@@ -279,7 +278,9 @@ def main() -> int:
                      "closed_duration_s": CLOSED_DURATION_S, "open_duration_s": OPEN_DURATION_S,
                      "warmup_s": WARMUP_S, "load_fractions": LOAD_FRACTIONS,
                      "batch_sizes": BATCH_SIZES, "batch_concurrency": BATCH_CONCURRENCY},
-        "systems": systems, "targets": targets(systems), "engine": engine_bench(),
+        "systems": systems, "targets": targets(systems),
+        "engine": sub_bench("bench_engine", []),
+        "write_path": sub_bench("bench_write", ["--batches", str(WRITE_BENCH_BATCHES)]),
     }
     report["seconds"] = round(time.time() - started, 1)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))

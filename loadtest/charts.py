@@ -102,6 +102,16 @@ def summary_markdown(report: dict) -> str:
             lines.append(f"| {system} | StockClient coalescing, {client['callers']} callers | "
                          f"{client['reservations_ok_per_s']:,} | {client['latency_ms']['p50']} "
                          f"(per reserve) | {client['latency_ms']['p99']} (per reserve) |")
+    write_path = (report.get("write_path") or {}).get("write_path", [])
+    if write_path:
+        lines += ["", "Write path alone (loadtest/bench_write.py):", "",
+                  "| batch size | writers | reservations/s | Python CPU us/res "
+                  "| PostgreSQL CPU us/res |", "|---:|---:|---:|---:|---:|"]
+        for run in write_path:
+            lines.append(f"| {run['batch_size']} | {run['writers']} | "
+                         f"{run['reservations_per_s']:,} | "
+                         f"{run['python_cpu_us_per_reservation']} | "
+                         f"{run['postgres_cpu_us_per_reservation']} |")
     lines += ["", "| target | measured | goal | met |", "|---|---:|---:|---|"]
     for name, target in report["targets"].items():
         value = "not measured" if target["value"] is None else target["value"]
