@@ -13,7 +13,8 @@ use rustc_hash::FxHashMap;
 
 use crate::idempotency::{outcome_to_json, IdempotencyRecord};
 use crate::item::{ItemIndex, Items};
-use crate::reservation::{HoldLines, Status};
+use crate::record::{CommittedLines, ReservationRecord};
+use crate::reservation::Status;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LedgerKind {
@@ -51,34 +52,45 @@ pub struct LedgerEntry {
     pub reserved_after: u64,
 }
 
-/// A reservation's state right after an operation.
+/// A reservation's state right after an operation: its shared fixed record and the few
+/// fields that change.
 #[derive(Clone, Debug)]
 pub struct ReservationSnapshot {
-    pub id: Arc<str>,
-    pub order_id: Arc<str>,
-    pub request_id: Option<Arc<str>>,
+    pub record: Arc<ReservationRecord>,
+    pub committed: Option<Arc<CommittedLines>>,
     pub status: Status,
-    pub lines: HoldLines,
-    pub committed: Option<Arc<[u64]>>,
-    pub expires_at_ms: i64,
-    pub created_at_ms: i64,
-    pub updated_at_ms: i64,
     /// This operation created the reservation (its lines must be inserted).
     pub created: bool,
+    pub expires_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// Texts of a stock operation's ledger rows; most operations have none, so they are kept
+/// apart from the operation.
+#[derive(Debug, Default)]
+pub struct StockTexts {
+    pub order_id: Option<Arc<str>>,
+    pub reason: Option<Arc<str>>,
+    pub actor: Option<Arc<str>>,
 }
 
 /// Everything one LSN changed; its ledger entries are the next `rows` entries of the journal.
+/// The operation's request id is its idempotency record's: a mutation remembers its
+/// outcome exactly when it was given a request id.
 #[derive(Debug, Default)]
 pub struct JournalOperation {
     pub lsn: u64,
     pub at_ms: i64,
     pub rows: u32,
     pub reservation: Option<ReservationSnapshot>,
-    pub order_id: Option<Arc<str>>,
-    pub request_id: Option<Arc<str>>,
-    pub reason: Option<Arc<str>>,
-    pub actor: Option<Arc<str>>,
+    pub texts: Option<Box<StockTexts>>,
     pub idempotency: Option<Arc<IdempotencyRecord>>,
+}
+
+impl JournalOperation {
+    fn request_id(&self) -> Option<&str> {
+        self.idempotency.as_ref().map(|record| &*record.request_id)
+    }
 }
 
 /// A reservation row: final state of one reservation touched by the batch (an upsert).
@@ -194,13 +206,13 @@ impl JournalBatch {
         self.reservation_rows.iter().map(|&(operation, _)| {
             let snapshot = self.snapshot(operation);
             ReservationRow {
-                reservation_id: &snapshot.id,
-                order_id: &snapshot.order_id,
+                reservation_id: snapshot.record.reservation_id(),
+                order_id: snapshot.record.order_id(),
                 status: snapshot.status.as_str(),
                 expires_at_ms: snapshot.expires_at_ms,
-                created_at_ms: snapshot.created_at_ms,
+                created_at_ms: snapshot.record.created_at_ms,
                 updated_at_ms: snapshot.updated_at_ms,
-                request_id: snapshot.request_id.as_deref(),
+                request_id: snapshot.record.request_id(),
             }
         })
     }
@@ -213,7 +225,7 @@ impl JournalBatch {
             let (sku, location, _, _) = &self.items[line.item_row as usize];
             ReservationLineRow {
                 reservation_row: line.reservation_row as usize,
-                reservation_id: &self.snapshot(operation).id,
+                reservation_id: self.snapshot(operation).record.reservation_id(),
                 item_row: line.item_row as usize,
                 sku,
                 location,
@@ -229,10 +241,14 @@ impl JournalBatch {
             let operation = &self.operations[batch_entry.operation as usize];
             let entry = &batch_entry.entry;
             let (sku, location, _, _) = &self.items[batch_entry.item_row as usize];
-            let reservation = operation.reservation.as_ref();
-            let order_id = reservation
-                .map(|r| &r.order_id)
-                .or(operation.order_id.as_ref());
+            let record = operation.reservation.as_ref().map(|r| &*r.record);
+            let texts = operation.texts.as_deref();
+            let text = |field: fn(&StockTexts) -> &Option<Arc<str>>| {
+                texts
+                    .and_then(|texts| field(texts).as_deref())
+                    .unwrap_or("")
+            };
+            let order_id = record.map_or_else(|| text(|t| &t.order_id), |r| r.order_id());
             LedgerRow {
                 lsn: operation.lsn,
                 at_ms: operation.at_ms,
@@ -251,11 +267,11 @@ impl JournalBatch {
                     NO_ROW => None,
                     row => Some(row as usize),
                 },
-                reservation_id: reservation.map_or("", |r| &r.id),
-                order_id: order_id.map_or("", |text| text),
-                request_id: operation.request_id.as_deref().unwrap_or(""),
-                reason: operation.reason.as_deref().unwrap_or(""),
-                actor: operation.actor.as_deref().unwrap_or(""),
+                reservation_id: record.map_or("", |r| r.reservation_id()),
+                order_id,
+                request_id: operation.request_id().unwrap_or(""),
+                reason: text(|t| &t.reason),
+                actor: text(|t| &t.actor),
             }
         })
     }
@@ -339,8 +355,8 @@ impl Journal {
 struct Aggregate {
     batch: JournalBatch,
     item_rows: FxHashMap<ItemIndex, u32>,
-    /// Keyed by the address of the reservation id, which every snapshot of one reservation
-    /// shares (and which stays allocated while the batch holds the operation).
+    /// Keyed by the address of the reservation record, which every snapshot of one
+    /// reservation shares (and which stays allocated while the batch holds the operation).
     reservation_rows: FxHashMap<usize, u32>,
 }
 
@@ -407,7 +423,7 @@ impl Aggregate {
     /// The row of the snapshot's reservation, now pointing at operation `index` (its
     /// latest state); added on first touch.
     fn reservation_row(&mut self, snapshot: &ReservationSnapshot, index: u32) -> u32 {
-        let key = Arc::as_ptr(&snapshot.id) as *const u8 as usize;
+        let key = Arc::as_ptr(&snapshot.record) as usize;
         let rows = &mut self.batch.reservation_rows;
         match self.reservation_rows.get(&key) {
             Some(&row) => {
@@ -448,9 +464,9 @@ impl Aggregate {
             if !created && !committed {
                 continue;
             }
-            for (index, line) in snapshot.lines.iter().enumerate() {
+            for (index, line) in snapshot.record.holds.iter().enumerate() {
                 let quantity_committed = match (&snapshot.committed, committed) {
-                    (Some(quantities), true) => quantities[index],
+                    (Some(lines), true) => lines.quantities[index],
                     _ => 0,
                 };
                 let item_row = *self

@@ -10,7 +10,7 @@ use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
 
 use crate::item::ItemIndex;
-use crate::view::ViewLines;
+use crate::record::{CommittedLines, ReservationRecord};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Status {
@@ -81,29 +81,42 @@ impl std::ops::Deref for HoldLines {
     }
 }
 
+/// A reservation in the slab: its shared fixed part and the state that changes.
 #[derive(Clone, Debug)]
 pub struct Reservation {
-    pub id: Arc<str>,
-    pub order_id: Arc<str>,
-    /// The request that created it, written to the reservation row.
-    pub request_id: Option<Arc<str>>,
+    /// Ids, lines and creation time; shared with views and journal operations.
+    pub record: Arc<ReservationRecord>,
     pub status: Status,
-    /// Shared with journal records, so journaling a reservation does not copy its lines.
-    pub lines: HoldLines,
-    /// Committed quantity per line (same order as `lines`), once committed.
-    pub committed: Option<Arc<[u64]>>,
-    /// `lines` as views show them, built once: every view shares them instead of copying.
-    pub line_views: ViewLines,
-    /// The committed lines as views show them (quantity above zero), set by the commit.
-    pub committed_views: ViewLines,
+    /// What the commit fixed, once committed.
+    pub committed: Option<Arc<CommittedLines>>,
     pub expires_at_ms: i64,
-    pub created_at_ms: i64,
     pub updated_at_ms: i64,
     /// LSN of the last change (0: loaded at recovery).
     pub last_lsn: u64,
 }
 
 impl Reservation {
+    /// A new active reservation, as of its creation.
+    pub fn new(record: ReservationRecord, expires_at_ms: i64, lsn: u64) -> Reservation {
+        Reservation {
+            updated_at_ms: record.created_at_ms,
+            record: Arc::new(record),
+            status: Status::Active,
+            committed: None,
+            expires_at_ms,
+            last_lsn: lsn,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        self.record.reservation_id()
+    }
+
+    /// The items held, one line per item.
+    pub fn lines(&self) -> &[HoldLine] {
+        &self.record.holds
+    }
+
     /// Active and not yet due: the only state in which it counts as reserved.
     pub fn is_live(&self, now_ms: i64) -> bool {
         self.status == Status::Active && self.expires_at_ms > now_ms
@@ -135,6 +148,8 @@ impl Reservation {
 #[derive(Debug, Default)]
 struct Slot {
     generation: u32,
+    /// The id hash of the reservation held, so evicting it need not read its id.
+    id_hash: u32,
     reservation: Option<Reservation>,
 }
 
@@ -224,7 +239,9 @@ impl Reservations {
                 && slots[*slot]
                     .reservation
                     .as_ref()
-                    .is_some_and(|reservation| &*reservation.id == id)
+                    .is_some_and(|reservation| {
+                        reservation.record.reservation_id_bytes() == id.as_bytes()
+                    })
         };
         self.by_id
             .find(spread(hash), same_id)
@@ -258,23 +275,34 @@ impl Reservations {
         entry.reservation.as_ref()
     }
 
-    /// Stores a new active reservation; the caller checked the id is absent and capacity.
+    /// Stores a new active reservation; the caller checked capacity. Its id must be new.
     pub fn insert(&mut self, reservation: Reservation) -> u32 {
         assert_eq!(reservation.status, Status::Active);
+        let hash = id_hash(reservation.id());
+        let slots = &self.slots;
+        let id = reservation.record.reservation_id_bytes();
+        let same_id = |(slot, slot_hash): &(u32, u32)| {
+            *slot_hash == hash
+                && slots[*slot]
+                    .reservation
+                    .as_ref()
+                    .is_some_and(|other| other.record.reservation_id_bytes() == id)
+        };
+        let hasher = |(_, hash): &(u32, u32)| spread(*hash);
+        let hashbrown::hash_table::Entry::Vacant(vacant) =
+            self.by_id.entry(spread(hash), same_id, hasher)
+        else {
+            panic!("duplicate reservation id");
+        };
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => self.slots.push(),
         };
-        assert!(
-            self.find(&reservation.id).is_none(),
-            "duplicate reservation id"
-        );
-        let hash = id_hash(&reservation.id);
+        vacant.insert((slot, hash));
         let entry = &mut self.slots[slot];
         assert!(entry.reservation.is_none());
         entry.reservation = Some(reservation);
-        self.by_id
-            .insert_unique(spread(hash), (slot, hash), |(_, hash)| spread(*hash));
+        entry.id_hash = hash;
         self.active_count += 1;
         slot
     }
@@ -302,10 +330,9 @@ impl Reservations {
         let reservation = entry.reservation.take().expect("terminal reservation");
         assert!(reservation.status != Status::Active);
         entry.generation = entry.generation.wrapping_add(1);
-        let hash = id_hash(&reservation.id);
         let indexed = self
             .by_id
-            .find_entry(spread(hash), |(other, _)| *other == slot);
+            .find_entry(spread(entry.id_hash), |(other, _)| *other == slot);
         indexed.expect("evicted reservation indexed").remove();
         self.free.push(slot);
         self.terminal_count -= 1;

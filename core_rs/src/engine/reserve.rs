@@ -1,7 +1,5 @@
 //! Reserve: an all-or-nothing hold across every line of a request.
 
-use std::sync::Arc;
-
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
@@ -10,9 +8,9 @@ use crate::errors::{EngineError, EngineResult, Shortfall};
 use crate::fingerprint::Fingerprint;
 use crate::idempotency::Operation;
 use crate::journal::{JournalOperation, LedgerEntry, LedgerKind};
-use crate::reservation::{HoldLine, HoldLines, Reservation, Status};
+use crate::reservation::{HoldLine, Reservation};
 use crate::validate::{self, LineInput};
-use crate::view::{Outcome, ReservationView, ViewLines};
+use crate::view::{Outcome, ReservationView};
 
 /// Up to this many distinct items, merging duplicate lines by linear search is cheaper than
 /// building a hash map.
@@ -121,21 +119,11 @@ impl Engine {
         self.check_available(&holds)?;
         let lsn = self.next_lsn();
         self.hold_items(&holds, lsn);
-        let line_views = self.line_views(&holds, None);
-        let slot = self.reservations.insert(Reservation {
-            id: Arc::from(reservation_id),
-            order_id: Arc::from(order_id),
-            request_id: request_id.map(Arc::from),
-            status: Status::Active,
-            lines: HoldLines::new(&holds),
-            committed: None,
-            line_views,
-            committed_views: ViewLines::default(),
-            expires_at_ms: now_ms.saturating_add(ttl_ms),
-            created_at_ms: now_ms,
-            updated_at_ms: now_ms,
-            last_lsn: lsn,
-        });
+        let record = self.record(reservation_id, order_id, request_id, &holds, now_ms);
+        let expires_at_ms = now_ms.saturating_add(ttl_ms);
+        let slot = self
+            .reservations
+            .insert(Reservation::new(record, expires_at_ms, lsn));
         self.schedule_holds(slot);
         let view = self.reservation_view(slot, now_ms, lsn);
         let outcome = request_id.map(|_| Outcome::Reservation(view.clone()));
@@ -143,7 +131,6 @@ impl Engine {
             self.remember(request_id, Operation::Reserve, fingerprint, outcome, now_ms)
         });
         let operation = JournalOperation {
-            request_id: self.reservations.get(slot).request_id.clone(),
             idempotency,
             ..JournalOperation::default()
         };
