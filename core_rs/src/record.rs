@@ -11,7 +11,7 @@ use crate::view::LineViews;
 /// Ids up to this many bytes in total (reservation, order and request id) are stored in
 /// the record itself: a uuid reservation id with a short order id needs no second
 /// allocation.
-const TEXTS_INLINE: usize = 96;
+const TEXTS_INLINE: usize = 64;
 
 /// What never changes about a reservation once made.
 #[derive(Debug)]
@@ -41,10 +41,18 @@ impl ReservationRecord {
         let length = reservation_id.len() + order_id.len() + request.len();
         // Ids are bounded at the edge; outcomes read back at recovery are only parsed.
         assert!(length <= u32::MAX as usize, "ids beyond 4 GiB");
-        let mut texts = SmallVec::with_capacity(length);
-        texts.extend_from_slice(reservation_id.as_bytes());
-        texts.extend_from_slice(order_id.as_bytes());
-        texts.extend_from_slice(request.as_bytes());
+        let parts = [reservation_id, order_id, request];
+        let texts = if length <= TEXTS_INLINE {
+            let mut inline = [0u8; TEXTS_INLINE];
+            let mut end = 0;
+            for part in parts {
+                inline[end..end + part.len()].copy_from_slice(part.as_bytes());
+                end += part.len();
+            }
+            SmallVec::from_buf_and_len(inline, length)
+        } else {
+            SmallVec::from_vec(parts.concat().into_bytes())
+        };
         ReservationRecord {
             texts,
             order_start: reservation_id.len() as u32,

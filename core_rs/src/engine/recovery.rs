@@ -7,7 +7,7 @@ use crate::errors::{EngineError, EngineResult};
 use crate::idempotency::{outcome_from_json, IdempotencyRecord, Operation};
 use crate::item::ItemIndex;
 use crate::limits::ON_HAND_MAX;
-use crate::reservation::{HoldLine, Reservation, Status};
+use crate::reservation::{HoldLine, IdHash, Reservation, Status};
 use crate::validate;
 use crate::view::{LineView, Outcome};
 
@@ -148,7 +148,12 @@ impl Engine {
             let what = format!("hold {:?}", hold.reservation_id);
             checked(validate::id("reservation_id", &hold.reservation_id), &what)?;
             checked(validate::optional_id("order_id", &hold.order_id), &what)?;
-            if self.reservations.find(&hold.reservation_id).is_some() {
+            let id_hash = IdHash::of(&hold.reservation_id);
+            if self
+                .reservations
+                .find_hashed(&hold.reservation_id, id_hash)
+                .is_some()
+            {
                 return Err(mismatch(format!("{what} loaded twice")));
             }
             let lines = self.load_hold_lines(hold, &what)?;
@@ -168,7 +173,7 @@ impl Engine {
             );
             let slot = self
                 .reservations
-                .insert(Reservation::new(record, hold.expires_at_ms, 0));
+                .insert(Reservation::new(record, hold.expires_at_ms, 0), id_hash);
             self.schedule_holds(slot);
         }
         Ok(())

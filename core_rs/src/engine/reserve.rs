@@ -8,7 +8,7 @@ use crate::errors::{EngineError, EngineResult, Shortfall};
 use crate::fingerprint::Fingerprint;
 use crate::idempotency::Operation;
 use crate::journal::{JournalOperation, LedgerEntry, LedgerKind};
-use crate::reservation::{HoldLine, Reservation};
+use crate::reservation::{HoldLine, IdHash, Reservation};
 use crate::validate::{self, LineInput};
 use crate::view::{Outcome, ReservationView};
 
@@ -105,7 +105,12 @@ impl Engine {
         if let Some(outcome) = self.replay(request_id, Operation::Reserve, fingerprint)? {
             return Ok(reservation_outcome(outcome));
         }
-        if self.reservations.find(reservation_id).is_some() {
+        let id_hash = IdHash::of(reservation_id);
+        if self
+            .reservations
+            .find_hashed(reservation_id, id_hash)
+            .is_some()
+        {
             let reservation_id = reservation_id.to_string();
             return Err(EngineError::ReservationExists { reservation_id });
         }
@@ -123,7 +128,7 @@ impl Engine {
         let expires_at_ms = now_ms.saturating_add(ttl_ms);
         let slot = self
             .reservations
-            .insert(Reservation::new(record, expires_at_ms, lsn));
+            .insert(Reservation::new(record, expires_at_ms, lsn), id_hash);
         self.schedule_holds(slot);
         let view = self.reservation_view(slot, now_ms, lsn);
         let outcome = request_id.map(|_| Outcome::Reservation(view.clone()));

@@ -68,7 +68,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn snapshot(&self, slot: u32, created: bool) -> ReservationSnapshot {
+    fn snapshot(&self, slot: u32, created: bool, previous_lsn: u64) -> ReservationSnapshot {
         let reservation = self.reservations.get(slot);
         ReservationSnapshot {
             record: reservation.record.clone(),
@@ -77,6 +77,7 @@ impl Engine {
             created,
             expires_at_ms: reservation.expires_at_ms,
             updated_at_ms: reservation.updated_at_ms,
+            previous_lsn,
         }
     }
 
@@ -91,7 +92,10 @@ impl Engine {
     ) {
         operation.lsn = lsn;
         operation.at_ms = now_ms;
-        operation.reservation = Some(self.snapshot(slot, created));
+        let journaled_lsn = &mut self.reservations.get_mut(slot).journaled_lsn;
+        let previous_lsn = std::mem::replace(journaled_lsn, lsn);
+        assert!(previous_lsn < lsn, "reservation journaled out of order");
+        operation.reservation = Some(self.snapshot(slot, created, previous_lsn));
         self.journal.push_operation(operation);
         let lines = self.reservations.get(slot).lines();
         self.debug_check_items(lines.iter().map(|line| line.item));
