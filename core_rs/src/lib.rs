@@ -9,6 +9,7 @@ pub mod idempotency;
 pub mod item;
 pub mod journal;
 pub mod limits;
+mod prefetch;
 pub mod record;
 pub mod reservation;
 pub mod validate;

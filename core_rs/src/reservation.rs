@@ -10,6 +10,7 @@ use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
 
 use crate::item::ItemIndex;
+use crate::prefetch::prefetch;
 use crate::record::{CommittedLines, ReservationRecord};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -353,6 +354,21 @@ impl Reservations {
         while self.terminal_count > terminal_max {
             let (oldest, generation) = self.terminal_order.pop_front().expect("terminal entry");
             self.evict(oldest, generation);
+        }
+        self.prefetch_evictions();
+    }
+
+    /// Evicted reservations finished long ago, so their slots and records are no longer
+    /// cached: start loading what the next evictions read, one eviction ahead (the slot of
+    /// the one after next, and the record of the next, whose slot was loaded last time).
+    fn prefetch_evictions(&self) {
+        if let Some(&(slot, _)) = self.terminal_order.get(1) {
+            prefetch(&self.slots[slot]);
+        }
+        let next = self.terminal_order.front();
+        let record = next.and_then(|&(slot, _)| self.slots[slot].reservation.as_ref());
+        if let Some(reservation) = record {
+            prefetch(&*reservation.record);
         }
     }
 

@@ -247,7 +247,8 @@ impl JournalBatch {
         let mut batch = JournalBatch {
             lsn_first,
             lsn_last: operations.last().expect("a batch is never empty").lsn,
-            items: Vec::new(),
+            // Sized up front (growing would copy): at most one row per entry or item.
+            items: Vec::with_capacity(entries.len().min(items.len())),
             idempotency: Vec::new(),
             operations: Vec::new(),
             operation_reservation_rows: Vec::with_capacity(operations.len()),
@@ -317,6 +318,8 @@ impl JournalBatch {
     /// ones. Every line's item has a row: the operation that created or committed the
     /// reservation journaled a ledger entry for each of its lines.
     fn add_lines(&mut self, item_rows: &ItemRows) {
+        // Usually one line per reservation row: sized up front, growing would copy.
+        self.lines.reserve(self.reservation_rows.len());
         for (row, &(operation, created)) in self.reservation_rows.iter().enumerate() {
             let snapshot = self.operations[operation as usize]
                 .reservation
