@@ -210,7 +210,8 @@ impl ItemRows {
     fn row(&mut self, item: ItemIndex, items: &Items, rows: &mut Vec<ItemRow>) -> u32 {
         let index = item as usize;
         if index >= self.stamps.len() {
-            self.stamps.resize(items.len().max(index + 1), (0, 0));
+            // Grows (amortized) to the highest item journaled, not to every item loaded.
+            self.stamps.resize(index + 1, (0, 0));
         }
         let (take, row) = self.stamps[index];
         if take == self.take {
