@@ -149,15 +149,15 @@ pub fn outcome_to_json(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Reservation(view) => {
             out.push_str("{\"kind\":\"reservation\",\"reservation_id\":");
-            push_text(&mut out, &view.reservation_id);
+            push_text(&mut out, view.reservation_id());
             out.push_str(",\"order_id\":");
-            push_text(&mut out, &view.order_id);
+            push_text(&mut out, view.order_id());
             out.push_str(",\"status\":\"");
             out.push_str(view.status.as_str());
             out.push_str("\",\"lines\":");
-            push_lines(&mut out, &view.lines);
+            push_lines(&mut out, view.lines());
             out.push_str(",\"committed_lines\":");
-            push_lines(&mut out, &view.committed_lines);
+            push_lines(&mut out, view.committed_lines());
             out.push_str(",\"expires_at_ms\":");
             let _ = write!(out, "{}}}", view.expires_at_ms);
         }
@@ -228,16 +228,14 @@ fn levels_from_json(value: &Value) -> Option<Vec<Level>> {
 pub fn outcome_from_json(text_json: &str) -> Option<Outcome> {
     let value: Value = serde_json::from_str(text_json).ok()?;
     match value.get("kind")?.as_str()? {
-        "reservation" => Some(Outcome::Reservation(ReservationView {
-            reservation_id: text(value.get("reservation_id")?)?,
-            order_id: text(value.get("order_id")?)?,
-            status: Status::parse(value.get("status")?.as_str()?)?,
-            lines: lines_from_json(value.get("lines")?)?.into(),
-            committed_lines: lines_from_json(value.get("committed_lines")?)?.into(),
-            expires_at_ms: value.get("expires_at_ms")?.as_i64()?,
-            lsn: 0,
-            replayed: false,
-        })),
+        "reservation" => Some(Outcome::Reservation(ReservationView::detached(
+            value.get("reservation_id")?.as_str()?,
+            value.get("order_id")?.as_str()?,
+            Status::parse(value.get("status")?.as_str()?)?,
+            lines_from_json(value.get("lines")?)?.into(),
+            lines_from_json(value.get("committed_lines")?)?.into(),
+            value.get("expires_at_ms")?.as_i64()?,
+        ))),
         "levels" => Some(Outcome::Levels(LevelsView {
             levels: levels_from_json(value.get("levels")?)?,
             lsn: 0,
@@ -258,16 +256,14 @@ mod tests {
             location: Arc::from("w\"1"),
             quantity,
         };
-        let reservation = Outcome::Reservation(ReservationView {
-            reservation_id: Arc::from("r-é"),
-            order_id: Arc::from(""),
-            status: Status::Committed,
-            lines: vec![line("a", 3), line("b", 1)].into(),
-            committed_lines: vec![line("a", 2)].into(),
-            expires_at_ms: 1_700_000_000_000,
-            lsn: 0,
-            replayed: false,
-        });
+        let reservation = Outcome::Reservation(ReservationView::detached(
+            "r-é",
+            "",
+            Status::Committed,
+            vec![line("a", 3), line("b", 1)].into(),
+            vec![line("a", 2)].into(),
+            1_700_000_000_000,
+        ));
         let text = outcome_to_json(&reservation);
         assert_eq!(outcome_from_json(&text), Some(reservation));
         let levels = Outcome::Levels(LevelsView {

@@ -5,6 +5,7 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use crate::limits::ON_HAND_MAX;
 
@@ -106,8 +107,13 @@ impl ItemHolds {
     }
 }
 
-/// Items of one location by sku.
-type SkuIndex = FxHashMap<Arc<str>, ItemIndex>;
+/// Skus up to this many bytes are kept in the index entry itself, so finding an item
+/// compares against bytes next to the probed entry instead of following a pointer to a
+/// string that is usually not cached.
+const SKU_INLINE_BYTES: usize = 24;
+
+/// Items of one location by sku (as bytes).
+type SkuIndex = FxHashMap<SmallVec<[u8; SKU_INLINE_BYTES]>, ItemIndex>;
 
 /// The item table: locations are interned once (most items share a few), skus per location.
 #[derive(Debug, Default)]
@@ -127,7 +133,11 @@ impl Items {
     }
 
     pub fn find(&self, sku: &str, location: &str) -> Option<ItemIndex> {
-        self.by_location.get(location)?.1.get(sku).copied()
+        self.by_location
+            .get(location)?
+            .1
+            .get(sku.as_bytes())
+            .copied()
     }
 
     /// Adds a new item with zero levels; the caller checked it is absent and within capacity.
@@ -142,8 +152,8 @@ impl Items {
                 .insert(name, (location_index, FxHashMap::default()));
         }
         let (location_index, skus) = self.by_location.get_mut(location).expect("just inserted");
+        skus.insert(SmallVec::from_slice(sku.as_bytes()), index);
         let sku: Arc<str> = Arc::from(sku);
-        skus.insert(sku.clone(), index);
         self.items.push(Item {
             sku,
             location: *location_index,

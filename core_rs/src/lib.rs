@@ -10,6 +10,8 @@ pub mod item;
 pub mod journal;
 pub mod limits;
 pub mod pg_columns;
+mod prefetch;
+pub mod record;
 pub mod reservation;
 pub mod validate;
 pub mod view;

@@ -10,7 +10,8 @@ use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
 
 use crate::item::ItemIndex;
-use crate::view::ViewLines;
+use crate::prefetch::prefetch;
+use crate::record::{CommittedLines, ReservationRecord};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Status {
@@ -81,29 +82,45 @@ impl std::ops::Deref for HoldLines {
     }
 }
 
+/// A reservation in the slab: its shared fixed part and the state that changes.
 #[derive(Clone, Debug)]
 pub struct Reservation {
-    pub id: Arc<str>,
-    pub order_id: Arc<str>,
-    /// The request that created it, written to the reservation row.
-    pub request_id: Option<Arc<str>>,
+    /// Ids, lines and creation time; shared with views and journal operations.
+    pub record: Arc<ReservationRecord>,
     pub status: Status,
-    /// Shared with journal records, so journaling a reservation does not copy its lines.
-    pub lines: HoldLines,
-    /// Committed quantity per line (same order as `lines`), once committed.
-    pub committed: Option<Arc<[u64]>>,
-    /// `lines` as views show them, built once: every view shares them instead of copying.
-    pub line_views: ViewLines,
-    /// The committed lines as views show them (quantity above zero), set by the commit.
-    pub committed_views: ViewLines,
+    /// What the commit fixed, once committed.
+    pub committed: Option<Arc<CommittedLines>>,
     pub expires_at_ms: i64,
-    pub created_at_ms: i64,
     pub updated_at_ms: i64,
     /// LSN of the last change (0: loaded at recovery).
     pub last_lsn: u64,
+    /// LSN of the last journal operation carrying this reservation (0: none).
+    pub journaled_lsn: u64,
 }
 
 impl Reservation {
+    /// A new active reservation, as of its creation.
+    pub fn new(record: ReservationRecord, expires_at_ms: i64, lsn: u64) -> Reservation {
+        Reservation {
+            updated_at_ms: record.created_at_ms,
+            record: Arc::new(record),
+            status: Status::Active,
+            committed: None,
+            expires_at_ms,
+            last_lsn: lsn,
+            journaled_lsn: 0,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        self.record.reservation_id()
+    }
+
+    /// The items held, one line per item.
+    pub fn lines(&self) -> &[HoldLine] {
+        &self.record.holds
+    }
+
     /// Active and not yet due: the only state in which it counts as reserved.
     pub fn is_live(&self, now_ms: i64) -> bool {
         self.status == Status::Active && self.expires_at_ms > now_ms
@@ -191,10 +208,16 @@ impl Slab {
     }
 }
 
-/// 32 bits of the id's hash, stored next to the slot number in the index so that growing
-/// the index and telling entries apart need not read the slab.
-fn id_hash(id: &str) -> u32 {
-    (FxBuildHasher.hash_one(id) >> 32) as u32
+/// 32 bits of a reservation id's hash, stored next to the slot number in the index so
+/// that growing the index and telling entries apart need not read the slab. A reserve
+/// computes it once for both its existence check and its insert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdHash(u32);
+
+impl IdHash {
+    pub fn of(id: &str) -> IdHash {
+        IdHash((FxBuildHasher.hash_one(id.as_bytes()) >> 32) as u32)
+    }
 }
 
 /// The 64-bit hash the index places an entry by, derived from the stored 32 bits alone
@@ -208,27 +231,59 @@ fn spread(hash: u32) -> u64 {
 pub struct Reservations {
     slots: Slab,
     free: Vec<u32>,
-    /// (slot, id hash) by reservation id; ids are compared through the slab.
-    by_id: HashTable<(u32, u32)>,
+    /// Slots by reservation id; ids are compared through the slab. Evicting leaves the
+    /// entry behind (stale: its generation no longer matches the slot's): removing it
+    /// would cost a cache miss on a cold part of the index for every finished
+    /// reservation, while dropping stale entries in bulk scans the index in order.
+    by_id: HashTable<IndexEntry>,
+    /// Entries of `by_id` left behind by evictions since the last purge.
+    stale_entries: usize,
     terminal_order: VecDeque<(u32, u32)>,
     pub active_count: usize,
     pub terminal_count: usize,
 }
 
+/// An id index entry: the slot and the generation of the reservation it was made for.
+#[derive(Clone, Copy, Debug)]
+struct IndexEntry {
+    slot: u32,
+    generation: u32,
+    hash: u32,
+}
+
+/// Stale index entries are purged once they outnumber the stored reservations by this
+/// many (plus as many again), so the index stays at most about twice its live size.
+const STALE_ENTRIES_SLACK: usize = 1_024;
+
+/// The reservation `entry` was made for, if it is still stored in its slot.
+fn indexed<'a>(slots: &'a Slab, entry: &IndexEntry) -> Option<&'a Reservation> {
+    let slot = &slots[entry.slot];
+    if slot.generation != entry.generation {
+        return None;
+    }
+    slot.reservation.as_ref()
+}
+
+/// The index entry of `id` (hash `hash`), if it is current.
+fn same_id<'a>(slots: &'a Slab, id: &'a [u8], hash: u32) -> impl Fn(&IndexEntry) -> bool + 'a {
+    move |entry| {
+        entry.hash == hash
+            && indexed(slots, entry)
+                .is_some_and(|reservation| reservation.record.reservation_id_bytes() == id)
+    }
+}
+
 impl Reservations {
     pub fn find(&self, id: &str) -> Option<u32> {
-        let hash = id_hash(id);
-        let slots = &self.slots;
-        let same_id = |(slot, slot_hash): &(u32, u32)| {
-            *slot_hash == hash
-                && slots[*slot]
-                    .reservation
-                    .as_ref()
-                    .is_some_and(|reservation| &*reservation.id == id)
-        };
+        self.find_hashed(id, IdHash::of(id))
+    }
+
+    /// `find` with the id's hash already computed.
+    pub fn find_hashed(&self, id: &str, IdHash(hash): IdHash) -> Option<u32> {
+        let same_id = same_id(&self.slots, id.as_bytes(), hash);
         self.by_id
             .find(spread(hash), same_id)
-            .map(|(slot, _)| *slot)
+            .map(|entry| entry.slot)
     }
 
     pub fn get(&self, slot: u32) -> &Reservation {
@@ -258,23 +313,32 @@ impl Reservations {
         entry.reservation.as_ref()
     }
 
-    /// Stores a new active reservation; the caller checked the id is absent and capacity.
-    pub fn insert(&mut self, reservation: Reservation) -> u32 {
+    /// Stores a new active reservation whose id hashes to `id_hash`; the caller checked
+    /// capacity. Its id must be new.
+    pub fn insert(&mut self, reservation: Reservation, id_hash: IdHash) -> u32 {
         assert_eq!(reservation.status, Status::Active);
+        debug_assert_eq!(id_hash, IdHash::of(reservation.id()));
+        let IdHash(hash) = id_hash;
+        let id = reservation.record.reservation_id_bytes();
+        let same_id = same_id(&self.slots, id, hash);
+        let hasher = |entry: &IndexEntry| spread(entry.hash);
+        let hashbrown::hash_table::Entry::Vacant(vacant) =
+            self.by_id.entry(spread(hash), same_id, hasher)
+        else {
+            panic!("duplicate reservation id");
+        };
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => self.slots.push(),
         };
-        assert!(
-            self.find(&reservation.id).is_none(),
-            "duplicate reservation id"
-        );
-        let hash = id_hash(&reservation.id);
         let entry = &mut self.slots[slot];
         assert!(entry.reservation.is_none());
+        vacant.insert(IndexEntry {
+            slot,
+            generation: entry.generation,
+            hash,
+        });
         entry.reservation = Some(reservation);
-        self.by_id
-            .insert_unique(spread(hash), (slot, hash), |(_, hash)| spread(*hash));
         self.active_count += 1;
         slot
     }
@@ -291,6 +355,21 @@ impl Reservations {
             let (oldest, generation) = self.terminal_order.pop_front().expect("terminal entry");
             self.evict(oldest, generation);
         }
+        self.prefetch_evictions();
+    }
+
+    /// Evicted reservations finished long ago, so their slots and records are no longer
+    /// cached: start loading what the next evictions read, one eviction ahead (the slot of
+    /// the one after next, and the record of the next, whose slot was loaded last time).
+    fn prefetch_evictions(&self) {
+        if let Some(&(slot, _)) = self.terminal_order.get(1) {
+            prefetch(&self.slots[slot]);
+        }
+        let next = self.terminal_order.front();
+        let record = next.and_then(|&(slot, _)| self.slots[slot].reservation.as_ref());
+        if let Some(reservation) = record {
+            prefetch(&*reservation.record);
+        }
     }
 
     fn evict(&mut self, slot: u32, generation: u32) {
@@ -301,14 +380,22 @@ impl Reservations {
         );
         let reservation = entry.reservation.take().expect("terminal reservation");
         assert!(reservation.status != Status::Active);
+        // The index entry goes stale with the generation; `purge_index` drops it later.
         entry.generation = entry.generation.wrapping_add(1);
-        let hash = id_hash(&reservation.id);
-        let indexed = self
-            .by_id
-            .find_entry(spread(hash), |(other, _)| *other == slot);
-        indexed.expect("evicted reservation indexed").remove();
         self.free.push(slot);
         self.terminal_count -= 1;
+        self.stale_entries += 1;
+        if self.stale_entries > self.len() + STALE_ENTRIES_SLACK {
+            self.purge_index();
+        }
+    }
+
+    /// Drops every stale index entry, in one pass over the index.
+    fn purge_index(&mut self) {
+        let slots = &self.slots;
+        self.by_id.retain(|entry| indexed(slots, entry).is_some());
+        self.stale_entries = 0;
+        assert_eq!(self.by_id.len(), self.len(), "index out of step with slab");
     }
 
     /// Every stored reservation with its slot (active and retained terminal).
@@ -319,11 +406,12 @@ impl Reservations {
             .filter_map(|(slot, entry)| entry.reservation.as_ref().map(|r| (slot as u32, r)))
     }
 
+    /// Reservations stored (active and retained terminal).
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.active_count + self.terminal_count
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.len() == 0
     }
 }

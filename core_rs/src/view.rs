@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use crate::reservation::Status;
+use smallvec::SmallVec;
+
+use crate::record::{CommittedLines, ReservationRecord};
+use crate::reservation::{HoldLines, Status};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LineView {
@@ -12,60 +15,109 @@ pub struct LineView {
     pub quantity: u64,
 }
 
-/// Lines of a view: shared with the reservation (a view copies no lines), or none at all,
-/// which needs no allocation and no reference count. Reads as a slice.
-#[derive(Clone, Debug, Default)]
-pub struct ViewLines(Option<Arc<[LineView]>>);
+/// Lines as views show them: most reservations hold one item, kept inline.
+pub type LineViews = SmallVec<[LineView; 1]>;
 
-impl std::ops::Deref for ViewLines {
-    type Target = [LineView];
-
-    fn deref(&self) -> &[LineView] {
-        self.0.as_deref().unwrap_or(&[])
-    }
-}
-
-impl PartialEq for ViewLines {
-    fn eq(&self, other: &ViewLines) -> bool {
-        **self == **other
-    }
-}
-
-impl Eq for ViewLines {}
-
-impl From<Vec<LineView>> for ViewLines {
-    fn from(lines: Vec<LineView>) -> ViewLines {
-        if lines.is_empty() {
-            return ViewLines(None);
-        }
-        ViewLines(Some(Arc::from(lines)))
-    }
-}
-
-impl FromIterator<LineView> for ViewLines {
-    /// One allocation of exactly the lines' size when the count is known up front.
-    fn from_iter<I: IntoIterator<Item = LineView>>(lines: I) -> ViewLines {
-        let lines: Arc<[LineView]> = lines.into_iter().collect();
-        if lines.is_empty() {
-            return ViewLines(None);
-        }
-        ViewLines(Some(lines))
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A reservation as a reader saw it. The fixed part (ids, lines) is the reservation's
+/// shared record, so building a view costs one reference count and copies nothing.
+#[derive(Clone)]
 pub struct ReservationView {
-    pub reservation_id: Arc<str>,
-    pub order_id: Arc<str>,
+    pub record: Arc<ReservationRecord>,
+    /// Set once committed.
+    pub committed: Option<Arc<CommittedLines>>,
     pub status: Status,
-    /// Every line held (as reserved). Shared with the reservation, so a view does not copy
-    /// its lines.
-    pub lines: ViewLines,
-    /// Committed quantities, only lines with a quantity above zero; empty unless committed.
-    pub committed_lines: ViewLines,
     pub expires_at_ms: i64,
     pub lsn: u64,
     pub replayed: bool,
+}
+
+impl ReservationView {
+    /// A view not backed by a reservation in an engine (an outcome read back at
+    /// recovery): its record holds no items.
+    pub fn detached(
+        reservation_id: &str,
+        order_id: &str,
+        status: Status,
+        lines: LineViews,
+        committed_lines: LineViews,
+        expires_at_ms: i64,
+    ) -> ReservationView {
+        let record = ReservationRecord::new(
+            reservation_id,
+            order_id,
+            None,
+            HoldLines::new(&[]),
+            lines,
+            0,
+        );
+        let committed = (!committed_lines.is_empty()).then(|| {
+            Arc::new(CommittedLines {
+                quantities: Box::default(),
+                lines: committed_lines,
+            })
+        });
+        ReservationView {
+            record: Arc::new(record),
+            committed,
+            status,
+            expires_at_ms,
+            lsn: 0,
+            replayed: false,
+        }
+    }
+
+    pub fn reservation_id(&self) -> &str {
+        self.record.reservation_id()
+    }
+
+    pub fn order_id(&self) -> &str {
+        self.record.order_id()
+    }
+
+    /// Every line held (as reserved).
+    pub fn lines(&self) -> &[LineView] {
+        &self.record.lines
+    }
+
+    /// Committed quantities, only lines with a quantity above zero; empty unless committed.
+    pub fn committed_lines(&self) -> &[LineView] {
+        self.committed
+            .as_ref()
+            .map_or(&[], |committed| &committed.lines)
+    }
+}
+
+/// Views are equal when they show the same thing (what a reader sees), whichever records
+/// they share.
+impl PartialEq for ReservationView {
+    fn eq(&self, other: &ReservationView) -> bool {
+        self.reservation_id() == other.reservation_id()
+            && self.order_id() == other.order_id()
+            && self.status == other.status
+            && self.lines() == other.lines()
+            && self.committed_lines() == other.committed_lines()
+            && self.expires_at_ms == other.expires_at_ms
+            && self.lsn == other.lsn
+            && self.replayed == other.replayed
+    }
+}
+
+impl Eq for ReservationView {}
+
+impl std::fmt::Debug for ReservationView {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ReservationView")
+            .field("reservation_id", &self.reservation_id())
+            .field("order_id", &self.order_id())
+            .field("status", &self.status)
+            .field("lines", &self.lines())
+            .field("committed_lines", &self.committed_lines())
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("lsn", &self.lsn)
+            .field("replayed", &self.replayed)
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

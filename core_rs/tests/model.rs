@@ -349,7 +349,7 @@ fn engine_answer(result: Result<Outcome, EngineError>) -> ModelAnswer {
     match result {
         Err(error) => Err(error.code()),
         Ok(Outcome::Reservation(view)) => Ok(ModelOutcome::Reservation(
-            view.reservation_id.to_string(),
+            view.reservation_id().to_string(),
             view.status.as_str(),
         )),
         Ok(Outcome::Levels(view)) => {

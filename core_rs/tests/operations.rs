@@ -74,8 +74,8 @@ fn reserve_sums_lines_of_the_same_item_before_checking() {
     let view = engine
         .reserve("r1", "", &[line("a", 2), line("a", 3)], TTL, NOW, None)
         .unwrap();
-    assert_eq!(view.lines.len(), 1);
-    assert_eq!(view.lines[0].quantity, 5);
+    assert_eq!(view.lines().len(), 1);
+    assert_eq!(view.lines()[0].quantity, 5);
 }
 
 #[test]
@@ -261,7 +261,7 @@ fn commit_everything_leaves_on_hand() {
         .unwrap();
     let view = engine.commit("r1", None, NOW + 1, None).unwrap();
     assert_eq!(view.status, Status::Committed);
-    assert_eq!(view.committed_lines[0].quantity, 4);
+    assert_eq!(view.committed_lines()[0].quantity, 4);
     assert_eq!(level(&engine, "a", NOW + 1), (6, 0, 6));
     engine.check_invariants();
 }
@@ -275,8 +275,8 @@ fn commit_part_releases_the_rest() {
     let view = engine
         .commit("r1", Some(&[line("a", 1), line("a", 2)]), NOW, None)
         .unwrap();
-    assert_eq!(view.committed_lines.len(), 1);
-    assert_eq!(view.committed_lines[0].quantity, 3);
+    assert_eq!(view.committed_lines().len(), 1);
+    assert_eq!(view.committed_lines()[0].quantity, 3);
     assert_eq!(level(&engine, "a", NOW), (7, 0, 7));
     assert_eq!(level(&engine, "b", NOW), (10, 0, 10));
 }
@@ -609,7 +609,7 @@ fn idempotent_replay_returns_the_first_outcome_and_changes_nothing() {
         .reserve("r9", "o", &[line("a", 2)], TTL, NOW + 5, Some("q1"))
         .unwrap();
     assert!(replay.replayed);
-    assert_eq!(replay.reservation_id, first.reservation_id);
+    assert_eq!(replay.reservation_id(), first.reservation_id());
     assert_eq!(replay.lsn, first.lsn);
     assert_eq!(engine.journal_pending(), pending);
     assert_eq!(level(&engine, "a", NOW), (10, 2, 8));
@@ -884,7 +884,7 @@ fn load_and_export_round_trip() {
         .unwrap();
     assert!(replay.replayed);
     assert_eq!(replay.lsn, 0);
-    assert_eq!(&*replay.reservation_id, "r1");
+    assert_eq!(replay.reservation_id(), "r1");
     restored.check_invariants();
     let error = restored.load(&items, &holds, &records, NOW).unwrap_err();
     assert!(matches!(error, EngineError::RecoveryMismatch { .. }));

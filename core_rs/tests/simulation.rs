@@ -299,7 +299,7 @@ impl Simulation {
         );
         match result {
             Ok(view) => {
-                assert_eq!(&*view.reservation_id, reservation_id);
+                assert_eq!(view.reservation_id(), reservation_id);
                 assert_eq!(view.status, Status::Active);
                 self.count("reserved");
                 self.clients[index] = Client::Holding {
@@ -344,7 +344,7 @@ impl Simulation {
         ) {
             Ok(view) => {
                 assert!(view.replayed, "retry must replay");
-                assert_eq!(&*view.reservation_id, reservation_id);
+                assert_eq!(view.reservation_id(), reservation_id);
                 self.count("replayed");
             }
             Err(EngineError::IdempotencyConflict { .. }) => self.count("conflict"),

@@ -47,7 +47,7 @@ impl Engine {
                 continue;
             }
             active += 1;
-            for line in reservation.lines.iter() {
+            for line in reservation.lines() {
                 let entry = held.entry(line.item).or_default();
                 entry.0 += line.quantity;
                 entry.1 += 1;

@@ -130,7 +130,7 @@ impl Engine {
                 break;
             }
             self.expiry.pop();
-            let id = self.reservations.get(top.slot).id.clone();
+            let id = Arc::from(self.reservations.get(top.slot).id());
             self.expire_reservation(top.slot, now_ms);
             expired.push(id);
         }
@@ -153,7 +153,7 @@ impl Engine {
         let generation = self.reservations.generation(slot);
         let reservation = self.reservations.get(slot);
         let expires_at_ms = reservation.expires_at_ms;
-        for line in reservation.lines.iter() {
+        for line in reservation.lines() {
             let entry = HoldEntry {
                 expires_at_ms,
                 slot,

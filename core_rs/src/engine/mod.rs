@@ -25,9 +25,10 @@ use crate::limits::{
     JOURNAL_TAKE_OPERATIONS_MAX, RESERVATIONS_ACTIVE_MAX_DEFAULT,
     RESERVATIONS_TERMINAL_MAX_DEFAULT, TABLE_SIZE_MAX,
 };
-use crate::reservation::{HoldLine, Reservations, Status};
+use crate::record::ReservationRecord;
+use crate::reservation::{HoldLine, HoldLines, Reservations};
 use crate::validate;
-use crate::view::{LineView, Outcome, ReservationView, ViewLines};
+use crate::view::{LineView, LineViews, Outcome, ReservationView};
 
 /// The bounds of every table, fixed when the engine is built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,29 +214,42 @@ impl Engine {
         Some(record)
     }
 
-    /// The view of the reservation at `slot` as a reader at `now_ms` sees it. Its lines
-    /// are the reservation's shared ones: building a view allocates nothing.
+    /// The view of the reservation at `slot` as a reader at `now_ms` sees it. Its ids and
+    /// lines are the reservation's shared record: building a view allocates nothing.
     fn reservation_view(&self, slot: u32, now_ms: i64, lsn: u64) -> ReservationView {
         let reservation = self.reservations.get(slot);
-        let committed_lines = match reservation.status {
-            Status::Committed => reservation.committed_views.clone(),
-            _ => ViewLines::default(),
-        };
         ReservationView {
-            reservation_id: reservation.id.clone(),
-            order_id: reservation.order_id.clone(),
+            record: reservation.record.clone(),
+            committed: reservation.committed.clone(),
             status: reservation.status_at(now_ms),
-            lines: reservation.line_views.clone(),
-            committed_lines,
             expires_at_ms: reservation.expires_at_ms,
             lsn,
             replayed: false,
         }
     }
 
+    /// A new reservation's fixed part, holding `holds`, created at `created_at_ms`.
+    fn record(
+        &self,
+        reservation_id: &str,
+        order_id: &str,
+        request_id: Option<&str>,
+        holds: &[HoldLine],
+        created_at_ms: i64,
+    ) -> ReservationRecord {
+        ReservationRecord::new(
+            reservation_id,
+            order_id,
+            request_id,
+            HoldLines::new(holds),
+            self.line_views(holds, None),
+            created_at_ms,
+        )
+    }
+
     /// Lines as views show them: `quantities` per line (lines with 0 left out), or the
-    /// held quantities. Built straight into one shared allocation.
-    fn line_views(&self, lines: &[HoldLine], quantities: Option<&[u64]>) -> ViewLines {
+    /// held quantities.
+    fn line_views(&self, lines: &[HoldLine], quantities: Option<&[u64]>) -> LineViews {
         let view = |item, quantity| {
             let (sku, location) = self.items.key(item);
             LineView {
@@ -244,19 +258,18 @@ impl Engine {
                 quantity,
             }
         };
-        let Some(quantities) = quantities else {
-            return lines
+        match quantities {
+            None => lines
                 .iter()
                 .map(|line| view(line.item, line.quantity))
-                .collect();
-        };
-        let views: Vec<LineView> = lines
-            .iter()
-            .zip(quantities)
-            .filter(|(_, quantity)| **quantity > 0)
-            .map(|(line, quantity)| view(line.item, *quantity))
-            .collect();
-        ViewLines::from(views)
+                .collect(),
+            Some(quantities) => lines
+                .iter()
+                .zip(quantities)
+                .filter(|(_, quantity)| **quantity > 0)
+                .map(|(line, quantity)| view(line.item, *quantity))
+                .collect(),
+        }
     }
 }
 

@@ -7,9 +7,9 @@ use crate::errors::{EngineError, EngineResult};
 use crate::idempotency::{outcome_from_json, IdempotencyRecord, Operation};
 use crate::item::ItemIndex;
 use crate::limits::ON_HAND_MAX;
-use crate::reservation::{HoldLine, HoldLines, Reservation, Status};
+use crate::reservation::{HoldLine, IdHash, Reservation, Status};
 use crate::validate;
-use crate::view::{LineView, Outcome, ViewLines};
+use crate::view::{LineView, Outcome};
 
 #[derive(Clone, Debug)]
 pub struct LoadItem {
@@ -148,7 +148,12 @@ impl Engine {
             let what = format!("hold {:?}", hold.reservation_id);
             checked(validate::id("reservation_id", &hold.reservation_id), &what)?;
             checked(validate::optional_id("order_id", &hold.order_id), &what)?;
-            if self.reservations.find(&hold.reservation_id).is_some() {
+            let id_hash = IdHash::of(&hold.reservation_id);
+            if self
+                .reservations
+                .find_hashed(&hold.reservation_id, id_hash)
+                .is_some()
+            {
                 return Err(mismatch(format!("{what} loaded twice")));
             }
             let lines = self.load_hold_lines(hold, &what)?;
@@ -159,21 +164,16 @@ impl Engine {
                     return Err(mismatch(format!("{what}: holds exceed on_hand")));
                 }
             }
-            let line_views = self.line_views(&lines, None);
-            let slot = self.reservations.insert(Reservation {
-                id: Arc::from(hold.reservation_id.as_str()),
-                order_id: Arc::from(hold.order_id.as_str()),
-                request_id: None,
-                status: Status::Active,
-                lines: HoldLines::new(&lines),
-                committed: None,
-                line_views,
-                committed_views: ViewLines::default(),
-                expires_at_ms: hold.expires_at_ms,
-                created_at_ms: hold.created_at_ms,
-                updated_at_ms: hold.created_at_ms,
-                last_lsn: 0,
-            });
+            let record = self.record(
+                &hold.reservation_id,
+                &hold.order_id,
+                None,
+                &lines,
+                hold.created_at_ms,
+            );
+            let slot = self
+                .reservations
+                .insert(Reservation::new(record, hold.expires_at_ms, 0), id_hash);
             self.schedule_holds(slot);
         }
         Ok(())
@@ -244,12 +244,12 @@ impl Engine {
             .iter()
             .filter(|(_, reservation)| reservation.status == Status::Active)
             .map(|(_, reservation)| ExportHold {
-                reservation_id: reservation.id.clone(),
-                order_id: reservation.order_id.clone(),
+                reservation_id: Arc::from(reservation.id()),
+                order_id: Arc::from(reservation.record.order_id()),
                 expires_at_ms: reservation.expires_at_ms,
-                created_at_ms: reservation.created_at_ms,
+                created_at_ms: reservation.record.created_at_ms,
                 lines: reservation
-                    .lines
+                    .lines()
                     .iter()
                     .map(|line| {
                         let (sku, location) = self.items.key(line.item);

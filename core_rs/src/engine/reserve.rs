@@ -1,7 +1,5 @@
 //! Reserve: an all-or-nothing hold across every line of a request.
 
-use std::sync::Arc;
-
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
@@ -10,9 +8,9 @@ use crate::errors::{EngineError, EngineResult, Shortfall};
 use crate::fingerprint::Fingerprint;
 use crate::idempotency::Operation;
 use crate::journal::{JournalOperation, LedgerEntry, LedgerKind};
-use crate::reservation::{HoldLine, HoldLines, Reservation, Status};
+use crate::reservation::{HoldLine, IdHash, Reservation};
 use crate::validate::{self, LineInput};
-use crate::view::{Outcome, ReservationView, ViewLines};
+use crate::view::{Outcome, ReservationView};
 
 /// Up to this many distinct items, merging duplicate lines by linear search is cheaper than
 /// building a hash map.
@@ -107,7 +105,12 @@ impl Engine {
         if let Some(outcome) = self.replay(request_id, Operation::Reserve, fingerprint)? {
             return Ok(reservation_outcome(outcome));
         }
-        if self.reservations.find(reservation_id).is_some() {
+        let id_hash = IdHash::of(reservation_id);
+        if self
+            .reservations
+            .find_hashed(reservation_id, id_hash)
+            .is_some()
+        {
             let reservation_id = reservation_id.to_string();
             return Err(EngineError::ReservationExists { reservation_id });
         }
@@ -121,21 +124,11 @@ impl Engine {
         self.check_available(&holds)?;
         let lsn = self.next_lsn();
         self.hold_items(&holds, lsn);
-        let line_views = self.line_views(&holds, None);
-        let slot = self.reservations.insert(Reservation {
-            id: Arc::from(reservation_id),
-            order_id: Arc::from(order_id),
-            request_id: request_id.map(Arc::from),
-            status: Status::Active,
-            lines: HoldLines::new(&holds),
-            committed: None,
-            line_views,
-            committed_views: ViewLines::default(),
-            expires_at_ms: now_ms.saturating_add(ttl_ms),
-            created_at_ms: now_ms,
-            updated_at_ms: now_ms,
-            last_lsn: lsn,
-        });
+        let record = self.record(reservation_id, order_id, request_id, &holds, now_ms);
+        let expires_at_ms = now_ms.saturating_add(ttl_ms);
+        let slot = self
+            .reservations
+            .insert(Reservation::new(record, expires_at_ms, lsn), id_hash);
         self.schedule_holds(slot);
         let view = self.reservation_view(slot, now_ms, lsn);
         let outcome = request_id.map(|_| Outcome::Reservation(view.clone()));
@@ -143,7 +136,6 @@ impl Engine {
             self.remember(request_id, Operation::Reserve, fingerprint, outcome, now_ms)
         });
         let operation = JournalOperation {
-            request_id: self.reservations.get(slot).request_id.clone(),
             idempotency,
             ..JournalOperation::default()
         };

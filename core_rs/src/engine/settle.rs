@@ -9,6 +9,7 @@ use crate::fingerprint::Fingerprint;
 use crate::idempotency::Operation;
 use crate::item::ItemIndex;
 use crate::journal::{JournalOperation, LedgerEntry, LedgerKind, ReservationSnapshot};
+use crate::record::CommittedLines;
 use crate::reservation::Status;
 use crate::validate::{self, LineInput};
 use crate::view::{Outcome, ReservationView};
@@ -25,7 +26,7 @@ impl Engine {
     fn wrong_state(&self, slot: u32, now_ms: i64, operation: &'static str) -> EngineError {
         let reservation = self.reservations.get(slot);
         EngineError::WrongState {
-            reservation_id: reservation.id.to_string(),
+            reservation_id: reservation.id().to_string(),
             status: reservation.status_at(now_ms),
             operation,
         }
@@ -40,8 +41,9 @@ impl Engine {
         committed: Option<&[u64]>,
         lsn: u64,
     ) {
-        let lines = self.reservations.get(slot).lines.clone();
-        for (index, line) in lines.iter().enumerate() {
+        let line_count = self.reservations.get(slot).lines().len();
+        for index in 0..line_count {
+            let line = self.reservations.get(slot).lines()[index];
             let quantity_committed = committed.map_or(0, |quantities| quantities[index]);
             assert!(quantity_committed <= line.quantity, "commit above held");
             let item = self.items.get_mut(line.item);
@@ -66,19 +68,16 @@ impl Engine {
         }
     }
 
-    pub(super) fn snapshot(&self, slot: u32, created: bool) -> ReservationSnapshot {
+    fn snapshot(&self, slot: u32, created: bool, previous_lsn: u64) -> ReservationSnapshot {
         let reservation = self.reservations.get(slot);
         ReservationSnapshot {
-            id: reservation.id.clone(),
-            order_id: reservation.order_id.clone(),
-            request_id: reservation.request_id.clone(),
-            status: reservation.status,
-            lines: reservation.lines.clone(),
+            record: reservation.record.clone(),
             committed: reservation.committed.clone(),
-            expires_at_ms: reservation.expires_at_ms,
-            created_at_ms: reservation.created_at_ms,
-            updated_at_ms: reservation.updated_at_ms,
+            status: reservation.status,
             created,
+            expires_at_ms: reservation.expires_at_ms,
+            updated_at_ms: reservation.updated_at_ms,
+            previous_lsn,
         }
     }
 
@@ -93,9 +92,12 @@ impl Engine {
     ) {
         operation.lsn = lsn;
         operation.at_ms = now_ms;
-        operation.reservation = Some(self.snapshot(slot, created));
+        let journaled_lsn = &mut self.reservations.get_mut(slot).journaled_lsn;
+        let previous_lsn = std::mem::replace(journaled_lsn, lsn);
+        assert!(previous_lsn < lsn, "reservation journaled out of order");
+        operation.reservation = Some(self.snapshot(slot, created, previous_lsn));
         self.journal.push_operation(operation);
-        let lines = &self.reservations.get(slot).lines;
+        let lines = self.reservations.get(slot).lines();
         self.debug_check_items(lines.iter().map(|line| line.item));
     }
 
@@ -115,9 +117,10 @@ impl Engine {
 
     /// Files a terminal reservation in the bounded FIFO and tidies its items' heaps.
     fn retire(&mut self, slot: u32) {
-        let lines = self.reservations.get(slot).lines.clone();
-        for line in lines.iter() {
-            self.compact_item_holds(line.item);
+        let line_count = self.reservations.get(slot).lines().len();
+        for index in 0..line_count {
+            let item = self.reservations.get(slot).lines()[index].item;
+            self.compact_item_holds(item);
         }
         self.reservations
             .retire(slot, self.config.reservations_terminal_max);
@@ -198,7 +201,6 @@ impl Engine {
         let idempotency = outcome
             .and_then(|outcome| self.remember(request_id, operation, fingerprint, outcome, now_ms));
         let journal_operation = JournalOperation {
-            request_id: request_id.map(Arc::from),
             idempotency,
             ..JournalOperation::default()
         };
@@ -247,11 +249,12 @@ impl Engine {
         self.ensure_journal_room(1)?;
         let lsn = self.next_lsn();
         self.settle_lines(slot, LedgerKind::Commit, Some(&quantities), lsn);
-        let committed_views =
-            self.line_views(&self.reservations.get(slot).lines, Some(&quantities));
+        let lines = self.line_views(self.reservations.get(slot).lines(), Some(&quantities));
         let reservation = self.reservations.get_mut(slot);
-        reservation.committed = Some(Arc::from(quantities));
-        reservation.committed_views = committed_views;
+        reservation.committed = Some(Arc::new(CommittedLines {
+            quantities: quantities.into(),
+            lines,
+        }));
         reservation.finish(Status::Committed, now_ms, lsn);
         self.accept(
             slot,
@@ -266,7 +269,7 @@ impl Engine {
     /// Quantities to commit per held line: all of it when no lines are given, else the
     /// given quantities (summed per item), each at most what is held.
     fn commit_quantities(&self, slot: u32, lines: &[LineInput<'_>]) -> EngineResult<Vec<u64>> {
-        let held = &self.reservations.get(slot).lines;
+        let held = self.reservations.get(slot).lines();
         if lines.is_empty() {
             return Ok(held.iter().map(|line| line.quantity).collect());
         }
@@ -325,12 +328,14 @@ impl Engine {
         reservation.last_lsn = lsn;
         if moved {
             // The old entries go stale (their expiry no longer matches); new ones replace them.
-            let lines = reservation.lines.clone();
-            for line in lines.iter() {
+            // Extend is rare: sharing the record keeps the lines readable while items change.
+            let record = reservation.record.clone();
+            let lines = record.holds.iter();
+            for line in lines.clone() {
                 self.items.get_mut(line.item).holds.ended();
             }
             self.schedule_holds(slot);
-            for line in lines.iter() {
+            for line in lines {
                 self.compact_item_holds(line.item);
             }
         }

@@ -7,7 +7,7 @@ use crate::errors::{EngineError, EngineResult};
 use crate::fingerprint::Fingerprint;
 use crate::idempotency::Operation;
 use crate::item::ItemIndex;
-use crate::journal::{JournalOperation, LedgerEntry, LedgerKind};
+use crate::journal::{JournalOperation, LedgerEntry, LedgerKind, StockTexts};
 use crate::limits::{ON_HAND_MAX, QUANTITY_MAX, STOCK_QUERY_SKUS_MAX};
 use crate::validate::{self, LineInput};
 use crate::view::{Level, LevelsView, Outcome};
@@ -22,6 +22,13 @@ pub struct Annotation<'a> {
 
 fn optional_text(value: &str) -> Option<Arc<str>> {
     (!value.is_empty()).then(|| Arc::from(value))
+}
+
+/// How an accepted stock request is remembered: under its request id, if it has one.
+struct Remembered<'a> {
+    operation: Operation,
+    fingerprint: i64,
+    request_id: Option<&'a str>,
 }
 
 impl Engine {
@@ -55,16 +62,18 @@ impl Engine {
         items: &[ItemIndex],
         now_ms: i64,
         lsn: u64,
-        remembered: (Operation, i64),
+        remembered: Remembered<'_>,
         mut operation: JournalOperation,
     ) -> LevelsView {
         let view = self.levels_view(items, lsn, now_ms);
-        let request_id = operation.request_id.clone();
-        let request_id = request_id.as_deref();
+        let Remembered {
+            operation: kind,
+            fingerprint,
+            request_id,
+        } = remembered;
         let outcome = request_id.map(|_| Outcome::Levels(view.clone()));
-        operation.idempotency = outcome.and_then(|outcome| {
-            self.remember(request_id, remembered.0, remembered.1, outcome, now_ms)
-        });
+        operation.idempotency = outcome
+            .and_then(|outcome| self.remember(request_id, kind, fingerprint, outcome, now_ms));
         operation.lsn = lsn;
         operation.at_ms = now_ms;
         self.journal.push_operation(operation);
@@ -124,12 +133,16 @@ impl Engine {
             );
         }
         let items: Vec<ItemIndex> = holds.iter().map(|hold| hold.item).collect();
-        let operation = JournalOperation {
+        let texts = StockTexts {
             order_id: optional_text(order_id),
-            request_id: request_id.map(Arc::from),
-            ..JournalOperation::default()
+            ..StockTexts::default()
         };
-        let remembered = (Operation::Decrement, fingerprint);
+        let operation = stock_operation(texts);
+        let remembered = Remembered {
+            operation: Operation::Decrement,
+            fingerprint,
+            request_id,
+        };
         Ok(self.accept_levels(&items, now_ms, lsn, remembered, operation))
     }
 
@@ -211,7 +224,11 @@ impl Engine {
         let lsn = self.next_lsn();
         self.push_level_change(item, LedgerKind::Adjust, delta, lsn);
         let operation = annotated_operation(annotation);
-        let remembered = (Operation::Adjust, fingerprint);
+        let remembered = Remembered {
+            operation: Operation::Adjust,
+            fingerprint,
+            request_id: annotation.request_id,
+        };
         Ok(self.accept_levels(&[item], now_ms, lsn, remembered, operation))
     }
 
@@ -289,7 +306,11 @@ impl Engine {
         let delta = on_hand - self.items.get(item).on_hand as i64;
         self.push_level_change(item, LedgerKind::Set, delta, lsn);
         let operation = annotated_operation(annotation);
-        let remembered = (Operation::Set, fingerprint);
+        let remembered = Remembered {
+            operation: Operation::Set,
+            fingerprint,
+            request_id: annotation.request_id,
+        };
         Ok(self.accept_levels(&[item], now_ms, lsn, remembered, operation))
     }
 
@@ -327,10 +348,18 @@ impl Engine {
 }
 
 fn annotated_operation(annotation: Annotation<'_>) -> JournalOperation {
-    JournalOperation {
-        request_id: annotation.request_id.map(Arc::from),
+    stock_operation(StockTexts {
         reason: optional_text(annotation.reason),
         actor: optional_text(annotation.actor),
+        ..StockTexts::default()
+    })
+}
+
+/// A stock operation carrying `texts`; operations without any keep none.
+fn stock_operation(texts: StockTexts) -> JournalOperation {
+    let empty = texts.order_id.is_none() && texts.reason.is_none() && texts.actor.is_none();
+    JournalOperation {
+        texts: (!empty).then(|| Box::new(texts)),
         ..JournalOperation::default()
     }
 }

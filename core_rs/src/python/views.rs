@@ -34,12 +34,12 @@ impl ReservationView {
 impl ReservationView {
     #[getter]
     fn reservation_id(&self) -> &str {
-        &self.inner.reservation_id
+        self.inner.reservation_id()
     }
 
     #[getter]
     fn order_id(&self) -> &str {
-        &self.inner.order_id
+        self.inner.order_id()
     }
 
     #[getter]
@@ -49,12 +49,12 @@ impl ReservationView {
 
     #[getter]
     fn lines<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        line_list(py, &self.inner.lines)
+        line_list(py, self.inner.lines())
     }
 
     #[getter]
     fn committed_lines<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        line_list(py, &self.inner.committed_lines)
+        line_list(py, self.inner.committed_lines())
     }
 
     #[getter]
@@ -77,14 +77,14 @@ impl ReservationView {
         format!(
             "ReservationView(reservation_id={:?}, order_id={:?}, status={:?}, lines={:?}, \
              committed_lines={:?}, expires_at_ms={}, lsn={}, replayed={})",
-            view.reservation_id,
-            view.order_id,
+            view.reservation_id(),
+            view.order_id(),
             view.status.as_str(),
-            view.lines
+            view.lines()
                 .iter()
                 .map(|l| (&*l.sku, &*l.location, l.quantity))
                 .collect::<Vec<_>>(),
-            view.committed_lines
+            view.committed_lines()
                 .iter()
                 .map(|l| (&*l.sku, &*l.location, l.quantity))
                 .collect::<Vec<_>>(),

@@ -1,0 +1,347 @@
+//! A drained batch: the operations taken from the journal and the rows persistence
+//! writes, rendered on demand from them. Building a batch only aggregates (one row per
+//! item and per reservation), finding rows by position, never by hashing.
+
+use std::sync::Arc;
+
+use super::{JournalOperation, LedgerEntry, ReservationSnapshot, StockTexts};
+use crate::idempotency::outcome_to_json;
+use crate::item::{ItemIndex, Items};
+use crate::reservation::Status;
+
+/// A reservation row: final state of one reservation touched by the batch (an upsert).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReservationRow<'a> {
+    pub reservation_id: &'a str,
+    pub order_id: &'a str,
+    pub status: &'static str,
+    pub expires_at_ms: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub request_id: Option<&'a str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReservationLineRow<'a> {
+    /// Position of the reservation in `JournalBatch::reservations()`.
+    pub reservation_row: usize,
+    pub reservation_id: &'a str,
+    /// Position of the item in `JournalBatch::items`, for callers that cache per item.
+    pub item_row: usize,
+    pub sku: &'a str,
+    pub location: &'a str,
+    pub quantity: u64,
+    pub quantity_committed: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerRow<'a> {
+    pub lsn: u64,
+    pub at_ms: i64,
+    /// Position of the item in `JournalBatch::items`, for callers that cache per item.
+    pub item_row: usize,
+    pub sku: &'a str,
+    pub location: &'a str,
+    pub kind: &'static str,
+    pub delta_on_hand: i64,
+    pub delta_reserved: i64,
+    pub on_hand_after: u64,
+    pub reserved_after: u64,
+    /// Position of the operation in the batch; consecutive rows of one operation share
+    /// the text fields below, so callers may convert them once per operation.
+    pub operation: usize,
+    /// Position of the operation's reservation in `JournalBatch::reservations()`, if any.
+    pub reservation_row: Option<usize>,
+    pub reservation_id: &'a str,
+    pub order_id: &'a str,
+    pub request_id: &'a str,
+    pub reason: &'a str,
+    pub actor: &'a str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyRow {
+    pub request_id: Arc<str>,
+    pub fingerprint: i64,
+    pub operation: &'static str,
+    pub outcome_json: String,
+    pub lsn: u64,
+    pub created_at_ms: i64,
+}
+
+/// Marks an operation without a reservation in `operation_reservation_rows`.
+const NO_ROW: u32 = u32::MAX;
+
+/// Lines written for one reservation row (created or committed in the batch).
+#[derive(Clone, Copy, Debug)]
+struct BatchLine {
+    reservation_row: u32,
+    item_row: u32,
+    quantity: u64,
+    quantity_committed: u64,
+}
+
+/// The drained operations and the rows persistence writes. Rows are rendered on demand
+/// from the operations themselves (moved out of the journal, never copied), so draining
+/// costs no per-row string copies or reference counts; item names are taken once per item.
+#[derive(Debug)]
+pub struct JournalBatch {
+    pub lsn_first: u64,
+    pub lsn_last: u64,
+    /// `(sku, location, on_hand, reserved)`: final values, one row per item touched.
+    pub items: Vec<(Arc<str>, Arc<str>, u64, u64)>,
+    pub idempotency: Vec<IdempotencyRow>,
+    operations: Vec<JournalOperation>,
+    /// Per operation: the row of its reservation (NO_ROW when it has none).
+    operation_reservation_rows: Vec<u32>,
+    entries: Vec<LedgerEntry>,
+    /// Per entry: its operation and its item row.
+    entry_positions: Vec<(u32, u32)>,
+    /// Per reservation row: the last operation that touched it, and whether the batch
+    /// created it.
+    reservation_rows: Vec<(u32, bool)>,
+    lines: Vec<BatchLine>,
+}
+
+impl JournalBatch {
+    fn snapshot(&self, operation: u32) -> &ReservationSnapshot {
+        self.operations[operation as usize]
+            .reservation
+            .as_ref()
+            .expect("reservation rows come from reservation operations")
+    }
+
+    /// One row per reservation touched (final state), in first-touch order.
+    pub fn reservations(&self) -> impl ExactSizeIterator<Item = ReservationRow<'_>> {
+        self.reservation_rows.iter().map(|&(operation, _)| {
+            let snapshot = self.snapshot(operation);
+            ReservationRow {
+                reservation_id: snapshot.record.reservation_id(),
+                order_id: snapshot.record.order_id(),
+                status: snapshot.status.as_str(),
+                expires_at_ms: snapshot.expires_at_ms,
+                created_at_ms: snapshot.record.created_at_ms,
+                updated_at_ms: snapshot.updated_at_ms,
+                request_id: snapshot.record.request_id(),
+            }
+        })
+    }
+
+    /// Lines of reservations created in this batch, and committed quantities of committed
+    /// ones (an upsert on (reservation_id, sku, location)).
+    pub fn reservation_lines(&self) -> impl ExactSizeIterator<Item = ReservationLineRow<'_>> {
+        self.lines.iter().map(|line| {
+            let (operation, _) = self.reservation_rows[line.reservation_row as usize];
+            let (sku, location, _, _) = &self.items[line.item_row as usize];
+            ReservationLineRow {
+                reservation_row: line.reservation_row as usize,
+                reservation_id: self.snapshot(operation).record.reservation_id(),
+                item_row: line.item_row as usize,
+                sku,
+                location,
+                quantity: line.quantity,
+                quantity_committed: line.quantity_committed,
+            }
+        })
+    }
+
+    /// One row per item change, in LSN order.
+    pub fn ledger(&self) -> impl ExactSizeIterator<Item = LedgerRow<'_>> {
+        let positions = self.entries.iter().zip(&self.entry_positions);
+        positions.map(|(entry, &(operation_index, item_row))| {
+            let operation = &self.operations[operation_index as usize];
+            let (sku, location, _, _) = &self.items[item_row as usize];
+            let record = operation.reservation.as_ref().map(|r| &*r.record);
+            let texts = operation.texts.as_deref();
+            let text = |field: fn(&StockTexts) -> &Option<Arc<str>>| {
+                texts
+                    .and_then(|texts| field(texts).as_deref())
+                    .unwrap_or("")
+            };
+            let order_id = record.map_or_else(|| text(|t| &t.order_id), |r| r.order_id());
+            LedgerRow {
+                lsn: operation.lsn,
+                at_ms: operation.at_ms,
+                item_row: item_row as usize,
+                sku,
+                location,
+                kind: entry.kind.as_str(),
+                delta_on_hand: entry.delta_on_hand,
+                delta_reserved: entry.delta_reserved,
+                on_hand_after: entry.on_hand_after,
+                reserved_after: entry.reserved_after,
+                operation: operation_index as usize,
+                reservation_row: match self.operation_reservation_rows[operation_index as usize] {
+                    NO_ROW => None,
+                    row => Some(row as usize),
+                },
+                reservation_id: record.map_or("", |r| r.reservation_id()),
+                order_id,
+                request_id: operation.request_id().unwrap_or(""),
+                reason: text(|t| &t.reason),
+                actor: text(|t| &t.actor),
+            }
+        })
+    }
+}
+
+/// Each item's row in the batch being built, kept by the journal between takes: an entry
+/// is current only when stamped with the current take, so finding an item's row needs
+/// neither hashing nor clearing anything per take.
+#[derive(Debug, Default)]
+pub(super) struct ItemRows {
+    /// Per item index: (take that gave it a row, that row).
+    stamps: Vec<(u32, u32)>,
+    take: u32,
+}
+
+type ItemRow = (Arc<str>, Arc<str>, u64, u64);
+
+impl ItemRows {
+    fn start_take(&mut self) {
+        if self.take == u32::MAX {
+            self.stamps.fill((0, 0));
+            self.take = 0;
+        }
+        self.take += 1;
+    }
+
+    /// The row of `item` in this take, added (with its names) on first touch.
+    fn row(&mut self, item: ItemIndex, items: &Items, rows: &mut Vec<ItemRow>) -> u32 {
+        let index = item as usize;
+        if index >= self.stamps.len() {
+            // Grows (amortized) to the highest item journaled, not to every item loaded.
+            self.stamps.resize(index + 1, (0, 0));
+        }
+        let (take, row) = self.stamps[index];
+        if take == self.take {
+            return row;
+        }
+        let row = rows.len() as u32;
+        let (sku, location) = items.key(item);
+        rows.push((sku, location, 0, 0));
+        self.stamps[index] = (self.take, row);
+        row
+    }
+
+    /// The row `item` already has in this take.
+    fn existing(&self, item: ItemIndex) -> u32 {
+        let (take, row) = self.stamps[item as usize];
+        assert_eq!(
+            take, self.take,
+            "a reservation's lines were journaled with it"
+        );
+        row
+    }
+}
+
+impl JournalBatch {
+    /// Aggregates whole operations (consecutive LSNs) and their ledger entries.
+    pub(super) fn new(
+        operations: Vec<JournalOperation>,
+        entries: Vec<LedgerEntry>,
+        items: &Items,
+        item_rows: &mut ItemRows,
+    ) -> JournalBatch {
+        item_rows.start_take();
+        let lsn_first = operations.first().expect("a batch is never empty").lsn;
+        let mut batch = JournalBatch {
+            lsn_first,
+            lsn_last: operations.last().expect("a batch is never empty").lsn,
+            // Sized up front (growing would copy): at most one row per entry or item.
+            items: Vec::with_capacity(entries.len().min(items.len())),
+            idempotency: Vec::new(),
+            operations: Vec::new(),
+            operation_reservation_rows: Vec::with_capacity(operations.len()),
+            entries: Vec::new(),
+            entry_positions: Vec::with_capacity(entries.len()),
+            reservation_rows: Vec::with_capacity(operations.len()),
+            lines: Vec::new(),
+        };
+        let mut operation_entries = entries.iter();
+        for (index, operation) in operations.iter().enumerate() {
+            assert_eq!(
+                operation.lsn,
+                lsn_first + index as u64,
+                "journal LSNs not consecutive"
+            );
+            for entry in operation_entries.by_ref().take(operation.rows as usize) {
+                let item_row = item_rows.row(entry.item, items, &mut batch.items);
+                let row = &mut batch.items[item_row as usize];
+                (row.2, row.3) = (entry.on_hand_after, entry.reserved_after);
+                batch.entry_positions.push((index as u32, item_row));
+            }
+            let reservation_row = match &operation.reservation {
+                Some(snapshot) => batch.reservation_row(snapshot, index as u32),
+                None => NO_ROW,
+            };
+            batch.operation_reservation_rows.push(reservation_row);
+            if let Some(record) = &operation.idempotency {
+                batch.idempotency.push(IdempotencyRow {
+                    request_id: record.request_id.clone(),
+                    fingerprint: record.fingerprint,
+                    operation: record.operation.as_str(),
+                    outcome_json: outcome_to_json(&record.outcome),
+                    lsn: record.lsn,
+                    created_at_ms: record.created_at_ms,
+                });
+            }
+        }
+        assert_eq!(
+            batch.entry_positions.len(),
+            entries.len(),
+            "entries unclaimed"
+        );
+        batch.operations = operations;
+        batch.entries = entries;
+        batch.add_lines(item_rows);
+        batch
+    }
+
+    /// The row of the snapshot's reservation, now pointing at operation `index` (its
+    /// latest state): the row of its previous operation when that is in this batch, else
+    /// a new one.
+    fn reservation_row(&mut self, snapshot: &ReservationSnapshot, index: u32) -> u32 {
+        let rows = &mut self.reservation_rows;
+        if snapshot.previous_lsn >= self.lsn_first {
+            let previous = (snapshot.previous_lsn - self.lsn_first) as usize;
+            let row = self.operation_reservation_rows[previous];
+            assert_ne!(row, NO_ROW, "previous operation carried the reservation");
+            let created = rows[row as usize].1 || snapshot.created;
+            rows[row as usize] = (index, created);
+            return row;
+        }
+        rows.push((index, snapshot.created));
+        (rows.len() - 1) as u32
+    }
+
+    /// Lines of reservations created in this batch, and committed quantities of committed
+    /// ones. Every line's item has a row: the operation that created or committed the
+    /// reservation journaled a ledger entry for each of its lines.
+    fn add_lines(&mut self, item_rows: &ItemRows) {
+        // Usually one line per reservation row: sized up front, growing would copy.
+        self.lines.reserve(self.reservation_rows.len());
+        for (row, &(operation, created)) in self.reservation_rows.iter().enumerate() {
+            let snapshot = self.operations[operation as usize]
+                .reservation
+                .as_ref()
+                .expect("reservation operation");
+            let committed = snapshot.status == Status::Committed;
+            if !created && !committed {
+                continue;
+            }
+            for (index, line) in snapshot.record.holds.iter().enumerate() {
+                let quantity_committed = match (&snapshot.committed, committed) {
+                    (Some(lines), true) => lines.quantities[index],
+                    _ => 0,
+                };
+                self.lines.push(BatchLine {
+                    reservation_row: row as u32,
+                    item_row: item_rows.existing(line.item),
+                    quantity: line.quantity,
+                    quantity_committed,
+                });
+            }
+        }
+    }
+}

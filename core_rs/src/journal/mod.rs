@@ -1,0 +1,177 @@
+//! The journal: what persistence must write, one operation per LSN, drained in batches.
+//!
+//! Appending is cheap (fixed-size ledger entries plus shared `Arc` snapshots). `take`, which
+//! the binding runs with the interpreter released, moves whole operations into a batch and
+//! only aggregates (one row per item and per reservation, by position); the rows are read
+//! through borrowing iterators, so no row copies a string or touches a reference count,
+//! and the binding converts each distinct item and reservation to Python once.
+
+mod batch;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+pub use batch::{IdempotencyRow, JournalBatch, LedgerRow, ReservationLineRow, ReservationRow};
+
+use crate::idempotency::IdempotencyRecord;
+use crate::item::{ItemIndex, Items};
+use crate::record::{CommittedLines, ReservationRecord};
+use crate::reservation::Status;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LedgerKind {
+    Reserve,
+    Commit,
+    Release,
+    Expire,
+    Decrement,
+    Adjust,
+    Set,
+}
+
+impl LedgerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerKind::Reserve => "reserve",
+            LedgerKind::Commit => "commit",
+            LedgerKind::Release => "release",
+            LedgerKind::Expire => "expire",
+            LedgerKind::Decrement => "decrement",
+            LedgerKind::Adjust => "adjust",
+            LedgerKind::Set => "set",
+        }
+    }
+}
+
+/// One change of one item's levels.
+#[derive(Clone, Copy, Debug)]
+pub struct LedgerEntry {
+    pub item: ItemIndex,
+    pub kind: LedgerKind,
+    pub delta_on_hand: i64,
+    pub delta_reserved: i64,
+    pub on_hand_after: u64,
+    pub reserved_after: u64,
+}
+
+/// A reservation's state right after an operation: its shared fixed record and the few
+/// fields that change.
+#[derive(Clone, Debug)]
+pub struct ReservationSnapshot {
+    pub record: Arc<ReservationRecord>,
+    pub committed: Option<Arc<CommittedLines>>,
+    pub status: Status,
+    /// This operation created the reservation (its lines must be inserted).
+    pub created: bool,
+    pub expires_at_ms: i64,
+    pub updated_at_ms: i64,
+    /// LSN of the previous operation on this reservation (0: none), so a batch finds the
+    /// reservation's row by position instead of by key.
+    pub previous_lsn: u64,
+}
+
+/// Texts of a stock operation's ledger rows; most operations have none, so they are kept
+/// apart from the operation.
+#[derive(Debug, Default)]
+pub struct StockTexts {
+    pub order_id: Option<Arc<str>>,
+    pub reason: Option<Arc<str>>,
+    pub actor: Option<Arc<str>>,
+}
+
+/// Everything one LSN changed; its ledger entries are the next `rows` entries of the journal.
+/// The operation's request id is its idempotency record's: a mutation remembers its
+/// outcome exactly when it was given a request id.
+#[derive(Debug, Default)]
+pub struct JournalOperation {
+    pub lsn: u64,
+    pub at_ms: i64,
+    pub rows: u32,
+    pub reservation: Option<ReservationSnapshot>,
+    pub texts: Option<Box<StockTexts>>,
+    pub idempotency: Option<Arc<IdempotencyRecord>>,
+}
+
+impl JournalOperation {
+    pub(crate) fn request_id(&self) -> Option<&str> {
+        self.idempotency.as_ref().map(|record| &*record.request_id)
+    }
+}
+
+#[derive(Debug)]
+pub struct Journal {
+    operations: VecDeque<JournalOperation>,
+    entries: VecDeque<LedgerEntry>,
+    /// Entries appended since the last operation was closed.
+    open_rows: u32,
+    last_lsn: u64,
+    pub operations_max: usize,
+    /// Batch rows of items, kept between takes (see `batch::ItemRows`).
+    item_rows: batch::ItemRows,
+}
+
+impl Journal {
+    pub fn new(operations_max: usize) -> Journal {
+        Journal {
+            operations: VecDeque::new(),
+            entries: VecDeque::new(),
+            open_rows: 0,
+            last_lsn: 0,
+            operations_max,
+            item_rows: batch::ItemRows::default(),
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.operations.len()
+    }
+
+    pub fn room(&self) -> usize {
+        self.operations_max.saturating_sub(self.operations.len())
+    }
+
+    pub fn last_lsn(&self) -> u64 {
+        self.last_lsn
+    }
+
+    pub fn push_entry(&mut self, entry: LedgerEntry) {
+        assert!(entry.reserved_after <= entry.on_hand_after);
+        self.entries.push_back(entry);
+        self.open_rows += 1;
+    }
+
+    /// Closes an operation over the entries pushed since the previous one.
+    pub fn push_operation(&mut self, mut operation: JournalOperation) {
+        assert_eq!(
+            operation.lsn,
+            self.last_lsn + 1,
+            "journal LSNs must be consecutive"
+        );
+        assert!(
+            self.operations.len() < self.operations_max,
+            "journal bound checked by caller"
+        );
+        operation.rows = self.open_rows;
+        self.open_rows = 0;
+        self.last_lsn = operation.lsn;
+        self.operations.push_back(operation);
+    }
+
+    /// Drains up to `operations_max` whole operations into a batch.
+    pub fn take(&mut self, operations_max: usize, items: &Items) -> Option<JournalBatch> {
+        assert_eq!(self.open_rows, 0, "take_journal inside an operation");
+        let count = operations_max.min(self.operations.len());
+        if count == 0 {
+            return None;
+        }
+        let operations: Vec<JournalOperation> = self.operations.drain(..count).collect();
+        let rows: usize = operations.iter().map(|o| o.rows as usize).sum();
+        let entries: Vec<LedgerEntry> = self.entries.drain(..rows).collect();
+        Some(JournalBatch::new(
+            operations,
+            entries,
+            items,
+            &mut self.item_rows,
+        ))
+    }
+}
