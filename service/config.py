@@ -53,9 +53,10 @@ class Config:
     memory, health probes and maintenance (batch writers have their own connections)."""
 
     database_writers: int = 2
-    """STOCK_DATABASE_WRITERS: batches written at once, each on its own connection (1..8).
-    Two let PostgreSQL work on one batch while the next is sent (measured: 1.7-1.9 times the
-    durable reservations/s of one on this 2-core machine); 1 writes strictly one at a time."""
+    """STOCK_DATABASE_WRITERS: batches written at once, each on its own connection (1..8),
+    once a backlog of large batches builds up (small batches always go one at a time). Two
+    wrote 1.66 times the reservations/s of one at 1,000 per batch on this 2-core machine
+    (loadtest/bench_write.py); 1 writes strictly one batch after another."""
 
     database_timeout_ms: int = 5_000
     """STOCK_DATABASE_TIMEOUT_MS: bound on every SQL statement and on connecting."""

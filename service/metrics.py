@@ -29,6 +29,8 @@ BATCH_ROWS = Histogram("stock_commit_batch_item_rows", "Item rows updated per tr
                        buckets=BATCH_SIZE_BUCKETS)
 COMMIT_SECONDS = Histogram("stock_commit_seconds", "PostgreSQL batch transaction latency",
                            buckets=LATENCY_BUCKETS_S)
+COMMIT_OVERLAPPED = Counter("stock_commit_overlapped_total",
+                            "Batch transactions started while another was still being written")
 COMMIT_FAILURES = Counter("stock_commit_failures_total", "Batch transactions that failed")
 REBUILDS = Counter("stock_engine_rebuilds_total", "Engine rebuilds from PostgreSQL")
 JOURNAL_PENDING = Gauge("stock_journal_pending", "Journal operations not yet in PostgreSQL")
