@@ -88,6 +88,8 @@ class Committer:
         self._writers = writers
         self._free_writers = list(range(writers))
         self._flights: collections.deque[Flight] = collections.deque()  # in batch order
+        # A taken batch that shares rows with a write under way: written once that one is done.
+        self._held: Any | None = None
         self._refusing = False
         self._probe_task: asyncio.Task | None = None
         self._probe_failed = False
@@ -179,7 +181,8 @@ class Committer:
                 continue
             if self._engine is None or not self._free_writers:
                 continue  # a finishing write wakes this loop
-            if self._flights and self._pending() < PARALLEL_WRITE_OPERATIONS_MIN:
+            if (self._flights and self._held is None
+                    and self._pending() < PARALLEL_WRITE_OPERATIONS_MIN):
                 continue  # small batches go one at a time; a finishing write wakes this loop
             if self._should_linger():
                 # Let concurrent calls join this batch: at most one batch starts per window,
@@ -224,11 +227,25 @@ class Committer:
 
     def _start_write(self) -> bool:
         """Takes one batch of what is journaled and starts writing it on a free writer
-        connection; False if nothing was pending."""
+        connection; False if nothing was pending, or if the batch must wait (held) until the
+        writes under way that share a row with it have finished.
+
+        Two batches are only ever written at once when they share no item, reservation or
+        idempotency record: an item row holds its final levels, which include the effects of
+        every earlier batch on that item, so a later batch on the same rows must not commit
+        while an earlier one may still fail. Disjoint batches are independent: if one fails,
+        what the other committed is consistent on its own (and the engine is rebuilt from
+        PostgreSQL anyway)."""
         assert self._engine is not None and self._free_writers, "a live engine and a writer"
-        batch = self._engine.take_journal(self._operations_max)
+        batch, self._held = self._held, None
+        if batch is None:
+            batch = self._engine.take_journal(self._operations_max)
         if batch is None:
             self._pending()
+            return False
+        if any(not flight.task.done() and batch.shares_rows_with(flight.batch)
+               for flight in self._flights):
+            self._held = batch  # a finishing write wakes the loop, which tries again
             return False
         self._batch_started_at = time.monotonic()
         if self._flights:
@@ -316,6 +333,7 @@ class Committer:
 
     async def _discard_engine(self) -> None:
         self._engine = None
+        self._held = None  # the discarded engine's: never written
         self._generation += 1
         self._durable_lsn = 0
         self._fail_waiters(UNAVAILABLE_WRITE_FAILED)

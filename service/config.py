@@ -54,9 +54,10 @@ class Config:
 
     database_writers: int = 2
     """STOCK_DATABASE_WRITERS: batches written at once, each on its own connection (1..8),
-    once a backlog of large batches builds up (small batches always go one at a time). Two
-    wrote 1.66 times the reservations/s of one at 1,000 per batch on this 2-core machine
-    (loadtest/bench_write.py); 1 writes strictly one batch after another."""
+    once a backlog of large batches builds up and only for batches that share no row (small
+    or overlapping batches go one at a time). Two wrote 1.66 times the reservations/s of one
+    for disjoint 1,000-reservation batches on this 2-core machine (loadtest/bench_write.py);
+    1 writes strictly one batch after another."""
 
     database_timeout_ms: int = 5_000
     """STOCK_DATABASE_TIMEOUT_MS: bound on every SQL statement and on connecting."""

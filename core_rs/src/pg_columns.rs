@@ -6,6 +6,8 @@
 //! The tables and column order are `TABLES`; `service/persistence.py` checks its SQL against
 //! them (`Engine.pg_tables()`), so the two cannot drift apart silently.
 
+use rustc_hash::FxHashSet;
+
 use crate::journal::JournalBatch;
 
 /// (table, columns) in the order `batch_columns` renders them.
@@ -65,6 +67,37 @@ pub const TABLES: [(&str, &[&str]); 5] = [
         ],
     ),
 ];
+
+/// True when two batches write a common keyed row: an item, a reservation (with its lines)
+/// or an idempotency record. Batches that do not may be written on two connections at once
+/// (each one's rows then hold values that no operation of the other changed, so either may
+/// commit without the other); batches that do must be written one after the other.
+pub fn share_rows(first: &JournalBatch, second: &JournalBatch) -> bool {
+    let items: FxHashSet<(&str, &str)> = first
+        .items
+        .iter()
+        .map(|(sku, location, _, _)| (&**sku, &**location))
+        .collect();
+    if second
+        .items
+        .iter()
+        .any(|(sku, location, _, _)| items.contains(&(&**sku, &**location)))
+    {
+        return true;
+    }
+    let reservations: FxHashSet<&str> = first.reservations().map(|r| r.reservation_id).collect();
+    if second
+        .reservations()
+        .any(|r| reservations.contains(r.reservation_id))
+    {
+        return true;
+    }
+    let requests: FxHashSet<&str> = first.idempotency.iter().map(|r| &*r.request_id).collect();
+    second
+        .idempotency
+        .iter()
+        .any(|r| requests.contains(&*r.request_id))
+}
 
 /// Number of columns over all tables: the length of `batch_columns`' answer.
 pub fn column_count() -> usize {
@@ -273,6 +306,45 @@ mod tests {
     fn quotes_and_escapes() {
         let rendered = text_array(&[Some("a"), Some("b\"c"), Some("d\\e"), None, Some("")]);
         assert_eq!(rendered, r#"{"a","b\"c","d\\e",NULL,""}"#);
+    }
+
+    #[test]
+    fn batches_share_rows_through_items_reservations_and_request_ids() {
+        use crate::engine::Annotation;
+        use crate::{Engine, EngineConfig, LineInput};
+        const NOW: i64 = 1_700_000_000_000;
+        let mut engine = Engine::new(EngineConfig::default()).unwrap();
+        for sku in ["a", "b", "c"] {
+            engine
+                .set_stock(sku, "", 100, None, NOW, Annotation::default())
+                .unwrap();
+        }
+        engine.take_journal(100).unwrap();
+        let line = |sku| LineInput {
+            sku,
+            location: "",
+            quantity: 1,
+        };
+        let take = |engine: &mut Engine| engine.take_journal(100).unwrap().unwrap();
+        engine
+            .reserve("r1", "o", &[line("a")], 60_000, NOW, Some("q1"))
+            .unwrap();
+        let on_a = take(&mut engine);
+        engine
+            .reserve("r2", "o", &[line("b")], 60_000, NOW, Some("q2"))
+            .unwrap();
+        let on_b = take(&mut engine);
+        engine
+            .reserve("r3", "o", &[line("a")], 60_000, NOW, None)
+            .unwrap();
+        let on_a_again = take(&mut engine);
+        engine.extend("r2", 120_000, NOW).unwrap();
+        let extend_r2 = take(&mut engine);
+        assert!(!share_rows(&on_a, &on_b) && !share_rows(&on_b, &on_a));
+        assert!(share_rows(&on_a, &on_a_again) && share_rows(&on_a_again, &on_a));
+        // No item row at all, but the same reservation.
+        assert!(extend_r2.items.is_empty());
+        assert!(share_rows(&on_b, &extend_r2) && !share_rows(&on_a, &extend_r2));
     }
 
     #[test]

@@ -167,3 +167,65 @@ async def test_refusal_waits_for_the_change_it_rests_on(app):
         await wait_serving(app)
         held = await stub.Reserve(stock_pb2.ReserveRequest(order_id="c", lines=[line(sku, 1)]))
         assert held.status == stock_pb2.RESERVATION_STATUS_ACTIVE
+
+
+BIG_BATCH = 1_000  # reservations per call: enough backlog for a second writer
+
+
+@pytest.mark.parametrize("shared_item", [True, False])
+async def test_a_failed_large_batch_leaves_postgresql_consistent(app, shared_item):
+    """Two large batches, the first of which fails after a delay. If the second shares an
+    item with it, it must not be written meanwhile: its item row would hold levels that
+    include the first batch's holds. If it shares nothing, it may be written at once, and
+    what it committed stands on its own. Either way every call is UNAVAILABLE and, after the
+    rebuild, each item's reserved equals its active holds in PostgreSQL."""
+    first_sku, other_sku = unique("first"), unique("other")
+    second_sku = first_sku if shared_item else other_sku
+    entered, gate = asyncio.Event(), asyncio.Event()
+    real_write = app.persistence.write_batch
+    writes: list[int] = []
+
+    async def first_fails(batch, **kwargs):
+        writes.append(batch.lsn_last)
+        if len(writes) == 1:
+            entered.set()
+            await gate.wait()
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("connection lost (test)")
+        await real_write(batch, **kwargs)
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = stock_pb2_grpc.StockServiceStub(channel)
+        for sku in (first_sku, other_sku):
+            await stub.SetStock(stock_pb2.SetStockRequest(sku=sku, on_hand=10_000),
+                                metadata=METADATA)
+
+        def reserve_batch(sku: str):
+            return stub.ReserveBatch(stock_pb2.ReserveBatchRequest(requests=[
+                stock_pb2.ReserveRequest(order_id=f"o{n}", lines=[line(sku, 1)])
+                for n in range(BIG_BATCH)]))
+
+        app.persistence.write_batch = first_fails
+        first = asyncio.ensure_future(reserve_batch(first_sku))
+        await asyncio.wait_for(entered.wait(), 10)
+        second = asyncio.ensure_future(reserve_batch(second_sku))
+        await asyncio.sleep(0.5)  # time for a second writer to start, if it may
+        assert len(writes) == (1 if shared_item else 2)
+        gate.set()
+        for call in (first, second):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        app.persistence.write_batch = real_write
+        await wait_serving(app)
+    async with app.persistence._pool.acquire() as connection:
+        for sku in (first_sku, other_sku):
+            reserved, held = await connection.fetchrow(
+                "SELECT i.reserved, (SELECT coalesce(sum(l.quantity), 0) FROM reservation_lines l"
+                " JOIN reservations r USING (reservation_id)"
+                " WHERE r.status = 'active' AND l.sku = i.sku) FROM items i WHERE i.sku = $1",
+                sku)
+            assert reserved == held
+    expected_other = 0 if shared_item else BIG_BATCH  # the disjoint batch did commit
+    async with app.persistence._pool.acquire() as connection:
+        assert await connection.fetchval("SELECT reserved FROM items WHERE sku = $1",
+                                         other_sku) == expected_other

@@ -110,11 +110,12 @@ BATCH_SKUS = 40
 
 async def test_large_batches_written_in_parallel_leave_consistent_rows(
         stub, server, db, admin_metadata):
-    """Concurrent ReserveBatch calls of 1,000 build a backlog, so the committer writes
-    batches on two connections at once; afterwards every counter in PostgreSQL equals its
-    active holds and its ledger, whatever order the batches committed in."""
+    """Concurrent ReserveBatch calls of 1,000, each on its own items, build a backlog of
+    batches that share no row, so the committer writes them on two connections at once;
+    afterwards every counter in PostgreSQL equals its active holds and its ledger, whatever
+    order the batches committed in."""
     tag = unique("parallel")
-    skus = [f"{tag}-{index:02d}" for index in range(BATCH_SKUS)]
+    skus = [f"{tag}-{index:02d}" for index in range(BATCH_SKUS * BATCHES_AT_ONCE)]
     for sku in skus:
         await stock_item(stub, admin_metadata, sku, 1_000_000)
     before = await scrape(server)
@@ -122,7 +123,7 @@ async def test_large_batches_written_in_parallel_leave_consistent_rows(
     async def reserve_batch(round_number: int) -> list[str]:
         requests = [stock_pb2.ReserveRequest(
             order_id=f"{tag}-{round_number}-{index}",
-            lines=[line(skus[(round_number + index) % BATCH_SKUS], 1 + index % 3)])
+            lines=[line(skus[round_number * BATCH_SKUS + index % BATCH_SKUS], 1 + index % 3)])
             for index in range(BATCH_RESERVATIONS)]
         response = await stub.ReserveBatch(stock_pb2.ReserveBatchRequest(requests=requests),
                                            timeout=60)
@@ -152,7 +153,7 @@ async def test_large_batches_written_in_parallel_leave_consistent_rows(
         " (SELECT sum(delta_on_hand) FROM ledger g WHERE g.sku = i.sku) AS ledger_on_hand,"
         " (SELECT sum(delta_reserved) FROM ledger g WHERE g.sku = i.sku) AS ledger_reserved"
         " FROM items i WHERE i.sku LIKE $1", f"{tag}-%")
-    assert len(rows) == BATCH_SKUS
+    assert len(rows) == BATCH_SKUS * BATCHES_AT_ONCE
     for row in rows:
         assert row["reserved"] == row["held"], dict(row)
         assert (row["on_hand"], row["reserved"]) == (row["ledger_on_hand"],

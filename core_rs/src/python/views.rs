@@ -8,6 +8,7 @@ use pyo3::types::{PyList, PyString, PyTuple};
 use super::conversions::tuple;
 use crate::engine::EngineState as RustEngineState;
 use crate::journal::{JournalBatch as RustJournalBatch, LedgerRow};
+use crate::pg_columns;
 use crate::view;
 
 fn line_list<'py>(py: Python<'py>, lines: &[view::LineView]) -> PyResult<Bound<'py, PyList>> {
@@ -194,6 +195,13 @@ impl JournalBatch {
     #[getter]
     fn idempotency(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
         Ok(self.rows(py)?.idempotency.clone_ref(py))
+    }
+
+    /// Whether the two batches write a common item, reservation or idempotency record
+    /// (core_rs/src/pg_columns.rs `share_rows`).
+    fn shares_rows_with(&self, py: Python<'_>, other: PyRef<'_, JournalBatch>) -> bool {
+        let other = &other.batch;
+        py.detach(|| pg_columns::share_rows(&self.batch, other))
     }
 }
 
