@@ -6,7 +6,6 @@ real `python -m service` subprocess.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import glob
 import importlib.util
 import os
@@ -18,13 +17,10 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncpg
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from service_process import ServiceProcess, create_database, drop_database
 
 # One definition of the shared-cluster role and of a free port, used by the benchmark too.
 from loadtest.processes import free_port, pg_user
@@ -38,11 +34,7 @@ ADMIN_TOKEN = "ops-test-token"
 # Waits, each bounded so a broken start fails the test instead of hanging it.
 REDIS_START_S_MAX = 10.0
 PG_START_S_MAX = 30.0
-SERVICE_START_S_MAX = 60.0
-SERVICE_STOP_S_MAX = 15.0
-HEALTH_POLL_S = 0.1
 CLI_TIMEOUT_S = 30
-LOG_TAIL_CHARS = 4_000
 
 
 def unique_name(kind: str) -> str:
@@ -236,22 +228,6 @@ def shared_dsn(database: str) -> str:
     return f"postgresql://{pg_user()}@{SHARED_PG_HOST}:{SHARED_PG_PORT}/{database}"
 
 
-async def create_database(admin_dsn: str, name: str) -> None:
-    connection = await asyncpg.connect(admin_dsn, timeout=10)
-    try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-
-
-async def drop_database(admin_dsn: str, name: str) -> None:
-    connection = await asyncpg.connect(admin_dsn, timeout=10)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
-
-
 @pytest.fixture
 async def shared_database() -> AsyncIterator[str]:
     """A fresh, empty database on the shared cluster; yields its DSN and drops it after."""
@@ -271,99 +247,6 @@ def redis_prefix() -> str:
 # ---- the service subprocess --------------------------------------------------------------------
 
 
-@dataclass
-class ServiceProcess:
-    """A real `python -m service` subprocess; its output goes to a log file shown on failure."""
-
-    database_url: str
-    redis_url: str
-    redis_prefix: str
-    port: int = field(default_factory=free_port)
-    metrics_port: int = field(default_factory=free_port)
-    extra_env: dict[str, str] = field(default_factory=dict)
-    process: subprocess.Popen | None = None
-    log_path: Path = field(
-        default_factory=lambda: Path(tempfile.mkstemp(prefix="ops_service_", suffix=".log")[1])
-    )
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            STOCK_LISTEN=self.address,
-            STOCK_DATABASE_URL=self.database_url,
-            STOCK_REDIS_URL=self.redis_url,
-            STOCK_REDIS_PREFIX=self.redis_prefix,
-            STOCK_ADMIN_TOKEN=ADMIN_TOKEN,
-            STOCK_METRICS_LISTEN=f"127.0.0.1:{self.metrics_port}",
-            PYTHONUNBUFFERED="1",
-        )
-        env.update(self.extra_env)
-        return env
-
-    def launch(self) -> None:
-        assert self.process is None or self.process.poll() is not None, "service already running"
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it until it exits
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "service"], cwd=ROOT, env=self.env(),
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        log.close()
-
-    async def start(self, timeout_s: float = SERVICE_START_S_MAX) -> None:
-        self.launch()
-        await self.wait_health(health_pb2.HealthCheckResponse.SERVING, timeout_s)
-
-    async def health(self) -> int | None:
-        """The overall health status, or None when the server does not answer."""
-        async with grpc.aio.insecure_channel(self.address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            try:
-                response = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-            except grpc.aio.AioRpcError:
-                return None
-            return response.status
-
-    async def wait_health(self, status: int, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise AssertionError(f"service exited with {self.process.returncode}:\n"
-                                     + self.log_tail())
-            if await self.health() == status:
-                return
-            await asyncio.sleep(HEALTH_POLL_S)
-        raise AssertionError(f"service health never became {status}:\n{self.log_tail()}")
-
-    def kill9(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=SERVICE_STOP_S_MAX)
-
-    def terminate(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=SERVICE_STOP_S_MAX)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def log_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
-        return "(no log)"
-
-    def cleanup(self) -> None:
-        self.terminate()
-        with contextlib.suppress(OSError):
-            self.log_path.unlink()
-
-
 @pytest.fixture
 def service_factory(request) -> Iterator:
     """Makes ServiceProcess objects; terminates them after the test. Their logs are printed, and
@@ -371,7 +254,7 @@ def service_factory(request) -> Iterator:
     made: list[ServiceProcess] = []
 
     def make(**kwargs) -> ServiceProcess:
-        service = ServiceProcess(**kwargs)
+        service = ServiceProcess(admin_token=ADMIN_TOKEN, **kwargs)
         made.append(service)
         return service
 

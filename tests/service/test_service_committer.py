@@ -9,10 +9,11 @@ import asyncio
 import asyncpg
 import grpc
 import pytest
-from conftest import ADMIN_TOKEN, REDIS_URL, create_database, drop_database, free_port
+from conftest import ADMIN_TOKEN, REDIS_URL, create_database, drop_database
 from grpc_health.v1 import health_pb2
 from stock_helpers import line, unique
 
+from loadtest.processes import free_port
 from service.config import Config
 from service.gen.stock.v1 import stock_pb2, stock_pb2_grpc
 from service.server import App

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from conftest import ServiceRunner, free_port
+from conftest import service_runner
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from stock_helpers import unique
 
+from loadtest.processes import free_port
 from service.gen.stock.v1 import stock_pb2, stock_pb2_grpc
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -33,7 +34,7 @@ async def test_reflection_lists_the_services(channel):
 async def test_unreachable_postgres_is_not_serving_and_unavailable():
     # Nothing listens on this port: recovery keeps retrying, calls are refused meanwhile.
     nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/stock"
-    runner = ServiceRunner(nowhere, unique("down") + ":", STOCK_REBUILD_BACKOFF_MAX_MS="200")
+    runner = service_runner(nowhere, unique("down") + ":", STOCK_REBUILD_BACKOFF_MAX_MS="200")
     runner.launch()
     try:
         await runner.wait_health(NOT_SERVING)
@@ -43,7 +44,7 @@ async def test_unreachable_postgres_is_not_serving_and_unavailable():
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.GetStock(stock_pb2.GetStockRequest(skus=["a"]), timeout=5)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert runner.terminate() == 0, runner.log()
+        assert runner.terminate() == 0, runner.log_tail()
     finally:
         runner.terminate()
         runner.log_path.unlink(missing_ok=True)

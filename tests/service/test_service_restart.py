@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from conftest import ADMIN_TOKEN, REDIS_URL, ServiceRunner, create_database, drop_database
-from conftest import free_port as pick_port
+from conftest import ADMIN_TOKEN, REDIS_URL, create_database, drop_database, service_runner
 from grpc_health.v1 import health_pb2
 from stock_helpers import line, unique
 
+from loadtest.processes import free_port as pick_port
 from service.config import Config
 from service.gen.stock.v1 import stock_pb2, stock_pb2_grpc
 from service.server import App
@@ -69,11 +69,11 @@ async def test_restart_restores_identical_state(admin_metadata):
     database_url = await create_database()
     prefix = unique("restart") + ":"
     try:
-        first = ServiceRunner(database_url, prefix)
+        first = service_runner(database_url, prefix)
         await first.start()
         async with grpc.aio.insecure_channel(first.address) as channel:
             before = await make_state(stock_pb2_grpc.StockServiceStub(channel), admin_metadata)
-        assert first.terminate() == 0, first.log()  # SIGTERM: orderly, exit 0
+        assert first.terminate() == 0, first.log_tail()  # SIGTERM: orderly, exit 0
         await asyncio.sleep(1.2)  # the 1 s hold is now overdue
 
         port = pick_port()

@@ -9,7 +9,7 @@ from collections import Counter
 import asyncpg
 import grpc
 import pytest
-from conftest import ADMIN_TOKEN, ServiceRunner, create_database, drop_database
+from conftest import ADMIN_TOKEN, create_database, drop_database, service_runner
 from stock_helpers import line, unique
 
 from service.gen.stock.v1 import stock_pb2, stock_pb2_grpc
@@ -35,7 +35,7 @@ async def reserve(stub, sku: str) -> tuple[grpc.StatusCode, str]:
 
 
 async def test_sigterm_finishes_in_flight_calls_and_keeps_every_ok(fresh_database):
-    runner = await ServiceRunner(fresh_database, unique("term") + ":").start()
+    runner = await service_runner(fresh_database, unique("term") + ":").start()
     sku = unique()
     try:
         async with grpc.aio.insecure_channel(runner.address) as channel:
@@ -46,7 +46,7 @@ async def test_sigterm_finishes_in_flight_calls_and_keeps_every_ok(fresh_databas
             await asyncio.sleep(0.05)  # some answered, some in flight, some not yet sent
             runner.process.terminate()
             outcomes = await asyncio.gather(*calls)
-        assert await asyncio.to_thread(runner.process.wait, 20) == 0, runner.log()
+        assert await asyncio.to_thread(runner.process.wait, 20) == 0, runner.log_tail()
     finally:
         runner.terminate()
     codes = Counter(code for code, _ in outcomes)
@@ -70,7 +70,7 @@ async def test_sigterm_finishes_in_flight_calls_and_keeps_every_ok(fresh_databas
 
 
 async def test_calls_beyond_the_in_flight_bound_are_resource_exhausted(fresh_database):
-    runner = await ServiceRunner(fresh_database, unique("busy") + ":",
+    runner = await service_runner(fresh_database, unique("busy") + ":",
                                  STOCK_INFLIGHT_CALLS_MAX="4").start()
     sku = unique()
     try:
