@@ -52,6 +52,47 @@ fn ids(prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// `iterations` single-line reserve + release pairs of fresh ids, the journal drained every
+/// DRAIN_EVERY_OPERATIONS operations as the service does; the time taken, with or without
+/// the drains.
+fn timed_pairs(
+    engine: &mut Engine,
+    ids: &[String],
+    skus: &[String],
+    next: &mut usize,
+    iterations: u64,
+    drains_timed: bool,
+) -> Duration {
+    let mut untimed = Duration::ZERO;
+    let start = Instant::now();
+    for _ in 0..iterations {
+        let id = &ids[*next & (ID_POOL - 1)];
+        let sku = &skus[*next % ITEMS];
+        *next += 1;
+        let line = [LineInput {
+            sku,
+            location: "",
+            quantity: 1,
+        }];
+        black_box(
+            engine
+                .reserve(id, "order", &line, TTL_MS, NOW_MS, None)
+                .unwrap(),
+        );
+        black_box(engine.release(id, NOW_MS, None).unwrap());
+        if (2 * *next as u64).is_multiple_of(DRAIN_EVERY_OPERATIONS) {
+            let drain_start = Instant::now();
+            drain(engine);
+            if !drains_timed {
+                untimed += drain_start.elapsed();
+            }
+        }
+    }
+    let elapsed = start.elapsed() - untimed;
+    drain(engine);
+    elapsed
+}
+
 fn reserve_release_pairs(c: &mut Criterion) {
     let (mut engine, skus) = stocked_engine();
     let ids = ids("pair");
@@ -59,62 +100,23 @@ fn reserve_release_pairs(c: &mut Criterion) {
     let mut next = 0usize;
     let mut group = c.benchmark_group("reserve_release");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("single_line_pair", |b| {
-        b.iter_custom(|iterations| {
-            let start = Instant::now();
-            for _ in 0..iterations {
-                let id = &ids[next & (ID_POOL - 1)];
-                let sku = &skus[next % ITEMS];
-                next += 1;
-                let line = [LineInput {
-                    sku,
-                    location: "",
-                    quantity: 1,
-                }];
-                black_box(
-                    engine
-                        .reserve(id, "order", &line, TTL_MS, NOW_MS, None)
-                        .unwrap(),
-                );
-                black_box(engine.release(id, NOW_MS, None).unwrap());
-                if (2 * next as u64).is_multiple_of(DRAIN_EVERY_OPERATIONS) {
-                    drain(&mut engine);
-                }
-            }
-            drain(&mut engine);
-            start.elapsed()
-        })
-    });
-    group.bench_function("single_line_pair_drain_untimed", |b| {
-        b.iter_custom(|iterations| {
-            let mut elapsed = Duration::ZERO;
-            let mut start = Instant::now();
-            for _ in 0..iterations {
-                let id = &ids[next & (ID_POOL - 1)];
-                let sku = &skus[next % ITEMS];
-                next += 1;
-                let line = [LineInput {
-                    sku,
-                    location: "",
-                    quantity: 1,
-                }];
-                black_box(
-                    engine
-                        .reserve(id, "order", &line, TTL_MS, NOW_MS, None)
-                        .unwrap(),
-                );
-                black_box(engine.release(id, NOW_MS, None).unwrap());
-                if (2 * next as u64).is_multiple_of(DRAIN_EVERY_OPERATIONS) {
-                    elapsed += start.elapsed();
-                    drain(&mut engine);
-                    start = Instant::now();
-                }
-            }
-            elapsed += start.elapsed();
-            drain(&mut engine);
-            elapsed
-        })
-    });
+    for (name, drains_timed) in [
+        ("single_line_pair", true),
+        ("single_line_pair_drain_untimed", false),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iterations| {
+                timed_pairs(
+                    &mut engine,
+                    &ids,
+                    &skus,
+                    &mut next,
+                    iterations,
+                    drains_timed,
+                )
+            })
+        });
+    }
     group.finish();
 }
 

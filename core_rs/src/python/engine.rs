@@ -39,15 +39,26 @@ fn reservation_result(
     }
 }
 
-fn check_batch(py: Python<'_>, requests: &Bound<'_, PyAny>) -> PyResult<()> {
-    if requests.len()? > BATCH_REQUESTS_MAX {
+/// The requests of a batch call (at most BATCH_REQUESTS_MAX), each converted by `convert`
+/// while the interpreter is held.
+fn batch_requests<'py, R>(
+    py: Python<'py>,
+    requests: &Bound<'py, PyAny>,
+    mut convert: impl FnMut(Bound<'py, PyAny>) -> PyResult<R>,
+) -> PyResult<Vec<R>> {
+    let count = requests.len()?;
+    if count > BATCH_REQUESTS_MAX {
         let error = EngineError::LimitExceeded {
             field: "requests",
             bound: BATCH_REQUESTS_MAX as u64,
         };
         return Err(to_py_err(py, &error));
     }
-    Ok(())
+    let mut batch = Vec::with_capacity(count);
+    for request in requests.try_iter()? {
+        batch.push(convert(request?)?);
+    }
+    Ok(batch)
 }
 
 struct ReserveRequest {
@@ -302,10 +313,7 @@ impl Engine {
         requests: &Bound<'py, PyAny>,
         now_ms: i64,
     ) -> PyResult<Bound<'py, PyList>> {
-        check_batch(py, requests)?;
-        let mut batch = Vec::with_capacity(requests.len()?);
-        for request in requests.try_iter()? {
-            let request = request?;
+        let batch = batch_requests(py, requests, |request| {
             let (reservation_id, order_id, lines, ttl_ms, request_id): (
                 PyBackedStr,
                 PyBackedStr,
@@ -313,16 +321,14 @@ impl Engine {
                 Bound<'py, PyAny>,
                 Option<PyBackedStr>,
             ) = request.extract()?;
-            let lines = conversions::lines(&lines)?;
-            let ttl_ms = integer(&ttl_ms, "ttl_ms", TTL_MS_MAX as u64)?;
-            batch.push(ReserveRequest {
+            Ok(ReserveRequest {
                 reservation_id,
                 order_id,
-                lines,
-                ttl_ms,
+                lines: conversions::lines(&lines)?,
+                ttl_ms: integer(&ttl_ms, "ttl_ms", TTL_MS_MAX as u64)?,
                 request_id,
-            });
-        }
+            })
+        })?;
         self.apply_batch(py, &batch, |engine, r| {
             let inputs = conversions::inputs(&r.lines);
             engine.reserve(
@@ -342,22 +348,18 @@ impl Engine {
         requests: &Bound<'py, PyAny>,
         now_ms: i64,
     ) -> PyResult<Bound<'py, PyList>> {
-        check_batch(py, requests)?;
-        let mut batch = Vec::with_capacity(requests.len()?);
-        for request in requests.try_iter()? {
-            let request = request?;
+        let batch = batch_requests(py, requests, |request| {
             let (reservation_id, lines, request_id): (
                 PyBackedStr,
                 Option<Bound<'py, PyAny>>,
                 Option<PyBackedStr>,
             ) = request.extract()?;
-            let lines = lines.as_ref().map(conversions::lines).transpose()?;
-            batch.push(CommitRequest {
+            Ok(CommitRequest {
                 reservation_id,
-                lines,
+                lines: lines.as_ref().map(conversions::lines).transpose()?,
                 request_id,
-            });
-        }
+            })
+        })?;
         self.apply_batch(py, &batch, |engine, r| {
             let inputs = r.lines.as_deref().map(conversions::inputs);
             engine.commit(
@@ -375,12 +377,8 @@ impl Engine {
         requests: &Bound<'py, PyAny>,
         now_ms: i64,
     ) -> PyResult<Bound<'py, PyList>> {
-        check_batch(py, requests)?;
-        let mut batch: Vec<(PyBackedStr, Option<PyBackedStr>)> =
-            Vec::with_capacity(requests.len()?);
-        for request in requests.try_iter()? {
-            batch.push(request?.extract()?);
-        }
+        let batch: Vec<(PyBackedStr, Option<PyBackedStr>)> =
+            batch_requests(py, requests, |request| request.extract())?;
         self.apply_batch(py, &batch, |engine, (reservation_id, request_id)| {
             engine.release(reservation_id, now_ms, request_id.as_deref())
         })
