@@ -1,13 +1,15 @@
 //! Reservations: a slab of records addressed by (slot, generation), an id index, and the
 //! FIFO of terminal reservations retained for late commits, releases and reads.
 
+mod id_index;
+
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use std::hash::BuildHasher;
-
-use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
+
+use id_index::IdIndex;
 
 use crate::item::ItemIndex;
 use crate::prefetch::prefetch;
@@ -152,6 +154,9 @@ impl Reservation {
 #[derive(Debug, Default)]
 struct Slot {
     generation: u32,
+    /// The id hash of the reservation stored (meaningless when empty), so that evicting it
+    /// finds its index entry without reading its id.
+    id_hash: u32,
     reservation: Option<Reservation>,
 }
 
@@ -210,7 +215,7 @@ impl Slab {
 
 /// 32 bits of a reservation id's hash, stored next to the slot number in the index so
 /// that growing the index and telling entries apart need not read the slab. A reserve
-/// computes it once for both its existence check and its insert.
+/// computes it once for its prefetch, its existence check and its insert.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IdHash(u32);
 
@@ -220,56 +225,26 @@ impl IdHash {
     }
 }
 
-/// The 64-bit hash the index places an entry by, derived from the stored 32 bits alone
-/// (multiplying spreads them over the high bits, which the index uses for its tags).
-fn spread(hash: u32) -> u64 {
-    u64::from(hash).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-}
-
 /// Slab of reservations with an id index and a bounded FIFO of terminal ones.
 #[derive(Debug, Default)]
 pub struct Reservations {
     slots: Slab,
     free: Vec<u32>,
-    /// Slots by reservation id; ids are compared through the slab. Evicting leaves the
-    /// entry behind (stale: its generation no longer matches the slot's): removing it
-    /// would cost a cache miss on a cold part of the index for every finished
-    /// reservation, while dropping stale entries in bulk scans the index in order.
-    by_id: HashTable<IndexEntry>,
-    /// Entries of `by_id` left behind by evictions since the last purge.
-    stale_entries: usize,
+    /// Slots by reservation id; ids are compared through the slab. Evicting removes the
+    /// entry; its bucket was prefetched one eviction ahead, as were the slot and record.
+    by_id: IdIndex,
     terminal_order: VecDeque<(u32, u32)>,
     pub active_count: usize,
     pub terminal_count: usize,
 }
 
-/// An id index entry: the slot and the generation of the reservation it was made for.
-#[derive(Clone, Copy, Debug)]
-struct IndexEntry {
-    slot: u32,
-    generation: u32,
-    hash: u32,
-}
-
-/// Stale index entries are purged once they outnumber the stored reservations by this
-/// many (plus as many again), so the index stays at most about twice its live size.
-const STALE_ENTRIES_SLACK: usize = 1_024;
-
-/// The reservation `entry` was made for, if it is still stored in its slot.
-fn indexed<'a>(slots: &'a Slab, entry: &IndexEntry) -> Option<&'a Reservation> {
-    let slot = &slots[entry.slot];
-    if slot.generation != entry.generation {
-        return None;
-    }
-    slot.reservation.as_ref()
-}
-
-/// The index entry of `id` (hash `hash`), if it is current.
-fn same_id<'a>(slots: &'a Slab, id: &'a [u8], hash: u32) -> impl Fn(&IndexEntry) -> bool + 'a {
-    move |entry| {
-        entry.hash == hash
-            && indexed(slots, entry)
-                .is_some_and(|reservation| reservation.record.reservation_id_bytes() == id)
+/// Whether the reservation stored at `slot` has id `id`; the index holds only occupied
+/// slots.
+fn same_id<'a>(slots: &'a Slab, id: &'a [u8]) -> impl Fn(u32) -> bool + 'a {
+    move |slot| {
+        let reservation = slots[slot].reservation.as_ref();
+        let reservation = reservation.expect("index entry of an empty slot");
+        reservation.record.reservation_id_bytes() == id
     }
 }
 
@@ -280,10 +255,12 @@ impl Reservations {
 
     /// `find` with the id's hash already computed.
     pub fn find_hashed(&self, id: &str, IdHash(hash): IdHash) -> Option<u32> {
-        let same_id = same_id(&self.slots, id.as_bytes(), hash);
-        self.by_id
-            .find(spread(hash), same_id)
-            .map(|entry| entry.slot)
+        self.by_id.find(hash, same_id(&self.slots, id.as_bytes()))
+    }
+
+    /// Starts loading the index bucket a lookup of an id with this hash probes first.
+    pub fn prefetch_id(&self, IdHash(hash): IdHash) {
+        self.by_id.prefetch(hash);
     }
 
     pub fn get(&self, slot: u32) -> &Reservation {
@@ -319,26 +296,19 @@ impl Reservations {
         assert_eq!(reservation.status, Status::Active);
         debug_assert_eq!(id_hash, IdHash::of(reservation.id()));
         let IdHash(hash) = id_hash;
-        let id = reservation.record.reservation_id_bytes();
-        let same_id = same_id(&self.slots, id, hash);
-        let hasher = |entry: &IndexEntry| spread(entry.hash);
-        let hashbrown::hash_table::Entry::Vacant(vacant) =
-            self.by_id.entry(spread(hash), same_id, hasher)
-        else {
-            panic!("duplicate reservation id");
-        };
+        debug_assert!(
+            self.find_hashed(reservation.id(), id_hash).is_none(),
+            "duplicate reservation id"
+        );
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => self.slots.push(),
         };
         let entry = &mut self.slots[slot];
         assert!(entry.reservation.is_none());
-        vacant.insert(IndexEntry {
-            slot,
-            generation: entry.generation,
-            hash,
-        });
+        entry.id_hash = hash;
         entry.reservation = Some(reservation);
+        self.by_id.insert(hash, slot);
         self.active_count += 1;
         slot
     }
@@ -358,17 +328,21 @@ impl Reservations {
         self.prefetch_evictions();
     }
 
-    /// Evicted reservations finished long ago, so their slots and records are no longer
-    /// cached: start loading what the next evictions read, one eviction ahead (the slot of
-    /// the one after next, and the record of the next, whose slot was loaded last time).
+    /// Evicted reservations finished long ago, so their slots, records and index entries
+    /// are no longer cached: start loading what the next evictions read, one eviction
+    /// ahead (the slot of the one after next, and the record and index bucket of the next,
+    /// whose slot was loaded last time).
     fn prefetch_evictions(&self) {
         if let Some(&(slot, _)) = self.terminal_order.get(1) {
             prefetch(&self.slots[slot]);
         }
-        let next = self.terminal_order.front();
-        let record = next.and_then(|&(slot, _)| self.slots[slot].reservation.as_ref());
-        if let Some(reservation) = record {
+        let Some(&(slot, _)) = self.terminal_order.front() else {
+            return;
+        };
+        let entry = &self.slots[slot];
+        if let Some(reservation) = &entry.reservation {
             prefetch(&*reservation.record);
+            self.by_id.prefetch(entry.id_hash);
         }
     }
 
@@ -380,22 +354,13 @@ impl Reservations {
         );
         let reservation = entry.reservation.take().expect("terminal reservation");
         assert!(reservation.status != Status::Active);
-        // The index entry goes stale with the generation; `purge_index` drops it later.
         entry.generation = entry.generation.wrapping_add(1);
+        let id_hash = entry.id_hash;
+        self.by_id.remove(id_hash, slot);
         self.free.push(slot);
         self.terminal_count -= 1;
-        self.stale_entries += 1;
-        if self.stale_entries > self.len() + STALE_ENTRIES_SLACK {
-            self.purge_index();
-        }
-    }
-
-    /// Drops every stale index entry, in one pass over the index.
-    fn purge_index(&mut self) {
-        let slots = &self.slots;
-        self.by_id.retain(|entry| indexed(slots, entry).is_some());
-        self.stale_entries = 0;
-        assert_eq!(self.by_id.len(), self.len(), "index out of step with slab");
+        debug_assert_eq!(self.by_id.len(), self.len(), "index out of step with slab");
+        drop(reservation);
     }
 
     /// Every stored reservation with its slot (active and retained terminal).

@@ -105,7 +105,12 @@ impl Engine {
         if let Some(outcome) = self.replay(request_id, Operation::Reserve, fingerprint)? {
             return Ok(reservation_outcome(outcome));
         }
+        // The id is new unless this is a mistake, so its index bucket is not cached: start
+        // loading it, and resolve the lines (reads only) while it loads. An existing id is
+        // still refused before any unknown item.
         let id_hash = IdHash::of(reservation_id);
+        self.reservations.prefetch_id(id_hash);
+        let holds = self.resolve_lines(lines);
         if self
             .reservations
             .find_hashed(reservation_id, id_hash)
@@ -114,7 +119,7 @@ impl Engine {
             let reservation_id = reservation_id.to_string();
             return Err(EngineError::ReservationExists { reservation_id });
         }
-        let holds = self.resolve_lines(lines)?;
+        let holds = holds?;
         self.expire_items(holds.iter().map(|hold| hold.item), now_ms, 1)?;
         if self.reservations.active_count >= self.config.reservations_active_max {
             return Err(EngineError::CapacityExceeded {

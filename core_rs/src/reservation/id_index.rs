@@ -1,0 +1,180 @@
+//! The reservation id index: slot numbers by id hash, in one flat array.
+//!
+//! Open addressing with linear probing over a power-of-two array of 8-byte entries, kept at
+//! most half full. An entry holds the id's 32-bit hash and the slot number; ids themselves
+//! are compared through the slab by the caller. Unlike a general hash table, the bucket an
+//! id will be probed at is known from its hash alone, so a caller can start loading it
+//! (`prefetch`) well before it probes; entries are removed with backward shifting (no
+//! tombstones), so the index holds exactly the stored reservations and never needs a purge.
+
+use crate::prefetch::prefetch;
+
+/// Marks an empty bucket; a stored entry always has a slot part of at least 1.
+const EMPTY: u64 = 0;
+/// The smallest array allocated (a fresh engine).
+const BUCKETS_MIN: usize = 16;
+
+#[derive(Debug)]
+pub(super) struct IdIndex {
+    buckets: Box<[u64]>,
+    /// `buckets.len() - 1`.
+    mask: usize,
+    /// log2 of `buckets.len()`.
+    bits: u32,
+    len: usize,
+}
+
+impl Default for IdIndex {
+    fn default() -> IdIndex {
+        IdIndex::with_buckets(BUCKETS_MIN)
+    }
+}
+
+fn entry(hash: u32, slot: u32) -> u64 {
+    (u64::from(hash) << 32) | (u64::from(slot) + 1)
+}
+
+fn entry_hash(entry: u64) -> u32 {
+    (entry >> 32) as u32
+}
+
+fn entry_slot(entry: u64) -> u32 {
+    ((entry & 0xffff_ffff) - 1) as u32
+}
+
+impl IdIndex {
+    fn with_buckets(count: usize) -> IdIndex {
+        assert!(count.is_power_of_two() && count >= BUCKETS_MIN);
+        IdIndex {
+            buckets: vec![EMPTY; count].into_boxed_slice(),
+            mask: count - 1,
+            bits: count.trailing_zeros(),
+            len: 0,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The bucket where probing for `hash` starts: the top bits of a multiplicative hash,
+    /// so that ids whose 32-bit hashes differ only in high bits still spread.
+    fn home(&self, hash: u32) -> usize {
+        let spread = u64::from(hash).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (spread >> (64 - self.bits)) as usize
+    }
+
+    /// Starts loading the bucket `hash` is probed at.
+    pub(super) fn prefetch(&self, hash: u32) {
+        prefetch(&self.buckets[self.home(hash)]);
+    }
+
+    /// The slot of the entry with `hash` that `is_id` accepts.
+    pub(super) fn find(&self, hash: u32, is_id: impl Fn(u32) -> bool) -> Option<u32> {
+        let mut position = self.home(hash);
+        loop {
+            let entry = self.buckets[position];
+            if entry == EMPTY {
+                return None;
+            }
+            if entry_hash(entry) == hash && is_id(entry_slot(entry)) {
+                return Some(entry_slot(entry));
+            }
+            position = (position + 1) & self.mask;
+        }
+    }
+
+    /// Adds `slot` under `hash`; the caller checked the id is absent.
+    pub(super) fn insert(&mut self, hash: u32, slot: u32) {
+        assert!(slot < u32::MAX, "slot number beyond the index");
+        if 2 * (self.len + 1) > self.buckets.len() {
+            self.grow();
+        }
+        self.place(entry(hash, slot));
+        self.len += 1;
+    }
+
+    fn place(&mut self, entry: u64) {
+        let mut position = self.home(entry_hash(entry));
+        while self.buckets[position] != EMPTY {
+            position = (position + 1) & self.mask;
+        }
+        self.buckets[position] = entry;
+    }
+
+    fn grow(&mut self) {
+        let mut grown = IdIndex::with_buckets(2 * self.buckets.len());
+        for &entry in self.buckets.iter().filter(|&&entry| entry != EMPTY) {
+            grown.place(entry);
+        }
+        grown.len = self.len;
+        *self = grown;
+    }
+
+    /// Removes the entry of `slot` (stored under `hash`), shifting later entries of its
+    /// probe run back so that no lookup stops early at the hole.
+    pub(super) fn remove(&mut self, hash: u32, slot: u32) {
+        let wanted = entry(hash, slot);
+        let mut hole = self.home(hash);
+        loop {
+            let entry = self.buckets[hole];
+            assert_ne!(entry, EMPTY, "removing a slot the index does not hold");
+            if entry == wanted {
+                break;
+            }
+            hole = (hole + 1) & self.mask;
+        }
+        let mut position = (hole + 1) & self.mask;
+        loop {
+            let entry = self.buckets[position];
+            if entry == EMPTY {
+                break;
+            }
+            // The entry may fill the hole when the hole lies on its probe path, i.e. is no
+            // further from the entry's home than the entry itself.
+            let home = self.home(entry_hash(entry));
+            let distance = position.wrapping_sub(home) & self.mask;
+            if position.wrapping_sub(hole) & self.mask <= distance {
+                self.buckets[hole] = entry;
+                hole = position;
+            }
+            position = (position + 1) & self.mask;
+        }
+        self.buckets[hole] = EMPTY;
+        self.len -= 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every present (hash, slot) is found, every removed one is not, under heavy
+    /// collisions (few distinct hashes) and across growth.
+    #[test]
+    fn finds_what_it_holds_after_removals() {
+        let mut index = IdIndex::default();
+        let mut present = std::collections::HashSet::new();
+        let hash_of = |slot: u32| slot.wrapping_mul(2_654_435_761) % 7;
+        for slot in 0..2_000u32 {
+            index.insert(hash_of(slot), slot);
+            present.insert(slot);
+            if slot % 3 == 0 {
+                let gone = slot / 2;
+                if present.remove(&gone) {
+                    index.remove(hash_of(gone), gone);
+                }
+            }
+        }
+        assert_eq!(index.len(), present.len());
+        for slot in 0..2_000u32 {
+            let found = index.find(hash_of(slot), |candidate| candidate == slot);
+            assert_eq!(found.is_some(), present.contains(&slot), "slot {slot}");
+        }
+        for &slot in present.clone().iter() {
+            index.remove(hash_of(slot), slot);
+        }
+        assert_eq!(index.len(), 0);
+        assert!(index.buckets.iter().all(|&entry| entry == EMPTY));
+    }
+}
