@@ -164,9 +164,25 @@ impl Journal {
         if count == 0 {
             return None;
         }
-        let operations: Vec<JournalOperation> = self.operations.drain(..count).collect();
-        let rows: usize = operations.iter().map(|o| o.rows as usize).sum();
-        let entries: Vec<LedgerEntry> = self.entries.drain(..rows).collect();
+        let (operations, entries) = if count == self.operations.len() {
+            // Everything pending (the usual case): hand the queues over whole instead of
+            // moving each operation, and start new ones as large (so refilling them does
+            // not grow them by copying). Queues filled from empty are contiguous from
+            // their start, so turning them into vectors copies nothing.
+            let (operations_len, entries_len) = (self.operations.len(), self.entries.len());
+            let operations = std::mem::replace(
+                &mut self.operations,
+                VecDeque::with_capacity(operations_len),
+            );
+            let entries =
+                std::mem::replace(&mut self.entries, VecDeque::with_capacity(entries_len));
+            (Vec::from(operations), Vec::from(entries))
+        } else {
+            let operations: Vec<JournalOperation> = self.operations.drain(..count).collect();
+            let rows: usize = operations.iter().map(|o| o.rows as usize).sum();
+            let entries: Vec<LedgerEntry> = self.entries.drain(..rows).collect();
+            (operations, entries)
+        };
         Some(JournalBatch::new(
             operations,
             entries,
