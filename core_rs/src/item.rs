@@ -120,7 +120,13 @@ type SkuIndex = FxHashMap<SmallVec<[u8; SKU_INLINE_BYTES]>, ItemIndex>;
 pub struct Items {
     pub items: Vec<Item>,
     pub locations: Vec<Arc<str>>,
-    by_location: FxHashMap<Arc<str>, (u32, SkuIndex)>,
+    /// Location index by name.
+    by_location: FxHashMap<Arc<str>, u32>,
+    /// Per location index, its items by sku.
+    skus: Vec<SkuIndex>,
+    /// The index of the default location (""), which most lines name: finding it needs no
+    /// hashing.
+    default_location: Option<u32>,
 }
 
 impl Items {
@@ -133,30 +139,37 @@ impl Items {
     }
 
     pub fn find(&self, sku: &str, location: &str) -> Option<ItemIndex> {
-        self.by_location
-            .get(location)?
-            .1
-            .get(sku.as_bytes())
-            .copied()
+        let location = match location {
+            "" => self.default_location?,
+            _ => *self.by_location.get(location)?,
+        };
+        self.skus[location as usize].get(sku.as_bytes()).copied()
     }
 
     /// Adds a new item with zero levels; the caller checked it is absent and within capacity.
     pub fn insert(&mut self, sku: &str, location: &str) -> ItemIndex {
         debug_assert!(self.find(sku, location).is_none());
         let index = self.items.len() as ItemIndex;
-        if !self.by_location.contains_key(location) {
-            let name: Arc<str> = Arc::from(location);
-            let location_index = self.locations.len() as u32;
-            self.locations.push(name.clone());
-            self.by_location
-                .insert(name, (location_index, FxHashMap::default()));
-        }
-        let (location_index, skus) = self.by_location.get_mut(location).expect("just inserted");
+        let location_index = match self.by_location.get(location) {
+            Some(&location_index) => location_index,
+            None => {
+                let name: Arc<str> = Arc::from(location);
+                let location_index = self.locations.len() as u32;
+                self.locations.push(name.clone());
+                self.by_location.insert(name, location_index);
+                self.skus.push(SkuIndex::default());
+                if location.is_empty() {
+                    self.default_location = Some(location_index);
+                }
+                location_index
+            }
+        };
+        let skus = &mut self.skus[location_index as usize];
         skus.insert(SmallVec::from_slice(sku.as_bytes()), index);
         let sku: Arc<str> = Arc::from(sku);
         self.items.push(Item {
             sku,
-            location: *location_index,
+            location: location_index,
             on_hand: 0,
             reserved: 0,
             last_lsn: 0,
