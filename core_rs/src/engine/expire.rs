@@ -6,7 +6,7 @@ use super::Engine;
 use crate::errors::{EngineError, EngineResult};
 use crate::expiry::ExpiryEntry;
 use crate::item::{HoldEntry, ItemIndex};
-use crate::journal::{JournalOperation, LedgerKind};
+use crate::journal::LedgerKind;
 use crate::limits::EXPIRE_BATCH_MAX;
 use crate::reservation::{Reservations, Status};
 use crate::validate;
@@ -99,13 +99,7 @@ impl Engine {
         assert!(reservation.status == Status::Active && reservation.expires_at_ms <= now_ms);
         let lsn = self.next_lsn();
         self.settle_lines(slot, LedgerKind::Expire, None, lsn);
-        self.finish_reservation(
-            slot,
-            Status::Expired,
-            now_ms,
-            lsn,
-            JournalOperation::default(),
-        );
+        self.finish_reservation(slot, Status::Expired, now_ms, lsn);
         lsn
     }
 

@@ -7,7 +7,7 @@ use super::{reservation_outcome, Engine};
 use crate::errors::{EngineError, EngineResult, Shortfall};
 use crate::fingerprint::Fingerprint;
 use crate::idempotency::Operation;
-use crate::journal::{JournalOperation, LedgerEntry, LedgerKind};
+use crate::journal::{LedgerEntry, LedgerKind};
 use crate::reservation::{HoldLine, IdHash, Reservation};
 use crate::validate::{self, LineInput};
 use crate::view::{Outcome, ReservationView};
@@ -140,11 +140,7 @@ impl Engine {
         let idempotency = outcome.and_then(|outcome| {
             self.remember(request_id, Operation::Reserve, fingerprint, outcome, now_ms)
         });
-        let operation = JournalOperation {
-            idempotency,
-            ..JournalOperation::default()
-        };
-        self.journal_reservation(slot, true, now_ms, lsn, operation);
+        self.journal_reservation(slot, true, now_ms, lsn, idempotency);
         Ok(view)
     }
 

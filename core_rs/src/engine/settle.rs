@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{reservation_outcome, Engine};
 use crate::errors::{EngineError, EngineResult};
 use crate::fingerprint::Fingerprint;
-use crate::idempotency::Operation;
+use crate::idempotency::{IdempotencyRecord, Operation};
 use crate::item::ItemIndex;
 use crate::journal::{JournalOperation, LedgerEntry, LedgerKind, ReservationSnapshot};
 use crate::record::CommittedLines;
@@ -68,9 +68,20 @@ impl Engine {
         }
     }
 
-    fn snapshot(&self, slot: u32, created: bool, previous_lsn: u64) -> ReservationSnapshot {
-        let reservation = self.reservations.get(slot);
-        ReservationSnapshot {
+    /// Closes the journal operation `lsn` for the reservation at `slot`, remembering
+    /// `idempotency` with it. The operation is built once, where the journal keeps it.
+    pub(super) fn journal_reservation(
+        &mut self,
+        slot: u32,
+        created: bool,
+        now_ms: i64,
+        lsn: u64,
+        idempotency: Option<Arc<IdempotencyRecord>>,
+    ) {
+        let reservation = self.reservations.get_mut(slot);
+        let previous_lsn = std::mem::replace(&mut reservation.journaled_lsn, lsn);
+        assert!(previous_lsn < lsn, "reservation journaled out of order");
+        let snapshot = ReservationSnapshot {
             record: reservation.record.clone(),
             committed: reservation.committed.clone(),
             status: reservation.status,
@@ -78,40 +89,23 @@ impl Engine {
             expires_at_ms: reservation.expires_at_ms,
             updated_at_ms: reservation.updated_at_ms,
             previous_lsn,
-        }
-    }
-
-    /// Closes the journal operation `lsn` for the reservation at `slot`.
-    pub(super) fn journal_reservation(
-        &mut self,
-        slot: u32,
-        created: bool,
-        now_ms: i64,
-        lsn: u64,
-        mut operation: JournalOperation,
-    ) {
-        operation.lsn = lsn;
-        operation.at_ms = now_ms;
-        let journaled_lsn = &mut self.reservations.get_mut(slot).journaled_lsn;
-        let previous_lsn = std::mem::replace(journaled_lsn, lsn);
-        assert!(previous_lsn < lsn, "reservation journaled out of order");
-        operation.reservation = Some(self.snapshot(slot, created, previous_lsn));
-        self.journal.push_operation(operation);
+        };
+        self.journal.push_operation(JournalOperation {
+            lsn,
+            at_ms: now_ms,
+            rows: 0,
+            reservation: Some(snapshot),
+            texts: None,
+            idempotency,
+        });
         let lines = self.reservations.get(slot).lines();
         self.debug_check_items(lines.iter().map(|line| line.item));
     }
 
     /// Moves the reservation at `slot` to a terminal status and journals it.
-    pub(super) fn finish_reservation(
-        &mut self,
-        slot: u32,
-        status: Status,
-        now_ms: i64,
-        lsn: u64,
-        operation: JournalOperation,
-    ) {
+    pub(super) fn finish_reservation(&mut self, slot: u32, status: Status, now_ms: i64, lsn: u64) {
         self.reservations.get_mut(slot).finish(status, now_ms, lsn);
-        self.journal_reservation(slot, false, now_ms, lsn, operation);
+        self.journal_reservation(slot, false, now_ms, lsn, None);
         self.retire(slot);
     }
 
@@ -200,11 +194,7 @@ impl Engine {
         let outcome = request_id.map(|_| Outcome::Reservation(view.clone()));
         let idempotency = outcome
             .and_then(|outcome| self.remember(request_id, operation, fingerprint, outcome, now_ms));
-        let journal_operation = JournalOperation {
-            idempotency,
-            ..JournalOperation::default()
-        };
-        self.journal_reservation(slot, false, now_ms, lsn, journal_operation);
+        self.journal_reservation(slot, false, now_ms, lsn, idempotency);
         self.retire(slot);
         Ok(view)
     }
@@ -340,7 +330,7 @@ impl Engine {
             }
         }
         let view = self.reservation_view(slot, now_ms, lsn);
-        self.journal_reservation(slot, false, now_ms, lsn, JournalOperation::default());
+        self.journal_reservation(slot, false, now_ms, lsn, None);
         Ok(view)
     }
 

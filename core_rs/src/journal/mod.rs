@@ -141,6 +141,7 @@ impl Journal {
     }
 
     /// Closes an operation over the entries pushed since the previous one.
+    #[inline]
     pub fn push_operation(&mut self, mut operation: JournalOperation) {
         assert_eq!(
             operation.lsn,
