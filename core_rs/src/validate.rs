@@ -187,7 +187,7 @@ mod tests {
 
     fn nul_is_found_by(has_nul: fn(&[u8]) -> bool) {
         for length in 0..70 {
-            let clean: Vec<u8> = (0..length).map(|i| 1 + (i as u8 * 37) % 255).collect();
+            let clean: Vec<u8> = (0..length).map(|i| 1 + (i * 37 % 255) as u8).collect();
             assert!(!has_nul(&clean), "length {length}");
             let mut high = clean.clone();
             high.iter_mut().for_each(|byte| *byte |= 0x80);
