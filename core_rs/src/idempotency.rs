@@ -6,11 +6,13 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write;
+use std::ops::Deref;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use serde_json::Value;
 
+use crate::record::LineTexts;
 use crate::reservation::Status;
 use crate::view::{Level, LevelsView, LineView, Outcome, ReservationView};
 
@@ -126,7 +128,7 @@ fn push_integers(out: &mut String, values: &[i128]) {
     }
 }
 
-fn push_lines(out: &mut String, lines: &[LineView]) {
+fn push_lines<S: Deref<Target = str>>(out: &mut String, lines: &[LineView<S>]) {
     out.push('[');
     for (index, line) in lines.iter().enumerate() {
         if index > 0 {
@@ -155,9 +157,9 @@ pub fn outcome_to_json(outcome: &Outcome) -> String {
             out.push_str(",\"status\":\"");
             out.push_str(view.status.as_str());
             out.push_str("\",\"lines\":");
-            push_lines(&mut out, view.lines());
+            push_lines(&mut out, &view.lines());
             out.push_str(",\"committed_lines\":");
-            push_lines(&mut out, view.committed_lines());
+            push_lines(&mut out, &view.committed_lines());
             out.push_str(",\"expires_at_ms\":");
             let _ = write!(out, "{}}}", view.expires_at_ms);
         }
@@ -189,18 +191,14 @@ fn text(value: &Value) -> Option<Arc<str>> {
     value.as_str().map(Arc::from)
 }
 
-fn lines_from_json(value: &Value) -> Option<Vec<LineView>> {
-    let mut lines = Vec::new();
+fn lines_from_json(value: &Value) -> Option<LineTexts> {
+    let mut lines = LineTexts::default();
     for line in value.as_array()? {
         let line = line.as_array()?;
         if line.len() != 3 {
             return None;
         }
-        lines.push(LineView {
-            sku: text(&line[0])?,
-            location: text(&line[1])?,
-            quantity: line[2].as_u64()?,
-        });
+        lines.push(line[0].as_str()?, line[1].as_str()?, line[2].as_u64()?);
     }
     Some(lines)
 }
@@ -232,8 +230,8 @@ pub fn outcome_from_json(text_json: &str) -> Option<Outcome> {
             value.get("reservation_id")?.as_str()?,
             value.get("order_id")?.as_str()?,
             Status::parse(value.get("status")?.as_str()?)?,
-            lines_from_json(value.get("lines")?)?.into(),
-            lines_from_json(value.get("committed_lines")?)?.into(),
+            lines_from_json(value.get("lines")?)?,
+            lines_from_json(value.get("committed_lines")?)?,
             value.get("expires_at_ms")?.as_i64()?,
         ))),
         "levels" => Some(Outcome::Levels(LevelsView {
@@ -260,8 +258,8 @@ mod tests {
             "r-é",
             "",
             Status::Committed,
-            vec![line("a", 3), line("b", 1)].into(),
-            vec![line("a", 2)].into(),
+            [line("a", 3), line("b", 1)].into_iter().collect(),
+            [line("a", 2)].into_iter().collect(),
             1_700_000_000_000,
         ));
         let text = outcome_to_json(&reservation);

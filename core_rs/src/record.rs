@@ -3,63 +3,102 @@
 //! journal operation on it hold the same record, so sharing a reservation costs one
 //! reference count instead of one per string, and evicting it frees one allocation.
 
+use std::ops::Deref;
+
 use smallvec::SmallVec;
 
 use crate::reservation::HoldLines;
-use crate::view::LineViews;
+use crate::view::{LineRef, LineRefs, LineView};
 
-/// Ids up to this many bytes in total (reservation, order and request id) are stored in
-/// the record itself: a uuid reservation id with a short order id needs no second
-/// allocation.
+/// Texts up to this many bytes in total (reservation, order and request id, and the names
+/// of the lines) are stored in the record itself: a uuid reservation id with a short order
+/// id and one line needs no second allocation.
 const TEXTS_INLINE: usize = 64;
 
 /// What never changes about a reservation once made.
 #[derive(Debug)]
 pub struct ReservationRecord {
-    /// Reservation id, order id and request id, back to back.
+    /// Reservation id, order id, request id, then each line's sku and location, back to
+    /// back. Lines keep copies of their names: copying a few bytes costs less than
+    /// sharing the item table's names (two reference counts to take and, later, to drop).
     texts: SmallVec<[u8; TEXTS_INLINE]>,
     order_start: u32,
     request_start: u32,
+    lines_start: u32,
     has_request: bool,
     /// The items held, one line per item.
     pub holds: HoldLines,
-    /// The same lines as views show them (names and quantities), built once.
-    pub lines: LineViews,
+    /// The same lines as views show them: where each one's sku and location end in
+    /// `texts`, and its quantity.
+    line_ends: SmallVec<[(u32, u32, u64); 1]>,
     pub created_at_ms: i64,
 }
 
+/// Writes the ids, then each line's sku and location, back to back into `buffer`, which
+/// is exactly as long as they are together.
+fn fill(buffer: &mut [u8], ids: [&str; 3], lines: &[LineRef<'_>]) {
+    let mut end = 0;
+    // Request ids and locations are often empty: skip the call to copy nothing.
+    let mut put = |text: &str| {
+        if !text.is_empty() {
+            buffer[end..end + text.len()].copy_from_slice(text.as_bytes());
+            end += text.len();
+        }
+    };
+    for id in ids {
+        put(id);
+    }
+    for line in lines {
+        put(line.sku);
+        put(line.location);
+    }
+    assert_eq!(end, buffer.len(), "texts measured wrong");
+}
+
 impl ReservationRecord {
+    /// A record of `lines` as views show them (names and quantities).
     pub fn new(
         reservation_id: &str,
         order_id: &str,
         request_id: Option<&str>,
         holds: HoldLines,
-        lines: LineViews,
+        lines: &[LineRef<'_>],
         created_at_ms: i64,
     ) -> ReservationRecord {
         let request = request_id.unwrap_or("");
-        let length = reservation_id.len() + order_id.len() + request.len();
-        // Ids are bounded at the edge; outcomes read back at recovery are only parsed.
-        assert!(length <= u32::MAX as usize, "ids beyond 4 GiB");
-        let parts = [reservation_id, order_id, request];
+        let ids = [reservation_id, order_id, request];
+        let lines_start = reservation_id.len() + order_id.len() + request.len();
+        let mut length = lines_start;
+        for line in lines {
+            length += line.sku.len() + line.location.len();
+        }
+        // Ids and names are bounded at the edge; outcomes read back at recovery are only
+        // parsed.
+        assert!(length <= u32::MAX as usize, "texts beyond 4 GiB");
         let texts = if length <= TEXTS_INLINE {
             let mut inline = [0u8; TEXTS_INLINE];
-            let mut end = 0;
-            for part in parts {
-                inline[end..end + part.len()].copy_from_slice(part.as_bytes());
-                end += part.len();
-            }
+            fill(&mut inline[..length], ids, lines);
             SmallVec::from_buf_and_len(inline, length)
         } else {
-            SmallVec::from_vec(parts.concat().into_bytes())
+            let mut heap = vec![0u8; length];
+            fill(&mut heap, ids, lines);
+            SmallVec::from_vec(heap)
         };
+        let mut end = lines_start;
+        let mut line_ends = SmallVec::with_capacity(lines.len());
+        for line in lines {
+            let sku_end = end + line.sku.len();
+            end = sku_end + line.location.len();
+            line_ends.push((sku_end as u32, end as u32, line.quantity));
+        }
         ReservationRecord {
             texts,
             order_start: reservation_id.len() as u32,
             request_start: (reservation_id.len() + order_id.len()) as u32,
+            lines_start: lines_start as u32,
             has_request: request_id.is_some(),
             holds,
-            lines,
+            line_ends,
             created_at_ms,
         }
     }
@@ -67,6 +106,23 @@ impl ReservationRecord {
     /// Each text was a whole `&str` when stored, so every range is valid UTF-8.
     fn text(&self, start: u32, end: usize) -> &str {
         std::str::from_utf8(&self.texts[start as usize..end]).expect("stored from str")
+    }
+
+    /// The lines as views show them, names borrowed.
+    pub fn lines(&self) -> LineRefs<'_> {
+        let mut start = self.lines_start;
+        self.line_ends
+            .iter()
+            .map(|&(sku_end, location_end, quantity)| {
+                let line = LineRef {
+                    sku: self.text(start, sku_end as usize),
+                    location: self.text(sku_end, location_end as usize),
+                    quantity,
+                };
+                start = location_end;
+                line
+            })
+            .collect()
     }
 
     pub fn reservation_id(&self) -> &str {
@@ -85,7 +141,7 @@ impl ReservationRecord {
     /// The request that created the reservation, written to its row.
     pub fn request_id(&self) -> Option<&str> {
         self.has_request
-            .then(|| self.text(self.request_start, self.texts.len()))
+            .then(|| self.text(self.request_start, self.lines_start as usize))
     }
 }
 
@@ -95,5 +151,80 @@ impl ReservationRecord {
 pub struct CommittedLines {
     /// Same order as the record's `holds`.
     pub quantities: Box<[u64]>,
-    pub lines: LineViews,
+    pub lines: LineTexts,
+}
+
+/// Names of a single line's sku and location up to this many bytes in total are stored
+/// inline.
+const LINE_TEXTS_INLINE: usize = 32;
+
+/// Lines as views show them, names copied (see `ReservationRecord::texts`).
+#[derive(Clone, Debug, Default)]
+pub struct LineTexts {
+    /// Each line's sku, then its location, back to back.
+    texts: SmallVec<[u8; LINE_TEXTS_INLINE]>,
+    /// Per line: where its sku ends, where its location ends, its quantity.
+    lines: SmallVec<[(u32, u32, u64); 1]>,
+}
+
+impl LineTexts {
+    pub fn with_capacity(lines: usize) -> LineTexts {
+        LineTexts {
+            texts: SmallVec::new(),
+            lines: SmallVec::with_capacity(lines),
+        }
+    }
+
+    pub fn push(&mut self, sku: &str, location: &str, quantity: u64) {
+        // Names are bounded at the edge; outcomes read back at recovery are only parsed.
+        assert!(
+            self.texts.len() + sku.len() + location.len() <= u32::MAX as usize,
+            "line names beyond 4 GiB"
+        );
+        self.texts.extend_from_slice(sku.as_bytes());
+        let sku_end = self.texts.len() as u32;
+        self.texts.extend_from_slice(location.as_bytes());
+        let location_end = self.texts.len() as u32;
+        self.lines.push((sku_end, location_end, quantity));
+    }
+
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Each name was a whole `&str` when stored, so every range is valid UTF-8.
+    fn text(&self, start: u32, end: u32) -> &str {
+        std::str::from_utf8(&self.texts[start as usize..end as usize]).expect("stored from str")
+    }
+
+    /// The lines, names borrowed.
+    pub fn lines(&self) -> LineRefs<'_> {
+        let mut start = 0;
+        self.lines
+            .iter()
+            .map(|&(sku_end, location_end, quantity)| {
+                let line = LineRef {
+                    sku: self.text(start, sku_end),
+                    location: self.text(sku_end, location_end),
+                    quantity,
+                };
+                start = location_end;
+                line
+            })
+            .collect()
+    }
+}
+
+impl<S: Deref<Target = str>> FromIterator<LineView<S>> for LineTexts {
+    fn from_iter<I: IntoIterator<Item = LineView<S>>>(lines: I) -> LineTexts {
+        let mut texts = LineTexts::default();
+        for line in lines {
+            texts.push(&line.sku, &line.location, line.quantity);
+        }
+        texts
+    }
 }

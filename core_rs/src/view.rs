@@ -5,18 +5,23 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::record::{CommittedLines, ReservationRecord};
+use crate::record::{CommittedLines, LineTexts, ReservationRecord};
 use crate::reservation::{HoldLines, Status};
 
+/// A line as a reader sees it. Owned (`Arc<str>` names) where it outlives the engine's
+/// tables, as in an export; borrowed (`LineRef`) when read from a view.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LineView {
-    pub sku: Arc<str>,
-    pub location: Arc<str>,
+pub struct LineView<S = Arc<str>> {
+    pub sku: S,
+    pub location: S,
     pub quantity: u64,
 }
 
-/// Lines as views show them: most reservations hold one item, kept inline.
-pub type LineViews = SmallVec<[LineView; 1]>;
+/// A line read from a view: names borrowed from the view's record.
+pub type LineRef<'a> = LineView<&'a str>;
+
+/// Lines read from a view: most reservations hold one item, kept inline.
+pub type LineRefs<'a> = SmallVec<[LineRef<'a>; 1]>;
 
 /// A reservation as a reader saw it. The fixed part (ids, lines) is the reservation's
 /// shared record, so building a view costs one reference count and copies nothing.
@@ -38,8 +43,8 @@ impl ReservationView {
         reservation_id: &str,
         order_id: &str,
         status: Status,
-        lines: LineViews,
-        committed_lines: LineViews,
+        lines: LineTexts,
+        committed_lines: LineTexts,
         expires_at_ms: i64,
     ) -> ReservationView {
         let record = ReservationRecord::new(
@@ -47,7 +52,7 @@ impl ReservationView {
             order_id,
             None,
             HoldLines::new(&[]),
-            lines,
+            &lines.lines(),
             0,
         );
         let committed = (!committed_lines.is_empty()).then(|| {
@@ -75,15 +80,15 @@ impl ReservationView {
     }
 
     /// Every line held (as reserved).
-    pub fn lines(&self) -> &[LineView] {
-        &self.record.lines
+    pub fn lines(&self) -> LineRefs<'_> {
+        self.record.lines()
     }
 
     /// Committed quantities, only lines with a quantity above zero; empty unless committed.
-    pub fn committed_lines(&self) -> &[LineView] {
+    pub fn committed_lines(&self) -> LineRefs<'_> {
         self.committed
             .as_ref()
-            .map_or(&[], |committed| &committed.lines)
+            .map_or_else(LineRefs::new, |committed| committed.lines.lines())
     }
 }
 

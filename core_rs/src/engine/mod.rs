@@ -25,10 +25,11 @@ use crate::limits::{
     JOURNAL_TAKE_OPERATIONS_MAX, RESERVATIONS_ACTIVE_MAX_DEFAULT,
     RESERVATIONS_TERMINAL_MAX_DEFAULT, TABLE_SIZE_MAX,
 };
+use crate::record::LineTexts;
 use crate::record::ReservationRecord;
 use crate::reservation::{HoldLine, HoldLines, Reservations};
 use crate::validate;
-use crate::view::{LineView, LineViews, Outcome, ReservationView};
+use crate::view::{LineRef, LineRefs, Outcome, ReservationView};
 
 /// The bounds of every table, fixed when the engine is built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,39 +238,36 @@ impl Engine {
         holds: &[HoldLine],
         created_at_ms: i64,
     ) -> ReservationRecord {
+        let mut lines = LineRefs::with_capacity(holds.len());
+        for hold in holds {
+            let item = self.items.get(hold.item);
+            lines.push(LineRef {
+                sku: &item.sku,
+                location: &self.items.locations[item.location as usize],
+                quantity: hold.quantity,
+            });
+        }
         ReservationRecord::new(
             reservation_id,
             order_id,
             request_id,
             HoldLines::new(holds),
-            self.line_views(holds, None),
+            &lines,
             created_at_ms,
         )
     }
 
-    /// Lines as views show them: `quantities` per line (lines with 0 left out), or the
-    /// held quantities.
-    fn line_views(&self, lines: &[HoldLine], quantities: Option<&[u64]>) -> LineViews {
-        let view = |item, quantity| {
-            let (sku, location) = self.items.key(item);
-            LineView {
-                sku,
-                location,
-                quantity,
+    /// Lines as views show them, with `quantities` per line (lines with 0 left out).
+    fn line_views(&self, lines: &[HoldLine], quantities: &[u64]) -> LineTexts {
+        let mut texts = LineTexts::with_capacity(lines.len());
+        for (line, &quantity) in lines.iter().zip(quantities) {
+            if quantity > 0 {
+                let item = self.items.get(line.item);
+                let location = &self.items.locations[item.location as usize];
+                texts.push(&item.sku, location, quantity);
             }
-        };
-        match quantities {
-            None => lines
-                .iter()
-                .map(|line| view(line.item, line.quantity))
-                .collect(),
-            Some(quantities) => lines
-                .iter()
-                .zip(quantities)
-                .filter(|(_, quantity)| **quantity > 0)
-                .map(|(line, quantity)| view(line.item, *quantity))
-                .collect(),
         }
+        texts
     }
 }
 

@@ -239,7 +239,7 @@ impl Engine {
         self.ensure_journal_room(1)?;
         let lsn = self.next_lsn();
         self.settle_lines(slot, LedgerKind::Commit, Some(&quantities), lsn);
-        let lines = self.line_views(self.reservations.get(slot).lines(), Some(&quantities));
+        let lines = self.line_views(self.reservations.get(slot).lines(), &quantities);
         let reservation = self.reservations.get_mut(slot);
         reservation.committed = Some(Arc::new(CommittedLines {
             quantities: quantities.into(),

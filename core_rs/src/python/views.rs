@@ -11,7 +11,10 @@ use crate::journal::{JournalBatch as RustJournalBatch, LedgerRow};
 use crate::pg_columns;
 use crate::view;
 
-fn line_list<'py>(py: Python<'py>, lines: &[view::LineView]) -> PyResult<Bound<'py, PyList>> {
+fn line_list<'py, S: std::ops::Deref<Target = str>>(
+    py: Python<'py>,
+    lines: &[view::LineView<S>],
+) -> PyResult<Bound<'py, PyList>> {
     PyList::new(
         py,
         lines.iter().map(|l| (&*l.sku, &*l.location, l.quantity)),
@@ -50,12 +53,12 @@ impl ReservationView {
 
     #[getter]
     fn lines<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        line_list(py, self.inner.lines())
+        line_list(py, &self.inner.lines())
     }
 
     #[getter]
     fn committed_lines<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        line_list(py, self.inner.committed_lines())
+        line_list(py, &self.inner.committed_lines())
     }
 
     #[getter]
@@ -83,11 +86,11 @@ impl ReservationView {
             view.status.as_str(),
             view.lines()
                 .iter()
-                .map(|l| (&*l.sku, &*l.location, l.quantity))
+                .map(|l| (l.sku, l.location, l.quantity))
                 .collect::<Vec<_>>(),
             view.committed_lines()
                 .iter()
-                .map(|l| (&*l.sku, &*l.location, l.quantity))
+                .map(|l| (l.sku, l.location, l.quantity))
                 .collect::<Vec<_>>(),
             view.expires_at_ms,
             view.lsn,
