@@ -102,10 +102,10 @@ pub struct Reservation {
 
 impl Reservation {
     /// A new active reservation, as of its creation.
-    pub fn new(record: ReservationRecord, expires_at_ms: i64, lsn: u64) -> Reservation {
+    pub fn new(record: Arc<ReservationRecord>, expires_at_ms: i64, lsn: u64) -> Reservation {
         Reservation {
             updated_at_ms: record.created_at_ms,
-            record: Arc::new(record),
+            record,
             status: Status::Active,
             committed: None,
             expires_at_ms,

@@ -237,7 +237,7 @@ impl Engine {
         request_id: Option<&str>,
         holds: &[HoldLine],
         created_at_ms: i64,
-    ) -> ReservationRecord {
+    ) -> Arc<ReservationRecord> {
         let mut lines = LineRefs::with_capacity(holds.len());
         for hold in holds {
             let item = self.items.get(hold.item);
@@ -247,14 +247,16 @@ impl Engine {
                 quantity: hold.quantity,
             });
         }
-        ReservationRecord::new(
+        // Made where it is kept: the record is large, and building it first and then
+        // moving it into its allocation would copy it.
+        Arc::new(ReservationRecord::new(
             reservation_id,
             order_id,
             request_id,
             HoldLines::new(holds),
             &lines,
             created_at_ms,
-        )
+        ))
     }
 
     /// Lines as views show them, with `quantities` per line (lines with 0 left out).
