@@ -69,7 +69,8 @@ impl IdIndex {
         prefetch(&self.buckets[self.home(hash)]);
     }
 
-    /// The slot of the entry with `hash` that `is_id` accepts.
+    /// The slot of the entry with `hash` that `is_id` accepts. Every probe loop ends: the
+    /// array is never more than half full, so an empty bucket always follows.
     pub(super) fn find(&self, hash: u32, is_id: impl Fn(u32) -> bool) -> Option<u32> {
         let mut position = self.home(hash);
         loop {
