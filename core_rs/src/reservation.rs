@@ -296,19 +296,16 @@ impl Reservations {
         assert_eq!(reservation.status, Status::Active);
         debug_assert_eq!(id_hash, IdHash::of(reservation.id()));
         let IdHash(hash) = id_hash;
-        debug_assert!(
-            self.find_hashed(reservation.id(), id_hash).is_none(),
-            "duplicate reservation id"
-        );
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => self.slots.push(),
         };
+        let id = reservation.record.reservation_id_bytes();
+        self.by_id.insert(hash, slot, same_id(&self.slots, id));
         let entry = &mut self.slots[slot];
         assert!(entry.reservation.is_none());
         entry.id_hash = hash;
         entry.reservation = Some(reservation);
-        self.by_id.insert(hash, slot);
         self.active_count += 1;
         slot
     }

@@ -85,28 +85,40 @@ impl IdIndex {
         }
     }
 
-    /// Adds `slot` under `hash`; the caller checked the id is absent.
-    pub(super) fn insert(&mut self, hash: u32, slot: u32) {
+    /// Adds `slot` under `hash`. The caller checked the id is absent; placing the entry
+    /// passes every entry that could hold it anyway, so that is asserted (`is_id`, as for
+    /// `find`) at the cost of comparing the rare entries with the same hash.
+    pub(super) fn insert(&mut self, hash: u32, slot: u32, is_id: impl Fn(u32) -> bool) {
         assert!(slot < u32::MAX, "slot number beyond the index");
         if 2 * (self.len + 1) > self.buckets.len() {
             self.grow();
         }
-        self.place(entry(hash, slot));
+        self.place(entry(hash, slot), is_id);
         self.len += 1;
     }
 
-    fn place(&mut self, entry: u64) {
-        let mut position = self.home(entry_hash(entry));
-        while self.buckets[position] != EMPTY {
+    fn place(&mut self, new: u64, is_id: impl Fn(u32) -> bool) {
+        let hash = entry_hash(new);
+        let mut position = self.home(hash);
+        loop {
+            let entry = self.buckets[position];
+            if entry == EMPTY {
+                break;
+            }
+            assert!(
+                entry_hash(entry) != hash || !is_id(entry_slot(entry)),
+                "duplicate reservation id"
+            );
             position = (position + 1) & self.mask;
         }
-        self.buckets[position] = entry;
+        self.buckets[position] = new;
     }
 
     fn grow(&mut self) {
         let mut grown = IdIndex::with_buckets(2 * self.buckets.len());
         for &entry in self.buckets.iter().filter(|&&entry| entry != EMPTY) {
-            grown.place(entry);
+            // Entries already in the index are distinct.
+            grown.place(entry, |_| false);
         }
         grown.len = self.len;
         *self = grown;
@@ -158,7 +170,7 @@ mod tests {
         let mut present = std::collections::HashSet::new();
         let hash_of = |slot: u32| slot.wrapping_mul(2_654_435_761) % 7;
         for slot in 0..2_000u32 {
-            index.insert(hash_of(slot), slot);
+            index.insert(hash_of(slot), slot, |_| false);
             present.insert(slot);
             if slot % 3 == 0 {
                 let gone = slot / 2;
@@ -177,5 +189,13 @@ mod tests {
         }
         assert_eq!(index.len(), 0);
         assert!(index.buckets.iter().all(|&entry| entry == EMPTY));
+    }
+
+    #[test]
+    #[should_panic(expected = "duplicate reservation id")]
+    fn inserting_an_id_twice_is_a_bug() {
+        let mut index = IdIndex::default();
+        index.insert(7, 1, |_| false);
+        index.insert(7, 2, |slot| slot == 1);
     }
 }
