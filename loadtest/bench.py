@@ -15,6 +15,7 @@ Run: python -m loadtest.bench  (scripts/bench.sh builds the load generator first
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -24,6 +25,8 @@ import sys
 import time
 import uuid
 from pathlib import Path
+
+import asyncpg
 
 from loadtest import processes
 
@@ -50,6 +53,9 @@ LOAD_FRACTIONS = (0.7,) if QUICK else (0.3, 0.5, 0.7, 0.9)
 BATCH_SIZES = (1_000,) if QUICK else (100, 1_000)
 BATCH_CONCURRENCY = 4
 BATCH_DURATION_S = 2 if QUICK else 8
+# The service's journal log is projected after each batch run, at about 25,000 operations/s.
+PROJECTION_WAIT_S = 300.0
+PROJECTION_POLL_S = 0.1
 CLIENT_CALLERS = 2_000  # coroutines calling StockClient.reserve at once
 LOADGEN_TIMEOUT_S = 120
 SUB_BENCH_TIMEOUT_S = 300
@@ -133,17 +139,42 @@ def measure_scenario(address: str, scenario: str, server_pid: int) -> dict:
     return {"closed": closed, "open": open_runs}
 
 
-def measure_batches(address: str, server_pid: int) -> list[dict]:
+def journal_log_drained(database: str) -> float:
+    """Waits until the service projected its journal log into the tables; the seconds that
+    took (docs/PERSISTENCE.md, "The journal log"). 0 for a system without the log."""
+    async def wait() -> float:
+        connection = await asyncpg.connect(database)
+        started = time.monotonic()
+        try:
+            if not await connection.fetchval("SELECT to_regclass('journal_log') IS NOT NULL"):
+                return 0.0
+            while await connection.fetchval("SELECT EXISTS (SELECT 1 FROM journal_log)"):
+                if time.monotonic() - started > PROJECTION_WAIT_S:
+                    raise RuntimeError(f"journal_log not projected in {PROJECTION_WAIT_S} s")
+                await asyncio.sleep(PROJECTION_POLL_S)
+        finally:
+            await connection.close()
+        return time.monotonic() - started
+
+    return round(asyncio.run(wait()), 2)
+
+
+def measure_batches(address: str, server_pid: int, database: str) -> list[dict]:
+    """Each batch size from an empty journal log; after each run, how long the service then
+    took to project what the run logged (the tables' catch-up after the burst)."""
     runs = []
     for batch in BATCH_SIZES:
+        journal_log_drained(database)
         result = loadgen(["run", "--target", address, "--scenario", "spread", "--skus", str(SKUS),
                           "--ttl-ms", str(TTL_MS), "--warmup-s", str(WARMUP_S), "--mode",
                           "closed", "--batch", str(batch), "--concurrency",
                           str(BATCH_CONCURRENCY), "--duration-s", str(BATCH_DURATION_S)],
                          server_pid)
+        result["projection_catch_up_s"] = journal_log_drained(database)
         log(f"  batch {batch}: {result['operations_ok_per_s']:,.0f} reservations/s "
             f"(calls p99 {result['latency_ms']['p99']} ms, codes {result['codes']}, "
-            f"failed operations {result['operations_failed']})")
+            f"failed operations {result['operations_failed']}); tables caught up "
+            f"{result['projection_catch_up_s']} s after the run")
         runs.append(result)
     return runs
 
@@ -181,7 +212,7 @@ def measure_system(system: str, token: str, tmp: Path) -> dict:
             result = {"scenarios": {s: measure_scenario(listen, s, process.pid)
                                     for s in SCENARIOS}}
             if system != "naive":  # the naive baseline has no batch API
-                result["batch"] = measure_batches(listen, process.pid)
+                result["batch"] = measure_batches(listen, process.pid, database)
                 result["client"] = measure_client(listen)
     return result
 
