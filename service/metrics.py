@@ -37,6 +37,8 @@ JOURNAL_LOG_OPERATIONS = Gauge("stock_journal_log_operations",
                                "Operations durable in journal_log, not yet projected into tables")
 PROJECTED_OPERATIONS = Counter("stock_projected_operations_total",
                                "Operations projected from journal_log into the tables")
+PROJECTION_FAILURES = Counter("stock_projection_failures_total",
+                              "Failed attempts to project a journal_log row (retried)")
 PROJECTION_SECONDS = Histogram("stock_projection_seconds",
                                "Time to project one journal_log row into the tables",
                                buckets=LATENCY_BUCKETS_S)

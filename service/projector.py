@@ -64,6 +64,7 @@ class Projector:
             try:
                 projected = await self._persistence.project_next()
             except Exception as exc:
+                metrics.PROJECTION_FAILURES.inc()
                 log.warning("projecting the journal log failed (%r); retrying", exc)
                 await asyncio.sleep(RETRY_S)
                 continue
