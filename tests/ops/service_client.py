@@ -214,6 +214,19 @@ async def assert_service_agrees(stub, skus: list[str], reserved_by_sku: dict) ->
     assert {level.sku: level.reserved for level in response.levels} == reserved_by_sku
 
 
+async def assert_recovered_then_retries_apply_once(stub, database_url: str, load: Load,
+                                                  skus: list[str], on_hand: int) -> None:
+    """After an incident: every acknowledged hold is there and the invariants hold; retrying
+    the unanswered calls with their request ids applies each exactly once; reconcile agrees."""
+    await assert_acked_reservations_active(stub, load)
+    reserved = await assert_database_invariants(database_url, load, on_hand)
+    await assert_service_agrees(stub, skus, reserved)
+    await retry_unacked(stub, load)
+    reserved = await assert_database_invariants(database_url, load, on_hand)
+    await assert_service_agrees(stub, skus, reserved)
+    await assert_reconcile_clean(database_url)
+
+
 async def assert_reconcile_clean(database_url: str) -> None:
     """stockctl reconcile agrees: counters, ledger and active holds tell the same story."""
     result = await run_cli("--database-url", database_url, "reconcile")

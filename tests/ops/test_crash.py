@@ -14,6 +14,7 @@ from .service_client import (
     assert_acked_reservations_active,
     assert_database_invariants,
     assert_reconcile_clean,
+    assert_recovered_then_retries_apply_once,
     assert_service_agrees,
     count_durable,
     retry_unacked,
@@ -104,14 +105,8 @@ async def test_kill9_during_batch_load_loses_nothing_held_only_in_the_journal_lo
     await service.start()
     assert await journal_log_rows(shared_database) == 0  # projected before serving
     async with grpc.aio.insecure_channel(service.address) as channel:
-        stub = stub_for(channel)
-        await assert_acked_reservations_active(stub, load)
-        reserved = await assert_database_invariants(shared_database, load, ON_HAND)
-        await assert_service_agrees(stub, SKUS, reserved)
-        await retry_unacked(stub, load)
-        reserved = await assert_database_invariants(shared_database, load, ON_HAND)
-        await assert_service_agrees(stub, SKUS, reserved)
-        await assert_reconcile_clean(shared_database)
+        await assert_recovered_then_retries_apply_once(stub_for(channel), shared_database, load,
+                                                       SKUS, ON_HAND)
 
 
 async def journal_log_rows(database_url: str) -> int:
