@@ -53,6 +53,9 @@ LOAD_FRACTIONS = (0.7,) if QUICK else (0.3, 0.5, 0.7, 0.9)
 BATCH_SIZES = (1_000,) if QUICK else (100, 1_000)
 BATCH_CONCURRENCY = 4
 BATCH_DURATION_S = 2 if QUICK else 8
+# Long enough at 100,000 reservations/s to pass the journal log's default bound (1,000,000).
+SUSTAINED_DURATION_S = 40
+SUSTAINED_BATCH = 1_000
 # The service's journal log is projected after each batch run, at about 25,000 operations/s.
 PROJECTION_WAIT_S = 300.0
 PROJECTION_POLL_S = 0.1
@@ -161,17 +164,24 @@ def journal_log_drained(database: str) -> float:
 
 def measure_batches(address: str, server_pid: int, database: str) -> list[dict]:
     """Each batch size from an empty journal log; after each run, how long the service then
-    took to project what the run logged (the tables' catch-up after the burst)."""
+    took to project what the run logged (the tables' catch-up after the burst). Then, unless
+    quick, one run long enough to pass the journal log's bound: the rate the service sustains
+    once the tables must keep up (`sustained`)."""
     runs = []
-    for batch in BATCH_SIZES:
+    plan = [(batch, BATCH_DURATION_S, False) for batch in BATCH_SIZES]
+    if not QUICK:
+        plan.append((SUSTAINED_BATCH, SUSTAINED_DURATION_S, True))
+    for batch, duration_s, sustained in plan:
         journal_log_drained(database)
         result = loadgen(["run", "--target", address, "--scenario", "spread", "--skus", str(SKUS),
                           "--ttl-ms", str(TTL_MS), "--warmup-s", str(WARMUP_S), "--mode",
                           "closed", "--batch", str(batch), "--concurrency",
-                          str(BATCH_CONCURRENCY), "--duration-s", str(BATCH_DURATION_S)],
+                          str(BATCH_CONCURRENCY), "--duration-s", str(duration_s)],
                          server_pid)
+        result["sustained"] = sustained
         result["projection_catch_up_s"] = journal_log_drained(database)
-        log(f"  batch {batch}: {result['operations_ok_per_s']:,.0f} reservations/s "
+        kind = f"sustained {duration_s} s" if sustained else "burst"
+        log(f"  batch {batch} ({kind}): {result['operations_ok_per_s']:,.0f} reservations/s "
             f"(calls p99 {result['latency_ms']['p99']} ms, codes {result['codes']}, "
             f"failed operations {result['operations_failed']}); tables caught up "
             f"{result['projection_catch_up_s']} s after the run")
@@ -284,7 +294,10 @@ def targets(systems: dict) -> dict:
             p99_at_70(systems, scenario), TARGET_P99_MS_AT_70, False)
     over_naive = ratio(saturation(systems, "service", "hot"), saturation(systems, "naive", "hot"))
     found["service_over_naive_hot"] = target(over_naive, TARGET_SERVICE_OVER_NAIVE_HOT, True)
-    batches = systems.get("service", {}).get("batch", [])
+    # The target is the batch API's rate for a run of BATCH_DURATION_S; the sustained run is
+    # reported beside it (summary.md, docs/BENCHMARKS.md).
+    batches = [run for run in systems.get("service", {}).get("batch", [])
+               if not run.get("sustained")]
     best = max((run["operations_ok_per_s"] for run in batches), default=None)
     found["service_batch_reservations_per_s"] = target(
         round(best) if best is not None else None, TARGET_BATCH_RESERVATIONS_PER_S, True)

@@ -94,7 +94,9 @@ def summary_markdown(report: dict) -> str:
               "|---|---:|---:|---:|---:|---:|"]
     for system, measured in report["systems"].items():
         for run in measured.get("batch", []):
-            lines.append(f"| {system} | {run['options']['batch']} | "
+            sustained = (f" (sustained {run['options']['duration_s']} s)"
+                         if run.get("sustained") else "")
+            lines.append(f"| {system} | {run['options']['batch']}{sustained} | "
                          f"{run['operations_ok_per_s']:,.0f} | {run['latency_ms']['p50']} | "
                          f"{run['latency_ms']['p99']} | {run.get('projection_catch_up_s', '')} |")
     for system, measured in report["systems"].items():
