@@ -15,6 +15,7 @@ Run: python -m loadtest.bench  (scripts/bench.sh builds the load generator first
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -24,6 +25,8 @@ import sys
 import time
 import uuid
 from pathlib import Path
+
+import asyncpg
 
 from loadtest import processes
 
@@ -50,6 +53,12 @@ LOAD_FRACTIONS = (0.7,) if QUICK else (0.3, 0.5, 0.7, 0.9)
 BATCH_SIZES = (1_000,) if QUICK else (100, 1_000)
 BATCH_CONCURRENCY = 4
 BATCH_DURATION_S = 2 if QUICK else 8
+# Long enough at 100,000 reservations/s to pass the journal log's default bound (1,000,000).
+SUSTAINED_DURATION_S = 40
+SUSTAINED_BATCH = 1_000
+# The service's journal log is projected after each batch run, at about 25,000 operations/s.
+PROJECTION_WAIT_S = 300.0
+PROJECTION_POLL_S = 0.1
 CLIENT_CALLERS = 2_000  # coroutines calling StockClient.reserve at once
 LOADGEN_TIMEOUT_S = 120
 SUB_BENCH_TIMEOUT_S = 300
@@ -133,17 +142,49 @@ def measure_scenario(address: str, scenario: str, server_pid: int) -> dict:
     return {"closed": closed, "open": open_runs}
 
 
-def measure_batches(address: str, server_pid: int) -> list[dict]:
+def journal_log_drained(database: str) -> float:
+    """Waits until the service projected its journal log into the tables; the seconds that
+    took (docs/PERSISTENCE.md, "The journal log"). 0 for a system without the log."""
+    async def wait() -> float:
+        connection = await asyncpg.connect(database)
+        started = time.monotonic()
+        try:
+            if not await connection.fetchval("SELECT to_regclass('journal_log') IS NOT NULL"):
+                return 0.0
+            while await connection.fetchval("SELECT EXISTS (SELECT 1 FROM journal_log)"):
+                if time.monotonic() - started > PROJECTION_WAIT_S:
+                    raise RuntimeError(f"journal_log not projected in {PROJECTION_WAIT_S} s")
+                await asyncio.sleep(PROJECTION_POLL_S)
+        finally:
+            await connection.close()
+        return time.monotonic() - started
+
+    return round(asyncio.run(wait()), 2)
+
+
+def measure_batches(address: str, server_pid: int, database: str) -> list[dict]:
+    """Each batch size from an empty journal log; after each run, how long the service then
+    took to project what the run logged (the tables' catch-up after the burst). Then, unless
+    quick, one run long enough to pass the journal log's bound: the rate the service sustains
+    once the tables must keep up (`sustained`)."""
     runs = []
-    for batch in BATCH_SIZES:
+    plan = [(batch, BATCH_DURATION_S, False) for batch in BATCH_SIZES]
+    if not QUICK:
+        plan.append((SUSTAINED_BATCH, SUSTAINED_DURATION_S, True))
+    for batch, duration_s, sustained in plan:
+        journal_log_drained(database)
         result = loadgen(["run", "--target", address, "--scenario", "spread", "--skus", str(SKUS),
                           "--ttl-ms", str(TTL_MS), "--warmup-s", str(WARMUP_S), "--mode",
                           "closed", "--batch", str(batch), "--concurrency",
-                          str(BATCH_CONCURRENCY), "--duration-s", str(BATCH_DURATION_S)],
+                          str(BATCH_CONCURRENCY), "--duration-s", str(duration_s)],
                          server_pid)
-        log(f"  batch {batch}: {result['operations_ok_per_s']:,.0f} reservations/s "
+        result["sustained"] = sustained
+        result["projection_catch_up_s"] = journal_log_drained(database)
+        kind = f"sustained {duration_s} s" if sustained else "burst"
+        log(f"  batch {batch} ({kind}): {result['operations_ok_per_s']:,.0f} reservations/s "
             f"(calls p99 {result['latency_ms']['p99']} ms, codes {result['codes']}, "
-            f"failed operations {result['operations_failed']})")
+            f"failed operations {result['operations_failed']}); tables caught up "
+            f"{result['projection_catch_up_s']} s after the run")
         runs.append(result)
     return runs
 
@@ -181,7 +222,7 @@ def measure_system(system: str, token: str, tmp: Path) -> dict:
             result = {"scenarios": {s: measure_scenario(listen, s, process.pid)
                                     for s in SCENARIOS}}
             if system != "naive":  # the naive baseline has no batch API
-                result["batch"] = measure_batches(listen, process.pid)
+                result["batch"] = measure_batches(listen, process.pid, database)
                 result["client"] = measure_client(listen)
     return result
 
@@ -253,7 +294,10 @@ def targets(systems: dict) -> dict:
             p99_at_70(systems, scenario), TARGET_P99_MS_AT_70, False)
     over_naive = ratio(saturation(systems, "service", "hot"), saturation(systems, "naive", "hot"))
     found["service_over_naive_hot"] = target(over_naive, TARGET_SERVICE_OVER_NAIVE_HOT, True)
-    batches = systems.get("service", {}).get("batch", [])
+    # The target is the batch API's rate for a run of BATCH_DURATION_S; the sustained run is
+    # reported beside it (summary.md, docs/BENCHMARKS.md).
+    batches = [run for run in systems.get("service", {}).get("batch", [])
+               if not run.get("sustained")]
     best = max((run["operations_ok_per_s"] for run in batches), default=None)
     found["service_batch_reservations_per_s"] = target(
         round(best) if best is not None else None, TARGET_BATCH_RESERVATIONS_PER_S, True)

@@ -89,13 +89,16 @@ def summary_markdown(report: dict) -> str:
                     f"| {system} | {scenario} | {closed:,.0f} | {run['offered_rate']:,} "
                     f"({run['fraction_of_saturation']:.0%}) | {latency['p50']} | "
                     f"{latency['p99']} | {latency['p999']} |")
-    lines += ["", "| system | batch size | reservations/s | calls p50 ms | calls p99 ms |",
-              "|---|---:|---:|---:|---:|"]
+    lines += ["", "| system | batch size | reservations/s | calls p50 ms | calls p99 ms "
+                  "| tables caught up after (s) |",
+              "|---|---:|---:|---:|---:|---:|"]
     for system, measured in report["systems"].items():
         for run in measured.get("batch", []):
-            lines.append(f"| {system} | {run['options']['batch']} | "
+            sustained = (f" (sustained {run['options']['duration_s']} s)"
+                         if run.get("sustained") else "")
+            lines.append(f"| {system} | {run['options']['batch']}{sustained} | "
                          f"{run['operations_ok_per_s']:,.0f} | {run['latency_ms']['p50']} | "
-                         f"{run['latency_ms']['p99']} |")
+                         f"{run['latency_ms']['p99']} | {run.get('projection_catch_up_s', '')} |")
     for system, measured in report["systems"].items():
         client = measured.get("client")
         if client:

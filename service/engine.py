@@ -26,6 +26,7 @@ from service._core import (
     UnknownItem,
     UnknownReservation,
     WrongState,
+    new_reservation_id,
 )
 
 __all__ = [
@@ -49,4 +50,5 @@ __all__ = [
     "UnknownItem",
     "UnknownReservation",
     "WrongState",
+    "new_reservation_id",
 ]

@@ -31,6 +31,17 @@ COMMIT_SECONDS = Histogram("stock_commit_seconds", "PostgreSQL batch transaction
                            buckets=LATENCY_BUCKETS_S)
 COMMIT_OVERLAPPED = Counter("stock_commit_overlapped_total",
                             "Batch transactions started while another was still being written")
+COMMIT_LOGGED = Counter("stock_commit_logged_total",
+                        "Batch transactions written as one journal_log row (to be projected)")
+JOURNAL_LOG_OPERATIONS = Gauge("stock_journal_log_operations",
+                               "Operations durable in journal_log, not yet projected into tables")
+PROJECTED_OPERATIONS = Counter("stock_projected_operations_total",
+                               "Operations projected from journal_log into the tables")
+PROJECTION_FAILURES = Counter("stock_projection_failures_total",
+                              "Failed attempts to project a journal_log row (retried)")
+PROJECTION_SECONDS = Histogram("stock_projection_seconds",
+                               "Time to project one journal_log row into the tables",
+                               buckets=LATENCY_BUCKETS_S)
 COMMIT_FAILURES = Counter("stock_commit_failures_total", "Batch transactions that failed")
 REBUILDS = Counter("stock_engine_rebuilds_total", "Engine rebuilds from PostgreSQL")
 JOURNAL_PENDING = Gauge("stock_journal_pending", "Journal operations not yet in PostgreSQL")

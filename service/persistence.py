@@ -8,9 +8,12 @@ Every statement is bounded by the pool's command timeout.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,7 +73,13 @@ STAMP_LSN_BITS = 40
 STAMP_LSN_MAX = (1 << STAMP_LSN_BITS) - 1
 
 
-def batch_statement(tables: tuple[BatchTable, ...] = BATCH_TABLES) -> str:
+def log_column(table: str, column: str) -> str:
+    """The journal_log column holding one table column of a logged batch."""
+    return f"{table}__{column}"
+
+
+def batch_statement(tables: tuple[BatchTable, ...] = BATCH_TABLES, *,
+                    from_log: bool = False) -> str:
     """The whole batch as ONE statement: one data-modifying CTE per table, each a multi-row
     INSERT from unnest()ed arrays. One statement is one round trip and is atomic on its own,
     so a batch costs a single await on a busy loop.
@@ -78,20 +87,30 @@ def batch_statement(tables: tuple[BatchTable, ...] = BATCH_TABLES) -> str:
     Each array comes as text and is parsed by PostgreSQL (`$n::text::bigint[]`): the driver
     then sends one string per column, whatever the batch size (measured: converting rows to
     Python objects and encoding arrays element by element was most of the write path's CPU).
+    `from_log`: the arrays and the stamp come from the oldest row of journal_log instead,
+    which the same statement deletes (projection: see `Persistence.project_next`); it answers
+    that row's stamp and operation count (NULL when the log was empty) and the items it wrote.
 
     Several batches may be written at once on different connections (STOCK_DATABASE_WRITERS),
-    and a later batch may commit first. So a keyed row is only overwritten by a row of a
-    later batch (`WHERE t.stamp <= EXCLUDED.stamp`: the final value wins whatever the commit
-    order), and two batches never wait for each other in a cycle: every batch locks its rows
-    table by table in the same order (each CTE starts after the previous one finished: its
-    one-time filter counts the previous CTE's rows) and key by key within a table."""
+    and a later batch may commit first (or be projected from the log after a later batch was
+    written directly). So a keyed row is only overwritten by a row of a later batch
+    (`WHERE t.stamp <= EXCLUDED.stamp`: the final value wins whatever the commit order), and
+    two batches never wait for each other in a cycle: every batch locks its rows table by
+    table in the same order (each CTE starts after the previous one finished: its one-time
+    filter counts the previous CTE's rows) and key by key within a table."""
     parts, number, previous = [], 0, None
-    stamp = f"${sum(len(columns) for _, columns, _, _ in tables) + 1}::bigint"
+    if from_log:
+        parts.append("entry AS (DELETE FROM journal_log"
+                     " WHERE stamp = (SELECT min(stamp) FROM journal_log) RETURNING *)")
+        stamp = "(SELECT stamp FROM entry)"
+    else:
+        stamp = f"${sum(len(columns) for _, columns, _, _ in tables) + 1}::bigint"
     for table, table_columns, key, updates in tables:
         arrays = []
-        for _, sql_type in table_columns:
+        for name, sql_type in table_columns:
             number += 1
-            arrays.append(f"${number}::text::{sql_type}[]")
+            arrays.append(f"(SELECT {log_column(table, name)} FROM entry)::{sql_type}[]"
+                          if from_log else f"${number}::text::{sql_type}[]")
         names = [name for name, _ in table_columns]
         after = f" WHERE (SELECT count(*) FROM write_{previous}) >= 0" if previous else ""
         source = f"unnest({', '.join(arrays)}) AS t({', '.join(names)})"
@@ -102,16 +121,30 @@ def batch_statement(tables: tuple[BatchTable, ...] = BATCH_TABLES) -> str:
                 f" SELECT t.*, {stamp} FROM {source}{after}"
                 f" ORDER BY {', '.join(f't.{name}' for name in key)}"
                 f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
-                f" WHERE {table}.stamp <= EXCLUDED.stamp RETURNING 1)")
+                f" WHERE {table}.stamp <= EXCLUDED.stamp RETURNING {', '.join(key)})")
         else:  # the ledger: each row stamped with its own operation's LSN
             parts.append(f"write_{table} AS (INSERT INTO {table} ({', '.join(names)}, stamp)"
                          f" SELECT t.*, ({stamp} & {~STAMP_LSN_MAX}) | t.lsn"
                          f" FROM {source}{after})")
         previous = table
-    return "WITH " + ",\n     ".join(parts) + "\nSELECT 1"
+    answer = ("SELECT (SELECT stamp FROM entry), (SELECT operations FROM entry),"
+              " array(SELECT sku FROM write_items), array(SELECT location FROM write_items)"
+              if from_log else "SELECT 1")
+    return "WITH " + ",\n     ".join(parts) + "\n" + answer
+
+
+def log_append_statement(tables: tuple[BatchTable, ...] = BATCH_TABLES) -> str:
+    """One batch as one journal_log row: its stamp, first LSN, operation count, then one
+    array literal per table column (`JournalBatch.columns` order)."""
+    names = [log_column(table, name) for table, columns, _, _ in tables for name, _ in columns]
+    values = ", ".join(f"${number}" for number in range(1, len(names) + 4))
+    return (f"INSERT INTO journal_log (stamp, lsn_first, operations, {', '.join(names)})"
+            f" VALUES ({values})")
 
 
 BATCH_STATEMENT = batch_statement()
+PROJECT_STATEMENT = batch_statement(from_log=True)
+LOG_APPEND_STATEMENT = log_append_statement()
 
 
 @dataclass(frozen=True)
@@ -126,6 +159,15 @@ class StoredReservation:
     expires_at_ms: int
     lsn: int = 0  # already durable
     replayed: bool = False
+
+
+@dataclass(frozen=True)
+class Projected:
+    """One journal_log row projected into the tables."""
+
+    stamp: int
+    operations: int
+    items: list[tuple[str, str]]  # (sku, location) of the item rows it wrote
 
 
 @dataclass(frozen=True)
@@ -163,8 +205,18 @@ class Persistence:
         self._pool_size = pool_size
         self._timeout_s = timeout_ms / 1000
         self._pool: asyncpg.Pool | None = None
-        self._writers: list[asyncpg.Connection | None] = [None] * writers
+        # Writer connections, then one more: the projector's (`PROJECTOR`).
+        self._writers: list[asyncpg.Connection | None] = [None] * (writers + 1)
+        self._projector = writers
+        self._projection_lock = asyncio.Lock()  # one projection at a time, in stamp order
         self._epoch = 0
+        # Operations appended to journal_log by this process and not projected yet (0 after
+        # every complete projection, which recovery does before each load).
+        self.log_operations = 0
+        self.log_appended_at = 0.0  # monotonic time of the last append
+        # Called with every projected row: the server deletes its items' cache keys again, as
+        # a reader that filled its cache from the tables meanwhile saw older levels.
+        self.on_projected: Callable[[Projected], None] = lambda projected: None
 
     async def open(self) -> None:
         """Connects (bounded by the timeout) and applies pending migrations."""
@@ -224,17 +276,55 @@ class Persistence:
             self._epoch = await connection.fetchval("SELECT nextval('engine_epochs')")
         return self._epoch
 
-    async def write_batch(self, batch: Any, writer: int = 0) -> None:
-        """Writes one journal batch in one statement on writer connection `writer`
-        (0..writers-1): all of it or, on error, none of it."""
+    def _stamp(self, batch: Any) -> int:
         assert batch.lsn_last <= STAMP_LSN_MAX, "an engine generation ran out of LSNs"
-        stamp = (self._epoch << STAMP_LSN_BITS) | batch.lsn_last
+        return (self._epoch << STAMP_LSN_BITS) | batch.lsn_last
+
+    async def _execute(self, writer: int, statement: str, *arguments: Any) -> Any:
+        """Runs one statement on connection `writer`; a failed connection is never reused."""
         connection = await self._writer_connection(writer)
         try:
-            await connection.execute(BATCH_STATEMENT, *batch.columns, stamp)
+            return await connection.fetchrow(statement, *arguments)
         except BaseException:
             self._drop_writer(writer)
             raise
+
+    async def write_batch(self, batch: Any, writer: int = 0) -> None:
+        """Writes one journal batch into the tables in one statement on writer connection
+        `writer` (0..writers-1): all of it or, on error, none of it."""
+        await self._execute(writer, BATCH_STATEMENT, *batch.columns, self._stamp(batch))
+
+    async def append_log(self, batch: Any, writer: int = 0) -> None:
+        """Makes one journal batch durable as one journal_log row (all or nothing), to be
+        projected into the tables later (`project_next`). For a large batch this costs
+        PostgreSQL a small fraction of `write_batch` (docs/PERSISTENCE.md, "The journal
+        log")."""
+        operations = batch.lsn_last - batch.lsn_first + 1
+        await self._execute(writer, LOG_APPEND_STATEMENT, self._stamp(batch), batch.lsn_first,
+                            operations, *batch.columns)
+        self.log_operations += operations
+        self.log_appended_at = time.monotonic()
+
+    async def project_next(self) -> Projected | None:
+        """Projects the oldest journal_log row into the tables and deletes it, in one
+        statement; None when the log is empty."""
+        async with self._projection_lock:
+            row = await self._execute(self._projector, PROJECT_STATEMENT)
+        if row[0] is None:
+            self.log_operations = 0
+            return None
+        self.log_operations = max(0, self.log_operations - row[1])
+        projected = Projected(stamp=row[0], operations=row[1],
+                              items=list(zip(row[2], row[3], strict=True)))
+        self.on_projected(projected)
+        return projected
+
+    async def project_all(self) -> list[Projected]:
+        """Projects the whole journal_log (recovery does this before every load)."""
+        projected = []
+        while (entry := await self.project_next()) is not None:
+            projected.append(entry)
+        return projected
 
     async def load_state(self, idempotency_records_max: int) -> LoadedState:
         """Everything the engine needs after a start or a rebuild, read in one snapshot."""
@@ -263,6 +353,10 @@ class Persistence:
             idempotency_records=[tuple(row) for row in reversed(records)])
 
     async def find_reservation(self, reservation_id: str) -> StoredReservation | None:
+        """The reservation as the tables hold it once every logged batch is projected (a
+        logged batch may hold its newest state)."""
+        if self.log_operations:
+            await self.project_all()
         async with self._acquire() as connection:
             head = await connection.fetchrow(
                 "SELECT order_id, status, expires_at_ms FROM reservations"

@@ -1,10 +1,11 @@
 """Builds a live engine from PostgreSQL: at start-up and after a failed batch.
 
-Loads items, active holds and idempotency records into a fresh engine, then expires the holds
-that fell due while nobody was watching and writes those expirations, all before the service
-reports SERVING. The engine checks that every item's `reserved` equals the sum of its loaded
-holds (`RecoveryMismatch`): a database that disagrees with itself is never served from; the
-committer keeps retrying (and logging why) with health NOT_SERVING until an operator repairs it.
+Projects the journal log into the tables, loads items, active holds and idempotency records
+into a fresh engine, then expires the holds that fell due while nobody was watching and writes
+those expirations, all before the service reports SERVING. The engine checks that every
+item's `reserved` equals the sum of its loaded holds (`RecoveryMismatch`): a database that
+disagrees with itself is never served from; the committer keeps retrying (and logging why)
+with health NOT_SERVING until an operator repairs it.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ async def recover(persistence: Persistence,
     await persistence.open()
     await persistence.new_epoch()  # this engine's batches are stamped after every earlier one
     started = time.monotonic()
+    projected = await persistence.project_all()  # the tables then hold every durable change
+    if projected:
+        log.info("projected %d journal log rows (%d operations) in %.3f s", len(projected),
+                 sum(entry.operations for entry in projected), time.monotonic() - started)
     state = await persistence.load_state(IDEMPOTENCY_RECORDS_MAX)
     engine = new_engine()
     engine.load(state.items, state.holds, state.idempotency_records, now_ms())

@@ -23,10 +23,11 @@ from service import metrics
 from service.auth import OperatorAuth
 from service.committer import Committer
 from service.config import Config
-from service.gen.stock.v1 import stock_pb2, stock_pb2_grpc
+from service.gen.stock.v1 import stock_pb2
 from service.invalidation import Invalidator
 from service.persistence import Persistence
-from service.servicer import StockServicer
+from service.projector import Projector
+from service.servicer import StockServicer, add_to_server
 from service.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,12 @@ class App:
             self.persistence, self.invalidator, window_ms=config.batch_window_ms,
             operations_max=config.batch_operations_max, writers=config.database_writers,
             backoff_initial_ms=config.rebuild_backoff_initial_ms,
-            backoff_max_ms=config.rebuild_backoff_max_ms, on_serving=self._set_serving)
+            backoff_max_ms=config.rebuild_backoff_max_ms, on_serving=self._set_serving,
+            journal_log_max_operations=config.journal_log_max_operations)
+        self.projector = Projector(self.persistence,
+                                   lag_max_operations=config.journal_log_max_operations)
+        self.persistence.on_projected = lambda projected: self.invalidator.submit(
+            projected.items)
         self.sweeper = Sweeper(self.committer, self.persistence,
                                interval_ms=config.sweep_interval_ms,
                                idempotency_retention_ms=config.idempotency_retention_ms)
@@ -76,9 +82,8 @@ class App:
         if self.config.metrics_listen:
             metrics.serve(self.config.metrics_listen)
         await self._set_serving(False)
-        stock_pb2_grpc.add_StockServiceServicer_to_server(
-            StockServicer(self.committer, self.persistence,
-                          OperatorAuth(self.config.admin_token)), self.server)
+        add_to_server(StockServicer(self.committer, self.persistence,
+                                    OperatorAuth(self.config.admin_token)), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -88,6 +93,7 @@ class App:
         await self.server.start()
         log.info("listening on %s", self.config.listen)
         self.committer.start()
+        self.projector.start()
         self.sweeper.start()
 
     async def stop(self) -> None:
@@ -98,6 +104,7 @@ class App:
         grace_s = self.config.shutdown_grace_ms / 1000
         await self.committer.drain(grace_s)
         await self.server.stop(max(SERVER_STOP_GRACE_MIN_S, grace_s - (time.monotonic() - started)))
+        await self.projector.stop()  # what is left, the next start's recovery projects
         await self.committer.stop()
         await self.invalidator.stop(INVALIDATOR_STOP_TIMEOUT_S)
         await self.persistence.close()

@@ -28,9 +28,6 @@ REASON_BYTES_MAX = limit("REASON_BYTES_MAX")
 ACTOR_BYTES_MAX = limit("ACTOR_BYTES_MAX")
 BATCH_REQUESTS_MAX = limit("BATCH_REQUESTS_MAX")
 STOCK_QUERY_SKUS_MAX = limit("STOCK_QUERY_SKUS_MAX")
-# A service bound, not an engine one: one batch call is one engine call on the event loop, so
-# its total line count is capped to keep that call short.
-BATCH_LINES_MAX = 100_000
 # UTF-8 takes at most 4 bytes per character, so a string of at most bytes_max / 4 characters
 # is within bytes_max bytes without encoding it.
 UTF8_BYTES_PER_CHARACTER_MAX = 4
@@ -116,16 +113,6 @@ def valid_lines(values: Sequence, quantity_min: int) -> list[tuple[str, str, int
             return None
         append((sku, location, quantity))
     return result
-
-
-def batch_size(count: int, path: str = "requests") -> None:
-    if not 1 <= count <= BATCH_REQUESTS_MAX:
-        raise InvalidArgument(path, f"{count} requests, 1..{BATCH_REQUESTS_MAX} required")
-
-
-def batch_lines(total: int, path: str = "requests") -> None:
-    if total > BATCH_LINES_MAX:
-        raise InvalidArgument(path, f"{total} lines in all, at most {BATCH_LINES_MAX}")
 
 
 def reserve(request, path: str = "") -> tuple[str | None, str, list, int]:

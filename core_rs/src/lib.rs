@@ -15,6 +15,7 @@ pub mod record;
 pub mod reservation;
 pub mod validate;
 pub mod view;
+pub mod wire;
 
 #[cfg(feature = "python")]
 mod python;

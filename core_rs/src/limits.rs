@@ -23,6 +23,9 @@ pub const REASON_BYTES_MAX: usize = 256;
 pub const ACTOR_BYTES_MAX: usize = 128;
 /// Requests per batch call: bounds the time the engine lock is held by one call.
 pub const BATCH_REQUESTS_MAX: usize = 1_000;
+/// Lines of all the requests of one batch call together: with BATCH_REQUESTS_MAX, bounds the
+/// time one call holds the engine.
+pub const BATCH_LINES_MAX: usize = 100_000;
 /// Reservations expired by one `expire_due` call.
 pub const EXPIRE_BATCH_MAX: usize = 10_000;
 /// Operations drained by one `take_journal` call (one PostgreSQL transaction).
@@ -51,6 +54,7 @@ pub const LIMITS: &[(&str, u64)] = &[
     ("REASON_BYTES_MAX", REASON_BYTES_MAX as u64),
     ("ACTOR_BYTES_MAX", ACTOR_BYTES_MAX as u64),
     ("BATCH_REQUESTS_MAX", BATCH_REQUESTS_MAX as u64),
+    ("BATCH_LINES_MAX", BATCH_LINES_MAX as u64),
     ("EXPIRE_BATCH_MAX", EXPIRE_BATCH_MAX as u64),
     (
         "JOURNAL_TAKE_OPERATIONS_MAX",

@@ -129,6 +129,13 @@ impl ArrayText {
     fn push_text(&mut self, value: &str) {
         self.separate();
         self.text.push('"');
+        // Almost every text (ids, skus) has neither: copied whole (memchr2 looks at many
+        // bytes at a time; the split below goes character by character).
+        if memchr::memchr2(b'"', b'\\', value.as_bytes()).is_none() {
+            self.text.push_str(value);
+            self.text.push('"');
+            return;
+        }
         for piece in value.split_inclusive(['"', '\\']) {
             match piece.as_bytes().last() {
                 Some(b'"' | b'\\') => {

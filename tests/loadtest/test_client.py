@@ -7,6 +7,7 @@ import uuid
 
 import grpc
 import pytest
+from journal_log import projected
 
 from loadtest.empty_server import EmptyStockServicer, start
 from service.client import Line, ShortStock, StockClient, StockError
@@ -178,6 +179,7 @@ async def test_coalesced_holds_on_the_service_never_oversell(server, admin_metad
     assert {r.status for r in done[:1_000]} == {"committed"}
     assert {r.status for r in done[1_000:]} == {"released"}
     assert (level.on_hand, level.reserved) == (units - 1_000, 0)
+    await projected(db)
     row = await db.fetchrow("SELECT on_hand, reserved FROM items WHERE sku = $1", sku)
     assert (row["on_hand"], row["reserved"]) == (units - 1_000, 0)
 

@@ -54,12 +54,14 @@ def lines_of(reservation: stock_pb2.Reservation) -> list[Line]:
 
 @dataclass
 class Load:
-    """Many clients reserving concurrently, each with a fresh request id per call."""
+    """Many clients reserving concurrently, each with a fresh request id per reservation;
+    with `batch`, each call is a ReserveBatch of that many reservations."""
 
     stub: stock_pb2_grpc.StockServiceStub
     skus: list[str]
     clients: int
     tag: str
+    batch: int = 0
     acked: dict[str, tuple[str, list[Line]]] = field(default_factory=dict)
     unacked: dict[str, list[Line]] = field(default_factory=dict)
     codes: collections.Counter = field(default_factory=collections.Counter)
@@ -81,11 +83,39 @@ class Load:
         while not self.stopping.is_set():
             sequence += 1
             request_id = f"{self.tag}-{number}-{sequence}"
-            lines = sorted((sku, "", rng.randint(1, QUANTITY_PER_LINE_MAX))
-                           for sku in rng.sample(self.skus, LINES_PER_RESERVATION))
-            code = await self._reserve(request_id, lines)
+            if self.batch:
+                requests = [(f"{request_id}-{index}", self._lines(rng))
+                            for index in range(self.batch)]
+                code = await self._reserve_batch(requests)
+            else:
+                code = await self._reserve(request_id, self._lines(rng))
             if code == grpc.StatusCode.UNAVAILABLE:
                 await asyncio.sleep(UNAVAILABLE_PAUSE_S)
+
+    def _lines(self, rng: random.Random) -> list[Line]:
+        return sorted((sku, "", rng.randint(1, QUANTITY_PER_LINE_MAX))
+                      for sku in rng.sample(self.skus, LINES_PER_RESERVATION))
+
+    async def _reserve_batch(self, requests: list[tuple[str, list[Line]]]) -> grpc.StatusCode:
+        batch = stock_pb2.ReserveBatchRequest(
+            requests=[reserve_request(request_id, lines) for request_id, lines in requests])
+        try:
+            response = await self.stub.ReserveBatch(batch, timeout=CALL_TIMEOUT_S)
+        except grpc.aio.AioRpcError as error:
+            for request_id, lines in requests:
+                self.unacked[request_id] = lines
+            code = error.code()
+        else:
+            code = grpc.StatusCode.OK
+            for (request_id, lines), result in zip(requests, response.results, strict=True):
+                if result.WhichOneof("result") == "reservation":
+                    assert lines_of(result.reservation) == lines, "the hold must be asked's"
+                    self.acked[request_id] = (result.reservation.reservation_id, lines)
+                elif result.error.code != grpc.StatusCode.FAILED_PRECONDITION.value[0]:
+                    self.unacked[request_id] = lines
+        self.codes[code.name] += 1
+        self.answers.append((time.monotonic(), code.name))
+        return code
 
     async def _reserve(self, request_id: str, lines: list[Line]) -> grpc.StatusCode:
         try:
@@ -182,6 +212,19 @@ async def assert_database_invariants(database_url: str, load: Load, on_hand: int
 async def assert_service_agrees(stub, skus: list[str], reserved_by_sku: dict) -> None:
     response = await stub.GetStock(stock_pb2.GetStockRequest(skus=skus), timeout=CALL_TIMEOUT_S)
     assert {level.sku: level.reserved for level in response.levels} == reserved_by_sku
+
+
+async def assert_recovered_then_retries_apply_once(stub, database_url: str, load: Load,
+                                                  skus: list[str], on_hand: int) -> None:
+    """After an incident: every acknowledged hold is there and the invariants hold; retrying
+    the unanswered calls with their request ids applies each exactly once; reconcile agrees."""
+    await assert_acked_reservations_active(stub, load)
+    reserved = await assert_database_invariants(database_url, load, on_hand)
+    await assert_service_agrees(stub, skus, reserved)
+    await retry_unacked(stub, load)
+    reserved = await assert_database_invariants(database_url, load, on_hand)
+    await assert_service_agrees(stub, skus, reserved)
+    await assert_reconcile_clean(database_url)
 
 
 async def assert_reconcile_clean(database_url: str) -> None:

@@ -4,6 +4,7 @@ retrying the unanswered calls with their request ids applies each exactly once."
 
 from __future__ import annotations
 
+import asyncpg
 import grpc
 import pytest
 
@@ -13,6 +14,7 @@ from .service_client import (
     assert_acked_reservations_active,
     assert_database_invariants,
     assert_reconcile_clean,
+    assert_recovered_then_retries_apply_once,
     assert_service_agrees,
     count_durable,
     retry_unacked,
@@ -67,3 +69,49 @@ async def test_kill9_under_load_loses_and_doubles_nothing(
         assert sum(reserved.values()) == sum(
             quantity for _, lines in load.acked.values() for _, _, quantity in lines)
         await assert_reconcile_clean(shared_database)
+
+
+BATCH_CLIENTS = 4
+# Reservations per ReserveBatch call: every group commit then holds 256 or more operations,
+# so it is made durable in the journal log (docs/PERSISTENCE.md, "The journal log").
+BATCH_RESERVATIONS = 300
+BATCH_ACKS_BEFORE_KILL = 3_000
+
+
+async def test_kill9_during_batch_load_loses_nothing_held_only_in_the_journal_log(
+    shared_database, redis_prefix, service_factory
+):
+    """The same proof for batch calls: acknowledged reservations were durable as journal log
+    rows, most not yet projected into the tables (the projector waits for the burst to end)
+    when the process dies; the restart's recovery projects them before it loads."""
+    service = service_factory(database_url=shared_database, redis_url=SHARED_REDIS_URL,
+                              redis_prefix=redis_prefix)
+    await service.start()
+    async with grpc.aio.insecure_channel(service.address) as channel:
+        stub = stub_for(channel)
+        await seed(stub, SKUS, ON_HAND)
+        load = Load(stub, SKUS, clients=BATCH_CLIENTS, tag="kill9-batch",
+                    batch=BATCH_RESERVATIONS)
+        load.start()
+        await wait_for_acks(load, BATCH_ACKS_BEFORE_KILL, ACKS_WAIT_S_MAX)
+        logged = await journal_log_rows(shared_database)
+        service.kill9()
+        await load.stop()
+    print(f"before kill -9: {dict(load.codes)}; journal_log rows {logged}; "
+          f"unanswered {len(load.unacked)}")
+    assert logged > 0, "the batches should have been in the journal log"
+    assert set(load.codes) <= {"OK", "UNAVAILABLE"}, load.codes
+
+    await service.start()
+    assert await journal_log_rows(shared_database) == 0  # projected before serving
+    async with grpc.aio.insecure_channel(service.address) as channel:
+        await assert_recovered_then_retries_apply_once(stub_for(channel), shared_database, load,
+                                                       SKUS, ON_HAND)
+
+
+async def journal_log_rows(database_url: str) -> int:
+    connection = await asyncpg.connect(database_url, timeout=10)
+    try:
+        return await connection.fetchval("SELECT count(*) FROM journal_log")
+    finally:
+        await connection.close()

@@ -17,12 +17,8 @@ from .conftest import SHARED_REDIS_URL, create_database, requires_service, uniqu
 from .service_client import (
     CALL_TIMEOUT_S,
     Load,
-    assert_acked_reservations_active,
-    assert_database_invariants,
-    assert_reconcile_clean,
-    assert_service_agrees,
+    assert_recovered_then_retries_apply_once,
     reserve_request,
-    retry_unacked,
     seed,
     stub_for,
     wait_for_acks,
@@ -81,13 +77,7 @@ async def test_postgres_outage_refuses_then_recovers_without_loss(
         assert load.codes["UNAVAILABLE"] > 0 and set(load.codes) <= {"OK", "UNAVAILABLE"}, (
             load.codes)
 
-        await assert_acked_reservations_active(stub, load)
-        reserved = await assert_database_invariants(database_url, load, ON_HAND)
-        await assert_service_agrees(stub, SKUS, reserved)
-        await retry_unacked(stub, load)
-        reserved = await assert_database_invariants(database_url, load, ON_HAND)
-        await assert_service_agrees(stub, SKUS, reserved)
-        await assert_reconcile_clean(database_url)
+        await assert_recovered_then_retries_apply_once(stub, database_url, load, SKUS, ON_HAND)
 
 
 async def assert_reserve_unavailable(stub) -> None:

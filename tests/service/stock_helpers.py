@@ -60,3 +60,4 @@ def short_items(error: grpc.aio.AioRpcError) -> list[stock_pb2.ShortItem]:
             detail.Unpack(item)
             items.append(item)
     return items
+

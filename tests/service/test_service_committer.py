@@ -23,11 +23,15 @@ METADATA = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 
 
 @pytest.fixture
-async def app():
+async def app(request):
+    """An in-process service; parametrize indirectly with STOCK_JOURNAL_LOG_MAX_OPERATIONS
+    (0: every batch goes into the tables directly)."""
+    log_max = getattr(request, "param", Config.journal_log_max_operations)
     database_url = await create_database()
     app = App(Config(listen=f"127.0.0.1:{free_port()}", database_url=database_url,
                      redis_url=REDIS_URL, redis_prefix=unique("committer") + ":",
-                     admin_token=ADMIN_TOKEN, rebuild_backoff_initial_ms=10))
+                     admin_token=ADMIN_TOKEN, rebuild_backoff_initial_ms=10,
+                     journal_log_max_operations=log_max))
     await app.start()
     try:
         await wait_serving(app)
@@ -173,17 +177,23 @@ async def test_refusal_waits_for_the_change_it_rests_on(app):
 BIG_BATCH = 1_000  # reservations per call: enough backlog for a second writer
 
 
+@pytest.mark.parametrize("app", [0, Config.journal_log_max_operations], indirect=True,
+                         ids=["into-tables", "into-journal-log"])
 @pytest.mark.parametrize("shared_item", [True, False])
 async def test_a_failed_large_batch_leaves_postgresql_consistent(app, shared_item):
     """Two large batches, the first of which fails after a delay. If the second shares an
     item with it, it must not be written meanwhile: its item row would hold levels that
     include the first batch's holds. If it shares nothing, it may be written at once, and
     what it committed stands on its own. Either way every call is UNAVAILABLE and, after the
-    rebuild, each item's reserved equals its active holds in PostgreSQL."""
+    rebuild, each item's reserved equals its active holds in PostgreSQL. The same holds
+    whether large batches go into the tables or into the journal log (projected by the
+    rebuild's recovery)."""
     first_sku, other_sku = unique("first"), unique("other")
     second_sku = first_sku if shared_item else other_sku
     entered, gate = asyncio.Event(), asyncio.Event()
-    real_write = app.persistence.write_batch
+    logged = app.config.journal_log_max_operations > 0
+    write_name = "append_log" if logged else "write_batch"
+    real_write = getattr(app.persistence, write_name)
     writes: list[int] = []
 
     async def first_fails(batch, **kwargs):
@@ -205,7 +215,7 @@ async def test_a_failed_large_batch_leaves_postgresql_consistent(app, shared_ite
                 stock_pb2.ReserveRequest(order_id=f"o{n}", lines=[line(sku, 1)])
                 for n in range(BIG_BATCH)]))
 
-        app.persistence.write_batch = first_fails
+        setattr(app.persistence, write_name, first_fails)
         first = asyncio.ensure_future(reserve_batch(first_sku))
         await asyncio.wait_for(entered.wait(), 10)
         second = asyncio.ensure_future(reserve_batch(second_sku))
@@ -216,9 +226,10 @@ async def test_a_failed_large_batch_leaves_postgresql_consistent(app, shared_ite
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await call
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        app.persistence.write_batch = real_write
+        setattr(app.persistence, write_name, real_write)
         await wait_serving(app)
     async with app.persistence._pool.acquire() as connection:
+        assert not await connection.fetchval("SELECT count(*) FROM journal_log")
         for sku in (first_sku, other_sku):
             reserved, held = await connection.fetchrow(
                 "SELECT i.reserved, (SELECT coalesce(sum(l.quantity), 0) FROM reservation_lines l"

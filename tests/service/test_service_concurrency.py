@@ -8,6 +8,7 @@ import urllib.request
 from collections import Counter
 
 import grpc
+from journal_log import projected
 from stock_helpers import item_row, level, line, stock_item, unique
 
 from service.gen.stock.v1 import stock_pb2
@@ -146,6 +147,7 @@ async def test_large_batches_written_in_parallel_leave_consistent_rows(
     after = await scrape(server)
     assert (metric_value(after, "stock_commit_overlapped_total")
             > metric_value(before, "stock_commit_overlapped_total"))
+    await projected(db)
     rows = await db.fetch(
         "SELECT i.sku, i.on_hand, i.reserved,"
         " (SELECT coalesce(sum(l.quantity), 0) FROM reservation_lines l JOIN reservations r"

@@ -5,7 +5,7 @@
 use parking_lot::{Mutex, MutexGuard};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList};
 
 use super::conversions::{self, integer, Lines};
 use super::exceptions::{to_py_err, to_py_exception};
@@ -19,6 +19,7 @@ use crate::limits::{
 };
 use crate::pg_columns;
 use crate::view;
+use crate::wire::{self, BatchAnswer, Part};
 
 #[pyclass(frozen, module = "service._core")]
 pub struct Engine {
@@ -83,6 +84,27 @@ impl Engine {
             return guard;
         }
         py.detach(|| self.inner.lock())
+    }
+
+    /// A batch call on the wire (core_rs/src/wire.rs), run detached from the interpreter:
+    /// (parts, lsn), each part the encoded results of consecutive successful requests
+    /// (bytes) or one refused request's exception object, in request order.
+    fn wire_batch<'py>(
+        &self,
+        py: Python<'py>,
+        request: &[u8],
+        call: impl FnOnce(&mut RustEngine, &[u8]) -> EngineResult<BatchAnswer> + Send,
+    ) -> PyResult<(Bound<'py, PyList>, u64)> {
+        let answer = py.detach(|| call(&mut self.inner.lock(), request));
+        let BatchAnswer { parts, lsn } = raise(py, answer)?;
+        let objects: PyResult<Vec<Bound<'py, PyAny>>> = parts
+            .iter()
+            .map(|part| match part {
+                Part::Encoded(bytes) => Ok(PyBytes::new(py, bytes).into_any()),
+                Part::Refused(error) => to_py_exception(py, error),
+            })
+            .collect();
+        Ok((PyList::new(py, objects?)?, lsn))
     }
 
     /// Applies a batch of converted requests in order, detached from the interpreter, and
@@ -381,6 +403,39 @@ impl Engine {
             batch_requests(py, requests, |request| request.extract())?;
         self.apply_batch(py, &batch, |engine, (reservation_id, request_id)| {
             engine.release(reservation_id, now_ms, request_id.as_deref())
+        })
+    }
+
+    fn reserve_batch_wire<'py>(
+        &self,
+        py: Python<'py>,
+        request: &[u8],
+        now_ms: i64,
+    ) -> PyResult<(Bound<'py, PyList>, u64)> {
+        self.wire_batch(py, request, |engine, request| {
+            wire::reserve_batch(engine, request, now_ms)
+        })
+    }
+
+    fn commit_batch_wire<'py>(
+        &self,
+        py: Python<'py>,
+        request: &[u8],
+        now_ms: i64,
+    ) -> PyResult<(Bound<'py, PyList>, u64)> {
+        self.wire_batch(py, request, |engine, request| {
+            wire::commit_batch(engine, request, now_ms)
+        })
+    }
+
+    fn release_batch_wire<'py>(
+        &self,
+        py: Python<'py>,
+        request: &[u8],
+        now_ms: i64,
+    ) -> PyResult<(Bound<'py, PyList>, u64)> {
+        self.wire_batch(py, request, |engine, request| {
+            wire::release_batch(engine, request, now_ms)
         })
     }
 

@@ -11,6 +11,13 @@ use pyo3::types::PyDict;
 
 use crate::limits::LIMITS;
 use crate::pg_columns;
+use crate::wire;
+
+/// A new time-ordered reservation id (core_rs/src/wire.rs).
+#[pyfunction]
+fn new_reservation_id(now_ms: i64) -> String {
+    wire::new_reservation_id(now_ms)
+}
 
 /// Registers every public name of `service._core` (the stub lists the same names).
 pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -21,6 +28,7 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<views::JournalBatch>()?;
     module.add_class::<views::EngineState>()?;
     exceptions::register(module)?;
+    module.add_function(wrap_pyfunction!(new_reservation_id, module)?)?;
     let limits = PyDict::new(py);
     for (name, value) in LIMITS {
         limits.set_item(name, value)?;

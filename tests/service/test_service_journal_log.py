@@ -1,0 +1,228 @@
+"""The journal log (docs/PERSISTENCE.md, "The journal log"): a large batch made durable as one
+journal_log row, projected into the tables later. The projection must leave exactly the rows a
+direct write leaves; a batch written into the tables meanwhile must win over an older logged
+one; recovery and look-ups of evicted reservations must see logged changes; and the committer
+must keep the log within its bound."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+
+import grpc
+import pytest
+from conftest import ADMIN_TOKEN, REDIS_URL, create_database, drop_database
+from stock_helpers import line, unique
+from test_service_committer import wait_serving
+
+from loadtest.processes import free_port
+from service import metrics, recovery
+from service.config import Config
+from service.engine import Engine
+from service.gen.stock.v1 import stock_pb2, stock_pb2_grpc
+from service.persistence import Persistence
+from service.server import App
+
+# Recovery expires holds by the wall clock: these are made now.
+NOW_MS = recovery.now_ms()
+TTL_MS = 3_600_000  # outlives the test run: recovery expires by the wall clock
+ON_HAND = 1_000_000
+RESERVATIONS = 300
+
+
+@pytest.fixture
+async def persistence():
+    """Persistence on a database of its own (recovery loads and rewrites a whole database)."""
+    async with fresh_persistence() as persistence:
+        yield persistence
+
+
+@contextlib.asynccontextmanager
+async def fresh_persistence():
+    database_url = await create_database()
+    persistence = Persistence(database_url, pool_size=1, timeout_ms=10_000, writers=1)
+    try:
+        await persistence.open()
+        yield persistence
+    finally:
+        await persistence.close()
+        await drop_database(database_url)
+
+
+@contextlib.asynccontextmanager
+async def connection_of(persistence: Persistence):
+    async with persistence._pool.acquire() as connection:
+        yield connection
+
+
+def stocked(sku: str):
+    """(engine, its stocking batch) with `sku` on hand."""
+    engine = Engine()
+    engine.set_stock(sku, "", ON_HAND, None, NOW_MS)
+    return engine, engine.take_journal(10_000)
+
+
+def reserve(engine: Engine, sku: str, count: int = RESERVATIONS):
+    """(reservation ids, the batch of `count` one-line reservations with request ids)."""
+    requests = [(os.urandom(16).hex(), f"order-{index}", [(sku, "", 1 + index % 3)], TTL_MS,
+                 f"{sku}-request-{index}") for index in range(count)]
+    answers = engine.reserve_batch(requests, NOW_MS)
+    assert not any(isinstance(answer, Exception) for answer in answers)
+    return [answer.reservation_id for answer in answers], engine.take_journal(10_000)
+
+
+async def rows_of(db, sku: str) -> dict[str, list[tuple]]:
+    """Every row the batches of `sku` wrote, in a stable order (ledger ids left out: they are
+    a sequence's)."""
+    ids = "SELECT reservation_id FROM reservation_lines WHERE sku = $1"
+    queries = {
+        "items": "SELECT * FROM items WHERE sku = $1",
+        "reservations": f"SELECT * FROM reservations WHERE reservation_id IN ({ids})"
+                        " ORDER BY reservation_id",
+        "lines": "SELECT * FROM reservation_lines WHERE sku = $1 ORDER BY reservation_id",
+        "idempotency": "SELECT * FROM idempotency WHERE request_id LIKE $1 || '-request-%'"
+                       " ORDER BY request_id",
+        "ledger": "SELECT lsn, at_ms, sku, location, kind, delta_on_hand, delta_reserved,"
+                  " on_hand_after, reserved_after, reservation_id, order_id, request_id,"
+                  " reason, actor, stamp FROM ledger WHERE sku = $1 ORDER BY stamp, lsn",
+    }
+    return {name: [tuple(row) for row in await db.fetch(query, sku)]
+            for name, query in queries.items()}
+
+
+async def test_a_projected_batch_leaves_the_rows_a_direct_write_leaves(persistence):
+    sku = unique("log-same")
+    engine, stocking = stocked(sku)
+    _, reserved = reserve(engine, sku)
+    async with fresh_persistence() as direct_persistence:
+        await direct_persistence.write_batch(stocking)
+        await direct_persistence.write_batch(reserved)
+        async with connection_of(direct_persistence) as db:
+            direct = await rows_of(db, sku)
+    assert len(direct["reservations"]) == RESERVATIONS
+    assert len(direct["idempotency"]) == RESERVATIONS
+
+    await persistence.write_batch(stocking)
+    await persistence.append_log(reserved)
+    assert persistence.log_operations == reserved.lsn_last - reserved.lsn_first + 1
+    async with connection_of(persistence) as db:
+        assert (await rows_of(db, sku))["reservations"] == []  # durable, not in the tables yet
+        projected = await persistence.project_next()
+        assert projected is not None and projected.items == [(sku, "")]
+        assert await rows_of(db, sku) == direct
+    assert await persistence.project_next() is None
+    assert persistence.log_operations == 0
+
+
+async def test_an_older_logged_batch_never_overwrites_a_newer_direct_write(persistence):
+    """Reserve (logged), then release the same reservations (written into the tables before
+    the reserve is projected): the release's rows stay, the ledger keeps the change order."""
+    sku = unique("log-order")
+    engine, stocking = stocked(sku)
+    ids, reserved = reserve(engine, sku)
+    answers = engine.release_batch([(reservation_id, None) for reservation_id in ids], NOW_MS)
+    assert not any(isinstance(answer, Exception) for answer in answers)
+    released = engine.take_journal(10_000)
+    await persistence.write_batch(stocking)
+    await persistence.append_log(reserved)
+    await persistence.write_batch(released)
+    await persistence.project_all()
+    async with connection_of(persistence) as db:
+        rows = await rows_of(db, sku)
+    assert [(row[2], row[3]) for row in rows["items"]] == [(ON_HAND, 0)]
+    assert {row[2] for row in rows["reservations"]} == {"released"}
+    kinds = [row[4] for row in rows["ledger"]]
+    assert kinds == ["set"] + ["reserve"] * RESERVATIONS + ["release"] * RESERVATIONS
+    assert sum(row[6] for row in rows["ledger"]) == 0  # reserved deltas: back to 0
+
+
+async def test_recovery_and_lookups_see_logged_batches(persistence):
+    sku = unique("log-recover")
+    engine, stocking = stocked(sku)
+    ids, reserved = reserve(engine, sku)
+    await persistence.write_batch(stocking)
+    await persistence.append_log(reserved)
+    stored = await persistence.find_reservation(ids[0])  # projects the log first
+    assert stored is not None and stored.status == "active"
+    async with connection_of(persistence) as db:
+        assert not await db.fetchval("SELECT count(*) FROM journal_log")
+
+    other = unique("log-recover")
+    engine, stocking = stocked(other)
+    ids, reserved = reserve(engine, other)
+    await persistence.write_batch(stocking)
+    await persistence.append_log(reserved)
+    loaded, _ = await recovery.recover(persistence, persistence.write_batch)
+    async with connection_of(persistence) as db:
+        assert not await db.fetchval("SELECT count(*) FROM journal_log")
+    assert loaded.get_reservation(ids[-1], NOW_MS).status == "active"
+    [level] = loaded.get_stock([other], "", NOW_MS).levels
+    assert level[3] == sum(1 + index % 3 for index in range(RESERVATIONS))
+
+
+@pytest.fixture
+async def small_log_app():
+    """An in-process service whose log holds at most 1,500 operations, projector stopped."""
+    database_url = await create_database()
+    app = App(Config(listen=f"127.0.0.1:{free_port()}", database_url=database_url,
+                     redis_url=REDIS_URL, redis_prefix=unique("log") + ":",
+                     admin_token=ADMIN_TOKEN, journal_log_max_operations=1_500))
+    await app.start()
+    try:
+        await wait_serving(app)
+        await app.projector.stop()
+        yield app
+    finally:
+        await app.stop()
+        await drop_database(database_url)
+
+
+async def test_the_committer_logs_large_batches_within_the_bound(small_log_app):
+    app = small_log_app
+    sku = unique("log-bound")
+    logged = metrics.COMMIT_LOGGED._value.get
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = stock_pb2_grpc.StockServiceStub(channel)
+        await stub.SetStock(stock_pb2.SetStockRequest(sku=sku, on_hand=ON_HAND),
+                            metadata=(("authorization", f"Bearer {ADMIN_TOKEN}"),))
+
+        async def reserve_batch(count: int) -> None:
+            response = await stub.ReserveBatch(stock_pb2.ReserveBatchRequest(requests=[
+                stock_pb2.ReserveRequest(order_id=f"o{n}", lines=[line(sku, 1)])
+                for n in range(count)]))
+            assert all(r.WhichOneof("result") == "reservation" for r in response.results)
+
+        before = logged()
+        await reserve_batch(10)  # small: into the tables
+        assert (logged(), app.persistence.log_operations) == (before, 0)
+        await reserve_batch(1_000)  # large, and the log has room
+        assert (logged(), app.persistence.log_operations) == (before + 1, 1_000)
+        await reserve_batch(1_000)  # the log would pass its bound: into the tables
+        assert (logged(), app.persistence.log_operations) == (before + 1, 1_000)
+        async with app.persistence._pool.acquire() as connection:
+            assert await connection.fetchval("SELECT count(*) FROM journal_log") == 1
+            assert await connection.fetchval(
+                "SELECT reserved FROM items WHERE sku = $1", sku) == 2_010
+            await app.persistence.project_all()
+            assert await connection.fetchval(
+                "SELECT count(*) FROM reservations WHERE status = 'active'") == 2_010
+        [level] = (await stub.GetStock(stock_pb2.GetStockRequest(skus=[sku]))).levels
+        assert level.reserved == 2_010
+
+
+async def test_the_projector_catches_up_once_bulk_load_pauses(server, stub, db, admin_metadata):
+    """Through the shared service: a call of 1,000 reservations is answered once durable in
+    the log, and the tables hold it shortly after."""
+    sku = unique("log-catch-up")
+    await stub.SetStock(stock_pb2.SetStockRequest(sku=sku, on_hand=ON_HAND),
+                        metadata=admin_metadata)
+    response = await stub.ReserveBatch(stock_pb2.ReserveBatchRequest(requests=[
+        stock_pb2.ReserveRequest(order_id=f"o{n}", lines=[line(sku, 2)]) for n in range(1_000)]))
+    ids = [result.reservation.reservation_id for result in response.results]
+    for _ in range(1_000):
+        if await db.fetchval("SELECT count(*) FROM reservations"
+                             " WHERE reservation_id = ANY($1::text[])", ids) == len(ids):
+            break
+        await asyncio.sleep(0.02)
+    assert await db.fetchval("SELECT reserved FROM items WHERE sku = $1", sku) == 2_000
