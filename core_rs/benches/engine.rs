@@ -4,57 +4,21 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use core_rs::engine::Annotation;
 use core_rs::limits::JOURNAL_TAKE_OPERATIONS_MAX;
 use core_rs::{Engine, EngineConfig, LineInput, LoadHold, LoadItem};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
-const ITEMS: usize = 1_000;
-const ID_POOL: usize = 1 << 20;
-const NOW_MS: i64 = 1_700_000_000_000;
-const TTL_MS: i64 = 60_000;
-/// The journal is drained (as the service does) every this many operations, inside the
-/// timed loop: its cost is part of the throughput.
-const DRAIN_EVERY_OPERATIONS: u64 = 10_000;
+#[path = "pairs_loop.rs"]
+mod pairs_loop;
+
+use pairs_loop::{
+    drain, ids, pairs, stocked_engine, DRAIN_EVERY_OPERATIONS, ID_POOL, ITEMS, NOW_MS, TTL_MS,
+};
+
 const LOAD_ITEMS: usize = 1_000_000;
 const LOAD_HOLDS: usize = 1_000_000;
 
-fn config() -> EngineConfig {
-    EngineConfig {
-        journal_operations_max: 100_000,
-        ..EngineConfig::default()
-    }
-}
-
-fn stocked_engine() -> (Engine, Vec<String>) {
-    let mut engine = Engine::new(config()).unwrap();
-    let skus: Vec<String> = (0..ITEMS).map(|i| format!("sku-{i:06}")).collect();
-    for sku in &skus {
-        engine
-            .set_stock(sku, "", 1_000_000_000, None, NOW_MS, Annotation::default())
-            .unwrap();
-    }
-    drain(&mut engine);
-    (engine, skus)
-}
-
-fn drain(engine: &mut Engine) {
-    while engine
-        .take_journal(JOURNAL_TAKE_OPERATIONS_MAX)
-        .unwrap()
-        .is_some()
-    {}
-}
-
-fn ids(prefix: &str) -> Vec<String> {
-    (0..ID_POOL)
-        .map(|i| format!("{prefix}-{i:08x}-0000-4000-8000-000000000000"))
-        .collect()
-}
-
-/// `iterations` single-line reserve + release pairs of fresh ids, the journal drained every
-/// DRAIN_EVERY_OPERATIONS operations as the service does; the time taken, with or without
-/// the drains.
+/// `iterations` pairs (`pairs_loop::pairs`); the time taken, with or without the drains.
 fn timed_pairs(
     engine: &mut Engine,
     ids: &[String],
@@ -65,29 +29,13 @@ fn timed_pairs(
 ) -> Duration {
     let mut untimed = Duration::ZERO;
     let start = Instant::now();
-    for _ in 0..iterations {
-        let id = &ids[*next & (ID_POOL - 1)];
-        let sku = &skus[*next % ITEMS];
-        *next += 1;
-        let line = [LineInput {
-            sku,
-            location: "",
-            quantity: 1,
-        }];
-        black_box(
-            engine
-                .reserve(id, "order", &line, TTL_MS, NOW_MS, None)
-                .unwrap(),
-        );
-        black_box(engine.release(id, NOW_MS, None).unwrap());
-        if (2 * *next as u64).is_multiple_of(DRAIN_EVERY_OPERATIONS) {
-            let drain_start = Instant::now();
-            drain(engine);
-            if !drains_timed {
-                untimed += drain_start.elapsed();
-            }
+    pairs(engine, ids, skus, next, iterations, |engine| {
+        let drain_start = Instant::now();
+        drain(engine);
+        if !drains_timed {
+            untimed += drain_start.elapsed();
         }
-    }
+    });
     let elapsed = start.elapsed() - untimed;
     drain(engine);
     elapsed
