@@ -146,17 +146,12 @@ class Engine:
     def release_batch(
         self, requests: Sequence[tuple[str, str | None]], now_ms: int
     ) -> list[ReservationView | EngineError]: ...
-    # Batch calls on the wire (core_rs/src/wire.rs): the request message's bytes in;
-    # (parts, lsn) out, each part the encoded `results` of consecutive successful requests
-    # or one refused request's exception, in request order. Whole-call errors raise.
-    def reserve_batch_wire(
-        self, request: bytes, now_ms: int
-    ) -> tuple[list[bytes | EngineError], int]: ...
-    def commit_batch_wire(
-        self, request: bytes, now_ms: int
-    ) -> tuple[list[bytes | EngineError], int]: ...
-    def release_batch_wire(
-        self, request: bytes, now_ms: int
+    # Batch calls on the wire (core_rs/src/wire.rs): operation "reserve", "commit" or
+    # "release"; the request message's bytes in; (parts, lsn) out, each part the encoded
+    # `results` of consecutive successful requests or one refused request's exception, in
+    # request order. Whole-call errors raise.
+    def batch_wire(
+        self, operation: str, request: bytes, now_ms: int
     ) -> tuple[list[bytes | EngineError], int]: ...
     def take_journal(self, max_operations: int) -> JournalBatch | None: ...
     def journal_pending(self) -> int: ...

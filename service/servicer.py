@@ -241,17 +241,17 @@ class StockServicer(stock_pb2_grpc.StockServiceServicer):
 
     @rpc
     async def ReserveBatch(self, request: bytes, context) -> bytes:
-        return await self._wire_batch(request, "reserve_batch_wire", None)
+        return await self._wire_batch(request, "reserve", None)
 
     @rpc
     async def CommitBatch(self, request: bytes, context) -> bytes:
-        return await self._wire_batch(request, "commit_batch_wire", "commit")
+        return await self._wire_batch(request, "commit", "commit")
 
     @rpc
     async def ReleaseBatch(self, request: bytes, context) -> bytes:
-        return await self._wire_batch(request, "release_batch_wire", "release")
+        return await self._wire_batch(request, "release", "release")
 
-    async def _wire_batch(self, request: bytes, method: str,
+    async def _wire_batch(self, request: bytes, operation: str,
                           fallback_operation: str | None) -> bytes:
         """Runs a batch call's request bytes in one engine call (each request on its own, in
         order), waits for one group commit covering all of them (refusals included, as in
@@ -259,7 +259,7 @@ class StockServicer(stock_pb2_grpc.StockServiceServicer):
         refused request's BatchError (encoded here: one error model, service/errors.py) in
         its place. A reservation the engine no longer holds is looked up in PostgreSQL."""
         engine, generation = self._committer.engine()
-        parts, lsn = getattr(engine, method)(request, now_ms())
+        parts, lsn = engine.batch_wire(operation, request, now_ms())
         await self._committer.wait_durable(lsn, generation)
         pieces = []
         for part in parts:

@@ -59,8 +59,8 @@ def reference(engine: Engine, requests) -> list:
 
 
 def wire(engine: Engine, requests) -> list:
-    parts, lsn = engine.reserve_batch_wire(
-        stock_pb2.ReserveBatchRequest(requests=requests).SerializeToString(), NOW_MS)
+    parts, lsn = engine.batch_wire(
+        "reserve", stock_pb2.ReserveBatchRequest(requests=requests).SerializeToString(), NOW_MS)
     assert lsn == engine.lsn_last()
     answers = []
     for part in parts:

@@ -406,37 +406,28 @@ impl Engine {
         })
     }
 
-    fn reserve_batch_wire<'py>(
+    /// A batch call on the wire (core_rs/src/wire.rs): `operation` is "reserve", "commit"
+    /// or "release"; (parts, lsn) as `wire_batch` answers.
+    fn batch_wire<'py>(
         &self,
         py: Python<'py>,
+        operation: &str,
         request: &[u8],
         now_ms: i64,
     ) -> PyResult<(Bound<'py, PyList>, u64)> {
-        self.wire_batch(py, request, |engine, request| {
-            wire::reserve_batch(engine, request, now_ms)
-        })
-    }
-
-    fn commit_batch_wire<'py>(
-        &self,
-        py: Python<'py>,
-        request: &[u8],
-        now_ms: i64,
-    ) -> PyResult<(Bound<'py, PyList>, u64)> {
-        self.wire_batch(py, request, |engine, request| {
-            wire::commit_batch(engine, request, now_ms)
-        })
-    }
-
-    fn release_batch_wire<'py>(
-        &self,
-        py: Python<'py>,
-        request: &[u8],
-        now_ms: i64,
-    ) -> PyResult<(Bound<'py, PyList>, u64)> {
-        self.wire_batch(py, request, |engine, request| {
-            wire::release_batch(engine, request, now_ms)
-        })
+        let call: fn(&mut RustEngine, &[u8], i64) -> EngineResult<BatchAnswer> = match operation {
+            "reserve" => wire::reserve_batch,
+            "commit" => wire::commit_batch,
+            "release" => wire::release_batch,
+            _ => {
+                let error = EngineError::InvalidRequest {
+                    field: "operation",
+                    message: format!("{operation:?} is not reserve, commit or release"),
+                };
+                return Err(to_py_err(py, &error));
+            }
+        };
+        self.wire_batch(py, request, |engine, request| call(engine, request, now_ms))
     }
 
     fn take_journal(
