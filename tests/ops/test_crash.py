@@ -39,15 +39,7 @@ async def test_kill9_under_load_loses_and_doubles_nothing(
 ):
     service = service_factory(database_url=shared_database, redis_url=SHARED_REDIS_URL,
                               redis_prefix=redis_prefix)
-    await service.start()
-    async with grpc.aio.insecure_channel(service.address) as channel:
-        stub = stub_for(channel)
-        await seed(stub, SKUS, ON_HAND)
-        load = Load(stub, SKUS, clients=CLIENTS, tag="kill9")
-        load.start()
-        await wait_for_acks(load, ACKS_BEFORE_KILL, ACKS_WAIT_S_MAX)
-        service.kill9()
-        await load.stop()
+    load = await kill9_under_load(service, ACKS_BEFORE_KILL, clients=CLIENTS, tag="kill9")
     print(f"before kill -9: {dict(load.codes)}; unanswered {len(load.unacked)}")
     assert load.codes["OK"] >= ACKS_BEFORE_KILL
     assert set(load.codes) <= {"OK", "UNAVAILABLE"}, load.codes
@@ -71,6 +63,23 @@ async def test_kill9_under_load_loses_and_doubles_nothing(
         await assert_reconcile_clean(shared_database)
 
 
+async def kill9_under_load(service, acks: int, before_kill=None, **load_options) -> Load:
+    """Starts the service, seeds it, runs a Load until `acks` reservations were acknowledged,
+    awaits `before_kill()`, then kill -9s the service with the other calls mid-flight."""
+    await service.start()
+    async with grpc.aio.insecure_channel(service.address) as channel:
+        stub = stub_for(channel)
+        await seed(stub, SKUS, ON_HAND)
+        load = Load(stub, SKUS, **load_options)
+        load.start()
+        await wait_for_acks(load, acks, ACKS_WAIT_S_MAX)
+        if before_kill is not None:
+            await before_kill()
+        service.kill9()
+        await load.stop()
+    return load
+
+
 BATCH_CLIENTS = 4
 # Reservations per ReserveBatch call: every group commit then holds 256 or more operations,
 # so it is made durable in the journal log (docs/PERSISTENCE.md, "The journal log").
@@ -86,17 +95,15 @@ async def test_kill9_during_batch_load_loses_nothing_held_only_in_the_journal_lo
     when the process dies; the restart's recovery projects them before it loads."""
     service = service_factory(database_url=shared_database, redis_url=SHARED_REDIS_URL,
                               redis_prefix=redis_prefix)
-    await service.start()
-    async with grpc.aio.insecure_channel(service.address) as channel:
-        stub = stub_for(channel)
-        await seed(stub, SKUS, ON_HAND)
-        load = Load(stub, SKUS, clients=BATCH_CLIENTS, tag="kill9-batch",
-                    batch=BATCH_RESERVATIONS)
-        load.start()
-        await wait_for_acks(load, BATCH_ACKS_BEFORE_KILL, ACKS_WAIT_S_MAX)
+    logged = 0
+
+    async def count_logged() -> None:
+        nonlocal logged
         logged = await journal_log_rows(shared_database)
-        service.kill9()
-        await load.stop()
+
+    load = await kill9_under_load(service, BATCH_ACKS_BEFORE_KILL, before_kill=count_logged,
+                                  clients=BATCH_CLIENTS, tag="kill9-batch",
+                                  batch=BATCH_RESERVATIONS)
     print(f"before kill -9: {dict(load.codes)}; journal_log rows {logged}; "
           f"unanswered {len(load.unacked)}")
     assert logged > 0, "the batches should have been in the journal log"
