@@ -13,6 +13,8 @@ import os
 import grpc
 import pytest
 from conftest import ADMIN_TOKEN, REDIS_URL, create_database, drop_database
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from stock_helpers import line, unique
 from test_service_committer import wait_serving
 
@@ -226,3 +228,80 @@ async def test_the_projector_catches_up_once_bulk_load_pauses(server, stub, db, 
             break
         await asyncio.sleep(0.02)
     assert await db.fetchval("SELECT reserved FROM items WHERE sku = $1", sku) == 2_000
+
+
+# --- any interleaving of logged and direct batches and projections: the same tables ---------
+
+STEP = st.tuples(
+    st.sampled_from(["reserve", "reserve", "release", "commit", "adjust"]),
+    st.integers(min_value=0, max_value=2),  # which sku (reserve, adjust)
+    st.integers(min_value=0, max_value=7),  # which earlier reservation (release, commit)
+    st.integers(min_value=1, max_value=3),  # quantity
+    st.booleans(),  # with a request id
+)
+BATCH = st.tuples(st.lists(STEP, min_size=1, max_size=4),
+                  st.sampled_from(["direct", "log", "log"]),  # how the batch is written
+                  st.integers(min_value=0, max_value=2))  # projections after it
+
+
+def apply_step(engine: Engine, skus: list[str], held: list[str], step, number: int) -> None:
+    """One engine operation; refusals (short stock, wrong state) change nothing."""
+    kind, sku, which, quantity, with_request = step
+    request_id = f"{skus[0]}-request-{number}" if with_request else None
+    if kind == "reserve":
+        [answer] = engine.reserve_batch([(os.urandom(16).hex(), f"order-{number}",
+                                          [(skus[sku], "", quantity)], TTL_MS, request_id)],
+                                        NOW_MS)
+        if not isinstance(answer, Exception):
+            held.append(answer.reservation_id)
+    elif kind == "adjust":
+        engine.adjust(skus[sku], "", quantity, NOW_MS, request_id=request_id)
+    elif held:
+        reservation_id = held[which % len(held)]
+        if kind == "release":
+            engine.release_batch([(reservation_id, request_id)], NOW_MS)
+        else:
+            engine.commit_batch([(reservation_id, None, request_id)], NOW_MS)
+
+
+@pytest.fixture(scope="module")
+async def two_databases():
+    """(logged, direct): persistence on two databases of their own, kept for all examples
+    (each example uses skus and request ids of its own)."""
+    async with fresh_persistence() as logged, fresh_persistence() as direct:
+        yield logged, direct
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(batches=st.lists(BATCH, min_size=1, max_size=8))
+async def test_logged_and_direct_batches_in_any_interleaving_leave_the_same_tables(
+        two_databases, batches):
+    """The committer may log a batch, write a later one into the tables directly before the
+    first is projected, and project at any moment. Whatever the interleaving, once the log is
+    projected the tables hold exactly what writing every batch into them in order leaves."""
+    logged, direct = two_databases
+    tag = unique("log-any")
+    skus = [f"{tag}-{index}" for index in range(3)]
+    engine = Engine()
+    for sku in skus:
+        engine.set_stock(sku, "", 5, None, NOW_MS)
+    stocking = engine.take_journal(10_000)
+    await logged.write_batch(stocking)
+    await direct.write_batch(stocking)
+    held: list[str] = []
+    number = 0
+    for steps, mode, projections in batches:
+        for step in steps:
+            number += 1
+            apply_step(engine, skus, held, step, number)
+        batch = engine.take_journal(10_000)
+        if batch is not None:
+            await direct.write_batch(batch)
+            await (logged.append_log(batch) if mode == "log" else logged.write_batch(batch))
+        for _ in range(projections):
+            await logged.project_next()
+    await logged.project_all()
+    async with connection_of(logged) as left, connection_of(direct) as right:
+        for sku in skus:
+            assert await rows_of(left, sku) == await rows_of(right, sku)
