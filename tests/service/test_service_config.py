@@ -1,0 +1,54 @@
+"""Config.from_env: every setting from the environment, bounded; a bad value stops the start
+with a message naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.config import (
+    DATABASE_WRITERS_MAX,
+    JOURNAL_LOG_MAX_OPERATIONS_BOUND,
+    Config,
+    ConfigError,
+)
+
+URL = {"STOCK_DATABASE_URL": "postgresql://127.0.0.1/stock"}
+
+
+def test_defaults_need_only_a_database():
+    config = Config.from_env(URL)
+    assert config.database_url == URL["STOCK_DATABASE_URL"]
+    assert config.journal_log_max_operations == 1_000_000
+    assert config.database_writers == 2
+    with pytest.raises(ConfigError, match="STOCK_DATABASE_URL"):
+        Config.from_env({})
+
+
+def test_integers_are_parsed_and_other_variables_ignored():
+    config = Config.from_env({**URL, "STOCK_JOURNAL_LOG_MAX_OPERATIONS": "0",
+                              "STOCK_DATABASE_WRITERS": "1", "OTHER": "x"})
+    assert (config.journal_log_max_operations, config.database_writers) == (0, 1)
+    with pytest.raises(ConfigError, match="STOCK_DATABASE_WRITERS='two': not an integer"):
+        Config.from_env({**URL, "STOCK_DATABASE_WRITERS": "two"})
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("STOCK_JOURNAL_LOG_MAX_OPERATIONS", -1),
+    ("STOCK_JOURNAL_LOG_MAX_OPERATIONS", JOURNAL_LOG_MAX_OPERATIONS_BOUND + 1),
+    ("STOCK_DATABASE_WRITERS", 0),
+    ("STOCK_DATABASE_WRITERS", DATABASE_WRITERS_MAX + 1),
+    ("STOCK_BATCH_OPERATIONS_MAX", 0),
+    ("STOCK_BATCH_WINDOW_MS", -1),
+    ("STOCK_DATABASE_TIMEOUT_MS", 0),
+])
+def test_out_of_bounds_values_are_refused_by_name(name, value):
+    with pytest.raises(ConfigError, match=name):
+        Config.from_env({**URL, name: str(value)})
+
+
+def test_the_bounds_themselves_are_accepted():
+    config = Config.from_env({**URL,
+                              "STOCK_JOURNAL_LOG_MAX_OPERATIONS": str(
+                                  JOURNAL_LOG_MAX_OPERATIONS_BOUND),
+                              "STOCK_DATABASE_WRITERS": str(DATABASE_WRITERS_MAX)})
+    assert config.journal_log_max_operations == JOURNAL_LOG_MAX_OPERATIONS_BOUND
