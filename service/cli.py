@@ -316,13 +316,15 @@ def database_failure(error: BaseException) -> CommandFailed:
 
 
 def command_ledger(args: argparse.Namespace) -> Outcome:
-    entries, item = asyncio.run(read_snapshot(args, [
+    entries, item, logged = asyncio.run(read_snapshot(args, [
         (LEDGER_ROWS, (args.sku, args.location, args.limit)),
         (ITEM_ROW, (args.sku, args.location)),
+        (JOURNAL_LOG_OPERATIONS, ()),
     ]))
     rows = [dict(row) for row in reversed(entries)]  # oldest first reads like a story
     current = dict(item[0]) if item else None
-    data = {"sku": args.sku, "location": args.location, "item": current, "entries": rows}
+    data = {"sku": args.sku, "location": args.location, "item": current, "entries": rows,
+            "journal_log_operations": int(logged[0][0])}
     header = (f"{args.sku} at {args.location or 'default location'}: "
               + (f"on_hand {current['on_hand']} reserved {current['reserved']}" if current
                  else "no such item"))
@@ -334,6 +336,9 @@ def command_ledger(args: argparse.Namespace) -> Outcome:
           r["reservation_id"], r["order_id"], r["request_id"], r["actor"], r["reason"])
          for r in rows])
     shown = f"last {len(rows)} entries (--limit {args.limit})"
+    if data["journal_log_operations"]:
+        shown += (f"; {data['journal_log_operations']} operations are durable in the journal"
+                  " log but not yet in the tables (newer entries may follow)")
     return Outcome(data, f"{header}\n{shown}\n{body}")
 
 

@@ -14,8 +14,9 @@ from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from service.cli import LEDGER_LIMIT_MAX
+from service.engine import PG_TABLES
 from service.gen.stock.v1 import stock_pb2, stock_pb2_grpc
-from service.persistence import apply_migrations
+from service.persistence import LOG_APPEND_STATEMENT, apply_migrations
 
 from .conftest import ADMIN_TOKEN, SHARED_REDIS_URL, free_port, requires_service, run_cli
 
@@ -295,6 +296,21 @@ async def test_reconcile_finds_a_gap_in_the_ledger_chain(ledger_database):
     assert [(b["sku"], b["previous_on_hand"], b["on_hand_after"]) for b in breaks] == [
         ("B", 5, 7)]
     assert [row["sku"] for row in report["counters_vs_ledger"]] == ["B"]
+
+
+async def test_reconcile_and_ledger_report_operations_not_yet_projected(ledger_database):
+    database_url, connection = ledger_database
+    code, report = await reconcile(database_url)
+    assert (code, report["journal_log_operations"]) == (0, 0)
+    columns = sum(len(columns) for _, columns in PG_TABLES)
+    await connection.execute(LOG_APPEND_STATEMENT, 1, 1, 5, *["{}"] * columns)
+    code, report = await reconcile(database_url)
+    assert (code, report["journal_log_operations"]) == (0, 5)
+    result = await run_cli("--database-url", database_url, "reconcile")
+    assert "5 operations are durable in the journal log" in result.stdout
+    result = await run_cli("--database-url", database_url, "ledger", "A")
+    assert result.returncode == 0, result.stderr
+    assert "5 operations are durable in the journal log" in result.stdout
 
 
 async def test_database_commands_need_a_database():
