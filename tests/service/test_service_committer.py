@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2
 from stock_helpers import line, unique
 
 from loadtest.processes import free_port
+from service import metrics
 from service.config import Config
 from service.gen.stock.v1 import stock_pb2, stock_pb2_grpc
 from service.server import App
@@ -241,3 +242,88 @@ async def test_a_failed_large_batch_leaves_postgresql_consistent(app, shared_ite
     async with app.persistence._pool.acquire() as connection:
         assert await connection.fetchval("SELECT reserved FROM items WHERE sku = $1",
                                          other_sku) == expected_other
+
+
+BATCHES_AT_ONCE = 6
+BATCH_RESERVATIONS = 1_000
+BATCH_SKUS = 40
+WRITE_DELAY_S = 0.05
+
+
+async def test_large_batches_written_in_parallel_leave_consistent_rows(app):
+    """Concurrent ReserveBatch calls of 1,000, each on its own items, build a backlog of
+    batches that share no row, so the committer writes them on two connections at once;
+    afterwards every counter in PostgreSQL equals its active holds and its ledger, whatever
+    order the batches committed in. Every write is slowed by WRITE_DELAY_S here: a log
+    append of 1,000 reservations takes a few ms, and without a backlog nothing overlaps."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = stock_pb2_grpc.StockServiceStub(channel)
+        await assert_parallel_batches_consistent(app, stub)
+
+
+def delayed(write):
+    async def slow(batch, **kwargs):
+        await asyncio.sleep(WRITE_DELAY_S)
+        await write(batch, **kwargs)
+    return slow
+
+
+async def assert_parallel_batches_consistent(app: App, stub) -> None:
+    tag = unique("parallel")
+    skus = [f"{tag}-{index:02d}" for index in range(BATCH_SKUS * BATCHES_AT_ONCE)]
+    for sku in skus:
+        await stub.SetStock(stock_pb2.SetStockRequest(sku=sku, on_hand=1_000_000),
+                            metadata=METADATA)
+    for name in ("append_log", "write_batch"):
+        setattr(app.persistence, name, delayed(getattr(app.persistence, name)))
+    overlapped = metrics.COMMIT_OVERLAPPED._value.get
+    before = overlapped()
+
+    async def reserve_batch(round_number: int) -> list[str]:
+        requests = [stock_pb2.ReserveRequest(
+            order_id=f"{tag}-{round_number}-{index}",
+            lines=[line(skus[round_number * BATCH_SKUS + index % BATCH_SKUS], 1 + index % 3)])
+            for index in range(BATCH_RESERVATIONS)]
+        response = await stub.ReserveBatch(stock_pb2.ReserveBatchRequest(requests=requests),
+                                           timeout=60)
+        assert all(result.WhichOneof("result") == "reservation" for result in response.results)
+        return [result.reservation.reservation_id for result in response.results]
+
+    held = await asyncio.gather(*(reserve_batch(round_number)
+                                  for round_number in range(BATCHES_AT_ONCE)))
+    ids = [reservation_id for batch in held for reservation_id in batch]
+    # Settle half of them, again in concurrent batches: commits and releases of rows whose
+    # reserve may sit in a batch still being written on the other connection.
+    settle = [stub.CommitBatch(stock_pb2.CommitBatchRequest(requests=[
+                  stock_pb2.CommitRequest(reservation_id=i) for i in ids[start:start + 500]]))
+              for start in range(0, len(ids) // 2, 1_000)]
+    settle += [stub.ReleaseBatch(stock_pb2.ReleaseBatchRequest(requests=[
+                   stock_pb2.ReleaseRequest(reservation_id=i) for i in ids[start + 500:
+                                                                           start + 1_000]]))
+               for start in range(0, len(ids) // 2, 1_000)]
+    await asyncio.gather(*settle)
+    assert overlapped() > before
+    await app.persistence.project_all()
+    async with app.persistence._pool.acquire() as db:
+        await assert_rows_consistent(db, stub, tag, ids)
+
+
+async def assert_rows_consistent(db, stub, tag: str, ids: list[str]) -> None:
+    rows = await db.fetch(
+        "SELECT i.sku, i.on_hand, i.reserved,"
+        " (SELECT coalesce(sum(l.quantity), 0) FROM reservation_lines l JOIN reservations r"
+        "   USING (reservation_id) WHERE r.status = 'active' AND l.sku = i.sku) AS held,"
+        " (SELECT sum(delta_on_hand) FROM ledger g WHERE g.sku = i.sku) AS ledger_on_hand,"
+        " (SELECT sum(delta_reserved) FROM ledger g WHERE g.sku = i.sku) AS ledger_reserved"
+        " FROM items i WHERE i.sku LIKE $1", f"{tag}-%")
+    assert len(rows) == BATCH_SKUS * BATCHES_AT_ONCE
+    for row in rows:
+        assert row["reserved"] == row["held"], dict(row)
+        assert (row["on_hand"], row["reserved"]) == (row["ledger_on_hand"],
+                                                     row["ledger_reserved"]), dict(row)
+        [level] = (await stub.GetStock(stock_pb2.GetStockRequest(skus=[row["sku"]]))).levels
+        assert level.reserved == row["reserved"]
+    statuses = await db.fetch("SELECT status, count(*) FROM reservations"
+                              " WHERE order_id LIKE $1 GROUP BY status", f"{tag}-%")
+    assert dict(statuses) == {"active": len(ids) // 2, "committed": len(ids) // 4,
+                              "released": len(ids) // 4}
