@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+import pytest
 from stock_helpers import item_row, line, stock_item, unique
 
 from service.gen.stock.v1 import stock_pb2
@@ -80,3 +81,13 @@ async def test_batch_replay_with_request_ids(stub, admin_metadata):
     second = await stub.ReserveBatch(request)
     assert [r.reservation.reservation_id for r in first.results] == \
         [r.reservation.reservation_id for r in second.results]
+
+
+async def test_undecodable_batch_request_is_invalid_argument(channel):
+    """The batch calls arrive as bytes (decoded in the engine module): bytes that are not a
+    ReserveBatchRequest are refused whole, naming the request."""
+    call = channel.unary_unary("/stock.v1.StockService/ReserveBatch")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(b"\xff\xff\xff")
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith("request: not a valid ReserveBatchRequest")
