@@ -115,26 +115,26 @@ def valid_lines(values: Sequence, quantity_min: int) -> list[tuple[str, str, int
     return result
 
 
-def reserve(request, path: str = "") -> tuple[str | None, str, list, int]:
+def reserve(request) -> tuple[str | None, str, list, int]:
     """(request_id, order_id, lines, ttl_ms) of a ReserveRequest."""
-    return (optional_id(request.request_id, path + "request_id"),
-            identifier(request.order_id, path + "order_id"),
-            lines(request.lines, path + "lines", quantity_min=1),
-            ttl_ms(request.ttl_ms, path + "ttl_ms"))
+    return (optional_id(request.request_id, "request_id"),
+            identifier(request.order_id, "order_id"),
+            lines(request.lines, "lines", quantity_min=1),
+            ttl_ms(request.ttl_ms, "ttl_ms"))
 
 
-def commit(request, path: str = "") -> tuple[str, str | None, list | None]:
+def commit(request) -> tuple[str, str | None, list | None]:
     """(reservation_id, request_id, lines or None: commit everything held)."""
     # An item to commit nothing of is simply left out (the engine refuses quantity 0).
-    committed = lines(request.lines, path + "lines", quantity_min=1, required=False)
-    return (identifier(request.reservation_id, path + "reservation_id"),
-            optional_id(request.request_id, path + "request_id"),
+    committed = lines(request.lines, "lines", quantity_min=1, required=False)
+    return (identifier(request.reservation_id, "reservation_id"),
+            optional_id(request.request_id, "request_id"),
             committed or None)
 
 
-def release(request, path: str = "") -> tuple[str, str | None]:
-    return (identifier(request.reservation_id, path + "reservation_id"),
-            optional_id(request.request_id, path + "request_id"))
+def release(request) -> tuple[str, str | None]:
+    return (identifier(request.reservation_id, "reservation_id"),
+            optional_id(request.request_id, "request_id"))
 
 
 def extend(request) -> tuple[str, int]:
