@@ -30,6 +30,7 @@ from pathlib import Path
 import asyncpg
 
 from loadtest import processes
+from service.persistence import wait_projected
 
 LOADGEN = processes.ROOT / "loadtest" / "loadgen" / "target" / "release" / "loadgen"
 RESULTS = processes.ROOT / "loadtest" / "results"
@@ -62,7 +63,6 @@ SUSTAINED_BATCH = 1_000
 SUSTAINED_TTL_MS = 10_000
 # The service's journal log is projected after each batch run, at about 25,000 operations/s.
 PROJECTION_WAIT_S = 300.0
-PROJECTION_POLL_S = 0.1
 CLIENT_CALLERS = 2_000  # coroutines calling StockClient.reserve at once
 LOADGEN_TIMEOUT_S = 120
 SUB_BENCH_TIMEOUT_S = 300
@@ -147,21 +147,14 @@ def measure_scenario(address: str, scenario: str, server_pid: int) -> dict:
 
 
 def journal_log_drained(database: str) -> float:
-    """Waits until the service projected its journal log into the tables; the seconds that
-    took (docs/PERSISTENCE.md, "The journal log"). 0 for a system without the log."""
+    """Seconds until the service had projected its journal log into the tables (0 for a
+    system without the log; docs/PERSISTENCE.md, "The journal log")."""
     async def wait() -> float:
         connection = await asyncpg.connect(database)
-        started = time.monotonic()
         try:
-            if not await connection.fetchval("SELECT to_regclass('journal_log') IS NOT NULL"):
-                return 0.0
-            while await connection.fetchval("SELECT EXISTS (SELECT 1 FROM journal_log)"):
-                if time.monotonic() - started > PROJECTION_WAIT_S:
-                    raise RuntimeError(f"journal_log not projected in {PROJECTION_WAIT_S} s")
-                await asyncio.sleep(PROJECTION_POLL_S)
+            return await wait_projected(connection, PROJECTION_WAIT_S)
         finally:
             await connection.close()
-        return time.monotonic() - started
 
     return round(asyncio.run(wait()), 2)
 

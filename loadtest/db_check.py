@@ -22,6 +22,8 @@ import time
 
 import asyncpg
 
+from service.persistence import wait_projected
+
 STATEMENT_TIMEOUT_S = 30.0
 
 ITEMS = """
@@ -57,7 +59,6 @@ WHERE sku LIKE $1 AND (on_hand_after < 0 OR reserved_after < 0 OR reserved_after
 
 
 PROJECTION_WAIT_S = 60.0
-PROJECTION_POLL_S = 0.05
 
 
 def like_prefix(prefix: str) -> str:
@@ -72,11 +73,7 @@ async def read(database_url: str, sku_prefix: str, order_prefix: str,
     try:
         # Large batches are durable in journal_log first; the service projects them into the
         # tables once load pauses (docs/PERSISTENCE.md, "The journal log").
-        deadline = time.monotonic() + PROJECTION_WAIT_S
-        while await connection.fetchval("SELECT EXISTS (SELECT 1 FROM journal_log)"):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"journal_log not projected within {PROJECTION_WAIT_S} s")
-            await asyncio.sleep(PROJECTION_POLL_S)
+        await wait_projected(connection, PROJECTION_WAIT_S)
         async with connection.transaction(isolation="repeatable_read", readonly=True):
             now_ms = int(time.time() * 1000)
             rows = await connection.fetch(ITEMS, like_prefix(sku_prefix))

@@ -389,6 +389,25 @@ class Persistence:
                 return deleted_total
 
 
+# How often `wait_projected` looks at the journal log.
+PROJECTED_POLL_S = 0.02
+
+
+async def wait_projected(connection: Any, timeout_s: float) -> float:
+    """For readers of the tables (tests, benchmarks, the Locust check): waits until the
+    service has projected every journal_log row, and answers how long that took. A database
+    without the journal log (not migrated) has nothing to wait for. `connection`: an asyncpg
+    connection or pool. Raises TimeoutError after `timeout_s`."""
+    started = time.monotonic()
+    if not await connection.fetchval("SELECT to_regclass('journal_log') IS NOT NULL"):
+        return 0.0
+    while await connection.fetchval("SELECT EXISTS (SELECT 1 FROM journal_log)"):
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"journal_log not projected within {timeout_s} s")
+        await asyncio.sleep(PROJECTED_POLL_S)
+    return time.monotonic() - started
+
+
 def migration_files() -> list[tuple[int, str, str]]:
     """(version, name, sql) of every file in service/migrations, in version order."""
     found = []

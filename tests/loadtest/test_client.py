@@ -7,10 +7,10 @@ import uuid
 
 import grpc
 import pytest
-from journal_log import projected
 
 from loadtest.empty_server import EmptyStockServicer, start
 from service.client import Line, ShortStock, StockClient, StockError
+from service.persistence import wait_projected
 
 BATCH_DELAY_S = 0.01  # long enough for callers to pile up behind a batch in flight
 
@@ -160,6 +160,10 @@ def admin_token(admin_metadata) -> str:
     return dict(admin_metadata)["authorization"].removeprefix("Bearer ")
 
 
+# The service projects its journal log once bulk load pauses (service/projector.py).
+PROJECTION_WAIT_S = 30.0
+
+
 async def test_coalesced_holds_on_the_service_never_oversell(server, admin_metadata, db):
     sku, buyers, units = f"client-{uuid.uuid4().hex[:10]}", 2_000, 1_500
     async with StockClient(server.address, admin_token=admin_token(admin_metadata),
@@ -179,7 +183,7 @@ async def test_coalesced_holds_on_the_service_never_oversell(server, admin_metad
     assert {r.status for r in done[:1_000]} == {"committed"}
     assert {r.status for r in done[1_000:]} == {"released"}
     assert (level.on_hand, level.reserved) == (units - 1_000, 0)
-    await projected(db)
+    await wait_projected(db, PROJECTION_WAIT_S)
     row = await db.fetchrow("SELECT on_hand, reserved FROM items WHERE sku = $1", sku)
     assert (row["on_hand"], row["reserved"]) == (units - 1_000, 0)
 
