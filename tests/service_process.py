@@ -33,20 +33,21 @@ LOG_TAIL_CHARS = 6_000
 ADMIN_CONNECT_TIMEOUT_S = 10
 
 
-async def create_database(admin_dsn: str, name: str) -> None:
+async def admin_execute(admin_dsn: str, sql: str) -> None:
+    """One statement on its own connection (CREATE/DROP DATABASE cannot run in a pool's)."""
     connection = await asyncpg.connect(admin_dsn, timeout=ADMIN_CONNECT_TIMEOUT_S)
     try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
+        await connection.execute(sql)
     finally:
         await connection.close()
+
+
+async def create_database(admin_dsn: str, name: str) -> None:
+    await admin_execute(admin_dsn, f'CREATE DATABASE "{name}"')
 
 
 async def drop_database(admin_dsn: str, name: str) -> None:
-    connection = await asyncpg.connect(admin_dsn, timeout=ADMIN_CONNECT_TIMEOUT_S)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
+    await admin_execute(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass
