@@ -12,11 +12,11 @@ Run: python -m loadtest.empty_server --listen 127.0.0.1:50061
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import time
 
 import grpc
+import uvloop
 from google.protobuf import any_pb2
 from google.rpc import status_pb2
 from grpc_status import rpc_status
@@ -250,4 +250,5 @@ async def main(listen: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listen", default="127.0.0.1:50061")
-    asyncio.run(main(parser.parse_args().listen))
+    # The same event loop as the service (service/__main__.py): a fair front.
+    uvloop.run(main(parser.parse_args().listen))

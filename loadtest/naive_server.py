@@ -12,12 +12,12 @@ Run: python -m loadtest.naive_server --listen 127.0.0.1:50062 --database-url pos
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 import uuid
 
 import asyncpg
 import grpc
+import uvloop
 
 from loadtest.empty_server import TTL_MS_DEFAULT, start
 from service.gen.stock.v1 import stock_pb2, stock_pb2_grpc
@@ -119,4 +119,5 @@ if __name__ == "__main__":
     parser.add_argument("--listen", default="127.0.0.1:50062")
     parser.add_argument("--database-url", required=True)
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.listen, arguments.database_url))
+    # The same event loop as the service (service/__main__.py): a fair front.
+    uvloop.run(main(arguments.listen, arguments.database_url))
