@@ -145,6 +145,16 @@ def log_append_statement(tables: tuple[BatchTable, ...] = BATCH_TABLES) -> str:
 BATCH_STATEMENT = batch_statement()
 PROJECT_STATEMENT = batch_statement(from_log=True)
 LOG_APPEND_STATEMENT = log_append_statement()
+# Whether a journal_log row holds a change of reservation $1 (every change of a reservation
+# writes its reservations row, so its id is then in that row's reservation_id column). $2 is
+# the id when it has no quote or backslash, and then appears verbatim in the column's array
+# literal: a substring test that skips parsing the rows that cannot hold it. An id with such a
+# character (never a service-made one) is looked for by parsing every row.
+_LOGGED_IDS = log_column("reservations", "reservation_id")
+LOG_HOLDS_RESERVATION_STATEMENT = (
+    "SELECT EXISTS (SELECT 1 FROM journal_log WHERE CASE"
+    f" WHEN $2::text IS NULL OR strpos({_LOGGED_IDS}, $2) > 0"
+    f" THEN $1 = ANY ({_LOGGED_IDS}::text[]) ELSE false END)")
 
 
 @dataclass(frozen=True)
@@ -353,9 +363,11 @@ class Persistence:
             idempotency_records=[tuple(row) for row in reversed(records)])
 
     async def find_reservation(self, reservation_id: str) -> StoredReservation | None:
-        """The reservation as the tables hold it once every logged batch is projected (a
-        logged batch may hold its newest state)."""
-        if self.log_operations:
+        """The reservation as the tables hold it. When the journal log holds a change of it
+        (its newest state may be there), the log is projected first; an id the log does not
+        hold (an unknown one, or one last changed before the burst) is read at once, so that
+        such look-ups neither wait for nor force a projection during a burst."""
+        if self.log_operations and await self._log_holds(reservation_id):
             await self.project_all()
         async with self._acquire() as connection:
             head = await connection.fetchrow(
@@ -373,6 +385,12 @@ class Persistence:
             committed_lines=[(row["sku"], row["location"], row["quantity_committed"])
                              for row in lines if committed and row["quantity_committed"] > 0],
             expires_at_ms=head["expires_at_ms"])
+
+    async def _log_holds(self, reservation_id: str) -> bool:
+        verbatim = None if '"' in reservation_id or "\\" in reservation_id else reservation_id
+        async with self._acquire() as connection:
+            return await connection.fetchval(LOG_HOLDS_RESERVATION_STATEMENT, reservation_id,
+                                             verbatim)
 
     async def prune_idempotency(self, created_before_ms: int) -> int:
         """Deletes records older than the cut-off in bounded slices; returns how many went."""

@@ -180,6 +180,35 @@ async def small_log_app():
         await drop_database(database_url)
 
 
+async def test_a_lookup_projects_the_log_only_when_the_log_holds_the_reservation(persistence):
+    """A look-up of an id the log does not hold (unknown, or written into the tables) must
+    neither wait for nor force a projection: during a burst that would take seconds."""
+    direct_sku, logged_sku = unique("log-lookup"), unique("log-lookup")
+    engine, stocking = stocked(direct_sku)
+    direct_ids, direct = reserve(engine, direct_sku, count=10)
+    await persistence.write_batch(stocking)
+    await persistence.write_batch(direct)
+    engine, stocking = stocked(logged_sku)
+    logged_ids, logged = reserve(engine, logged_sku, count=10)
+    await persistence.write_batch(stocking)
+    await persistence.append_log(logged)
+
+    async def log_rows() -> int:
+        async with connection_of(persistence) as db:
+            return await db.fetchval("SELECT count(*) FROM journal_log")
+
+    assert await persistence.find_reservation("no-such-reservation") is None
+    assert await persistence.find_reservation('quote"and\\backslash') is None
+    assert await persistence.find_reservation(logged_ids[3][:-1]) is None  # a prefix of one
+    stored = await persistence.find_reservation(direct_ids[0])
+    assert stored is not None and stored.status == "active"
+    assert await log_rows() == 1, "a look-up of an id the log does not hold projected it"
+
+    stored = await persistence.find_reservation(logged_ids[-1])  # its state is in the log
+    assert stored is not None and stored.status == "active" and stored.lines
+    assert await log_rows() == 0
+
+
 async def test_the_committer_logs_large_batches_within_the_bound(small_log_app):
     app = small_log_app
     sku = unique("log-bound")
