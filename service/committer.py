@@ -66,6 +66,18 @@ class Flight:
     task: asyncio.Task | None = None
     seconds: float = 0.0  # how long its write took, once done
     freed: bool = False  # its writer went back to the free list
+    # Set by the write itself the moment PostgreSQL answered, before its task has ended: the
+    # committer goes on from there at once (`Committer._write_finished`).
+    finished: bool = False
+    error: BaseException | None = None  # why it failed, if it did
+    error_counted: bool = False  # its failure was logged and counted (once)
+
+    def outcome(self) -> str:
+        """"running", "committed" or "failed" (a task that ended without finishing failed)."""
+        if self.finished:
+            return "failed" if self.error is not None else "committed"
+        assert self.task is not None
+        return "failed" if self.task.done() else "running"
 
 
 class Committer:
@@ -99,6 +111,7 @@ class Committer:
         self._held: Any | None = None
         self._refusing = False
         self._probe_task: asyncio.Task | None = None
+        self._tick_task: asyncio.Task | None = None
         self._probe_failed = False
         self._contact_at = 0.0  # monotonic time of the last statement PostgreSQL answered
         self._refused_at = 0.0
@@ -140,6 +153,7 @@ class Committer:
         assert self._task is None, "started twice"
         self._task = asyncio.create_task(self._run(), name="committer")
         self._probe_task = asyncio.create_task(self._probe_loop(), name="postgres-probe")
+        self._tick_task = asyncio.create_task(self._tick_loop(), name="committer-tick")
 
     async def drain(self, timeout_s: float) -> None:
         """Refuses new engine work (UNAVAILABLE, which clients retry) and waits, at most
@@ -162,9 +176,10 @@ class Committer:
         """Writes what is still journaled (if the engine is healthy), then ends the task."""
         self._stopping = True
         self._wake.set()
-        if self._probe_task is not None:
-            self._probe_task.cancel()
-            await asyncio.gather(self._probe_task, return_exceptions=True)
+        for task in (self._probe_task, self._tick_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._task is not None:
             if self._engine is None:  # still rebuilding: nothing of ours is pending
                 self._task.cancel()
@@ -177,32 +192,59 @@ class Committer:
     async def _run(self) -> None:
         await self._rebuild()
         while not self._stopping:
-            try:
-                await asyncio.wait_for(self._wake.wait(), IDLE_WAKE_S)
-            except TimeoutError:
-                pass
+            # Awaited directly, not through wait_for (which wraps it in a task of its own and
+            # costs two more turns of a busy loop); _tick_loop bounds the wait instead.
+            await self._wake.wait()
             self._wake.clear()
             if not self._collect() or (self._probe_failed and self._engine is not None):
                 await self._discard_engine()
                 await self._rebuild()
                 continue
-            if self._engine is None or not self._free_writers:
+            linger_s = self._next_write_in()
+            if linger_s is None:
                 continue  # a finishing write wakes this loop
-            if (self._flights and self._held is None
-                    and self._pending() < PARALLEL_WRITE_OPERATIONS_MIN):
-                continue  # small batches go one at a time; a finishing write wakes this loop
-            if self._should_linger():
-                # Let concurrent calls join this batch: at most one batch starts per window,
-                # so under load each batch carries a window's worth of calls and the fixed cost
-                # of a transaction (and of a cache invalidation) is shared by all of them.
-                linger_s = self._window_s - (time.monotonic() - self._batch_started_at)
-                if linger_s > 0:
-                    await asyncio.sleep(linger_s)
-                    self._wake.set()  # look again from the top: a write may have failed
-                    continue
+            if linger_s > 0:
+                await asyncio.sleep(linger_s)
+                self._wake.set()  # look again from the top: a write may have failed
+                continue
             if self._start_write():
                 self._wake.set()  # more may be journaled already, and a writer may be free
         await self._finish_writes()
+
+    def _next_write_in(self) -> float | None:
+        """When the next batch may start: None (not now: no engine, no free writer, or a small
+        batch waiting for the write under way), 0.0 (at once) or the seconds to linger first."""
+        if self._engine is None or not self._free_writers:
+            return None
+        if (self._flights and self._held is None
+                and self._pending() < PARALLEL_WRITE_OPERATIONS_MIN):
+            return None  # small batches go one at a time
+        if self._should_linger():
+            # Let concurrent calls join this batch: at most one batch starts per window,
+            # so under load each batch carries a window's worth of calls and the fixed cost
+            # of a transaction (and of a cache invalidation) is shared by all of them.
+            linger_s = self._window_s - (time.monotonic() - self._batch_started_at)
+            if linger_s > 0:
+                return linger_s
+        return 0.0
+
+    def _write_finished(self) -> None:
+        """Runs in a write's own task the moment PostgreSQL committed it: answers its calls
+        and, when the loop would start the next batch at once, starts it here. Through the
+        loop (task end, done callback, event, loop task) a busy event loop took about five
+        more turns before the next write went out, each turn running every ready gRPC
+        callback: most of a hot-SKU write cycle, where each batch must wait for the last.
+        Failures, lingering and shutdown are left to `_run`, which the done callback wakes."""
+        if self._stopping or self._engine is None or self._probe_failed:
+            return
+        if self._collect() and self._next_write_in() == 0.0:
+            self._start_write()
+
+    async def _tick_loop(self) -> None:
+        """Wakes the committer loop at least every IDLE_WAKE_S."""
+        while True:
+            await asyncio.sleep(IDLE_WAKE_S)
+            self._wake.set()
 
     async def _probe_loop(self) -> None:
         """Pings PostgreSQL when no batch was written for a while; a failure makes the
@@ -250,7 +292,7 @@ class Committer:
         if batch is None:
             self._pending()
             return False
-        if any(not flight.task.done() and batch.shares_rows_with(flight.batch)
+        if any(flight.outcome() == "running" and batch.shares_rows_with(flight.batch)
                for flight in self._flights):
             self._held = batch  # a finishing write wakes the loop, which tries again
             return False
@@ -266,13 +308,20 @@ class Committer:
     async def _write(self, flight: Flight) -> None:
         batch = flight.batch
         operations = batch.lsn_last - batch.lsn_first + 1
-        if (operations >= LOG_WRITE_OPERATIONS_MIN and self._persistence.log_operations
-                + operations <= self._log_max_operations):
-            await self._persistence.append_log(batch, writer=flight.writer)
-            metrics.COMMIT_LOGGED.inc()
-        else:
-            await self._persistence.write_batch(batch, writer=flight.writer)
+        try:
+            if (operations >= LOG_WRITE_OPERATIONS_MIN and self._persistence.log_operations
+                    + operations <= self._log_max_operations):
+                await self._persistence.append_log(batch, writer=flight.writer)
+                metrics.COMMIT_LOGGED.inc()
+            else:
+                await self._persistence.write_batch(batch, writer=flight.writer)
+        except BaseException as error:
+            flight.error = error
+            raise
+        finally:
+            flight.finished = True
         flight.seconds = time.monotonic() - flight.started
+        self._write_finished()
 
     def _collect(self) -> bool:
         """Retires finished writes: frees their writers, and advances the durable LSN over
@@ -280,18 +329,21 @@ class Committer:
         OK only once every earlier batch is committed too). False if a write failed: nothing
         after the failed batch may be told OK, and the engine must go."""
         for flight in self._flights:
-            if not flight.task.done():
+            outcome = flight.outcome()
+            if outcome == "running":
                 continue
-            if flight.task.cancelled() or flight.task.exception() is not None:
-                metrics.COMMIT_FAILURES.inc()
-                log.error("batch lsn %d..%d not committed; rebuilding the engine",
-                          flight.batch.lsn_first, flight.batch.lsn_last,
-                          exc_info=None if flight.task.cancelled() else flight.task.exception())
+            if outcome == "failed":
+                if not flight.error_counted:
+                    flight.error_counted = True
+                    metrics.COMMIT_FAILURES.inc()
+                    log.error("batch lsn %d..%d not committed; rebuilding the engine",
+                              flight.batch.lsn_first, flight.batch.lsn_last,
+                              exc_info=flight.error)
                 return False
             if not flight.freed:
                 flight.freed = True
                 self._free_writers.append(flight.writer)
-        while self._flights and self._flights[0].task.done():
+        while self._flights and self._flights[0].outcome() == "committed":
             flight = self._flights.popleft()
             batch = flight.batch
             self._record(batch, flight.seconds)

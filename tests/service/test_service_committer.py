@@ -248,6 +248,9 @@ BATCHES_AT_ONCE = 6
 BATCH_RESERVATIONS = 1_000
 BATCH_SKUS = 40
 WRITE_DELAY_S = 0.05
+# Concurrent Reserve calls on one item: several batches in a row, each waiting for the last.
+CHAINED_CALLS = 300
+CHAINED_CALL_SPACING_S = 0.001
 
 
 async def test_large_batches_written_in_parallel_leave_consistent_rows(app):
@@ -327,3 +330,44 @@ async def assert_rows_consistent(db, stub, tag: str, ids: list[str]) -> None:
                               " WHERE order_id LIKE $1 GROUP BY status", f"{tag}-%")
     assert dict(statuses) == {"active": len(ids) // 2, "committed": len(ids) // 4,
                               "released": len(ids) // 4}
+
+
+async def test_a_finishing_write_starts_the_next_batch_itself(app):
+    """On a hot item every batch must wait for the one before it. The write that finishes
+    answers its calls and starts the waiting batch in its own task, without a round through
+    the committer loop (a busy event loop took about five more turns for that). Writes are
+    slowed past the batch window here, so that the next batch need not linger. Afterwards the
+    item, its ledger and every answer agree."""
+    sku = unique("chained")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = stock_pb2_grpc.StockServiceStub(channel)
+        await stub.SetStock(stock_pb2.SetStockRequest(sku=sku, on_hand=10_000),
+                            metadata=METADATA)
+        for name in ("append_log", "write_batch"):
+            setattr(app.persistence, name, delayed(getattr(app.persistence, name)))
+        started_in: list[str] = []
+        real_start = app.committer._start_write
+
+        def recording_start() -> bool:
+            started = real_start()
+            if started:
+                started_in.append(asyncio.current_task().get_name())
+            return started
+
+        app.committer._start_write = recording_start
+        async def reserve(index: int):
+            await asyncio.sleep(index * CHAINED_CALL_SPACING_S)  # arrivals across many writes
+            return await stub.Reserve(stock_pb2.ReserveRequest(
+                order_id=f"{sku}-{index}", lines=[line(sku, 1)]), timeout=60)
+
+        answers = await asyncio.gather(*(reserve(index) for index in range(CHAINED_CALLS)))
+        assert len({answer.reservation_id for answer in answers}) == CHAINED_CALLS
+        assert "batch-write" in started_in, started_in  # some started by a finishing write
+        [level] = (await stub.GetStock(stock_pb2.GetStockRequest(skus=[sku]))).levels
+        assert level.reserved == CHAINED_CALLS
+        await app.persistence.project_all()  # a batch of 256 or more went to the journal log
+        async with app.persistence._pool.acquire() as db:
+            row = await db.fetchrow(
+                "SELECT reserved, (SELECT sum(delta_reserved) FROM ledger WHERE sku = $1) AS"
+                " ledger_reserved FROM items WHERE sku = $1", sku)
+        assert (row["reserved"], row["ledger_reserved"]) == (CHAINED_CALLS, CHAINED_CALLS)
