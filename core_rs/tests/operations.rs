@@ -984,3 +984,77 @@ fn texts_with_nul_are_refused() {
     assert_eq!(level(&engine, "a", NOW), (5, 0, 5));
     assert_eq!(engine.journal_pending(), pending);
 }
+
+/// Operations on one reservation drained in different batches (a batch ends between
+/// them): every batch names the reservation in its rows, with its state as of the batch's
+/// last operation, however the operations share the reservation's fixed part.
+#[test]
+fn journal_batches_split_between_operations_on_one_reservation() {
+    let mut engine = stocked(&[("a", 10)]);
+    engine.take_journal(100).unwrap();
+    engine
+        .reserve("r1", "o1", &[line("a", 2)], TTL, NOW, Some("q1"))
+        .unwrap();
+    engine.extend("r1", TTL, NOW + 1).unwrap();
+    engine.extend("r1", 2 * TTL, NOW + 2).unwrap();
+    engine.release("r1", NOW + 3, None).unwrap();
+    engine
+        .reserve("r2", "o2", &[line("a", 1)], TTL, NOW, None)
+        .unwrap();
+    engine.commit("r2", None, NOW + 4, None).unwrap();
+    let rows = |batch: &core_rs::journal::JournalBatch| {
+        let reservations: Vec<_> = batch
+            .reservations()
+            .map(|r| {
+                (
+                    r.reservation_id.to_string(),
+                    r.order_id.to_string(),
+                    r.status,
+                )
+            })
+            .collect();
+        let ledger: Vec<_> = batch
+            .ledger()
+            .map(|l| (l.lsn, l.reservation_id.to_string(), l.order_id.to_string()))
+            .collect();
+        let lines: Vec<_> = batch
+            .reservation_lines()
+            .map(|l| {
+                (
+                    l.reservation_id.to_string(),
+                    l.quantity,
+                    l.quantity_committed,
+                )
+            })
+            .collect();
+        (reservations, ledger, lines)
+    };
+    let first = engine.take_journal(2).unwrap().unwrap();
+    let (reservations, ledger, lines) = rows(&first);
+    assert_eq!(reservations, vec![("r1".into(), "o1".into(), "active")]);
+    assert_eq!(ledger, vec![(2, "r1".into(), "o1".into())]);
+    assert_eq!(lines, vec![("r1".into(), 2, 0)]);
+    assert_eq!(first.reservations().next().unwrap().request_id, Some("q1"));
+    let second = engine.take_journal(3).unwrap().unwrap();
+    let (reservations, ledger, lines) = rows(&second);
+    assert_eq!(
+        reservations,
+        vec![
+            ("r1".into(), "o1".into(), "released"),
+            ("r2".into(), "o2".into(), "active")
+        ]
+    );
+    assert_eq!(
+        ledger,
+        vec![(5, "r1".into(), "o1".into()), (6, "r2".into(), "o2".into())]
+    );
+    assert_eq!(lines, vec![("r2".into(), 1, 0)]);
+    drop(first);
+    let third = engine.take_journal(10).unwrap().unwrap();
+    let (reservations, ledger, lines) = rows(&third);
+    assert_eq!(reservations, vec![("r2".into(), "o2".into(), "committed")]);
+    assert_eq!(ledger, vec![(7, "r2".into(), "o2".into())]);
+    assert_eq!(lines, vec![("r2".into(), 1, 1)]);
+    assert!(engine.take_journal(10).unwrap().is_none());
+    engine.check_invariants();
+}

@@ -8,7 +8,9 @@ use crate::errors::{EngineError, EngineResult};
 use crate::fingerprint::Fingerprint;
 use crate::idempotency::{IdempotencyRecord, Operation};
 use crate::item::ItemIndex;
-use crate::journal::{JournalOperation, LedgerEntry, LedgerKind, ReservationSnapshot};
+use crate::journal::{
+    JournalOperation, LedgerEntry, LedgerKind, ReservationSnapshot, SnapshotRecord,
+};
 use crate::record::CommittedLines;
 use crate::reservation::Status;
 use crate::validate::{self, LineInput};
@@ -81,8 +83,20 @@ impl Engine {
         let reservation = self.reservations.get_mut(slot);
         let previous_lsn = std::mem::replace(&mut reservation.journaled_lsn, lsn);
         assert!(previous_lsn < lsn, "reservation journaled out of order");
+        // The previous operation on the reservation, when still pending, hands its
+        // reference over: no reference count is taken.
+        let record = match self.journal.hand_over_record(previous_lsn, lsn) {
+            Some(record) => {
+                assert!(
+                    Arc::ptr_eq(&record, &reservation.record),
+                    "same reservation"
+                );
+                record
+            }
+            None => reservation.record.clone(),
+        };
         let snapshot = ReservationSnapshot {
-            record: reservation.record.clone(),
+            record: SnapshotRecord::Held(record),
             committed: reservation.committed.clone(),
             status: reservation.status,
             created,

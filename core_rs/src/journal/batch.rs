@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::{JournalOperation, LedgerEntry, ReservationSnapshot, StockTexts};
 use crate::idempotency::outcome_to_json;
 use crate::item::{ItemIndex, Items};
+use crate::record::ReservationRecord;
 use crate::reservation::Status;
 
 /// A reservation row: final state of one reservation touched by the batch (an upsert).
@@ -111,18 +112,29 @@ impl JournalBatch {
             .expect("reservation rows come from reservation operations")
     }
 
+    /// The record of reservation row `row`, held by its last operation in the batch (the
+    /// journal hands records over to later operations, and gives the last one taken of a
+    /// reservation a reference of its own).
+    fn row_record(&self, row: u32) -> &ReservationRecord {
+        let (operation, _) = self.reservation_rows[row as usize];
+        let record = self.snapshot(operation).record.held();
+        record.expect("a reservation's last operation in a batch holds its record")
+    }
+
     /// One row per reservation touched (final state), in first-touch order.
     pub fn reservations(&self) -> impl ExactSizeIterator<Item = ReservationRow<'_>> {
-        self.reservation_rows.iter().map(|&(operation, _)| {
+        (0..self.reservation_rows.len() as u32).map(|row| {
+            let (operation, _) = self.reservation_rows[row as usize];
             let snapshot = self.snapshot(operation);
+            let record = self.row_record(row);
             ReservationRow {
-                reservation_id: snapshot.record.reservation_id(),
-                order_id: snapshot.record.order_id(),
+                reservation_id: record.reservation_id(),
+                order_id: record.order_id(),
                 status: snapshot.status.as_str(),
                 expires_at_ms: snapshot.expires_at_ms,
-                created_at_ms: snapshot.record.created_at_ms,
+                created_at_ms: record.created_at_ms,
                 updated_at_ms: snapshot.updated_at_ms,
-                request_id: snapshot.record.request_id(),
+                request_id: record.request_id(),
             }
         })
     }
@@ -131,11 +143,10 @@ impl JournalBatch {
     /// ones (an upsert on (reservation_id, sku, location)).
     pub fn reservation_lines(&self) -> impl ExactSizeIterator<Item = ReservationLineRow<'_>> {
         self.lines.iter().map(|line| {
-            let (operation, _) = self.reservation_rows[line.reservation_row as usize];
             let (sku, location, _, _) = &self.items[line.item_row as usize];
             ReservationLineRow {
                 reservation_row: line.reservation_row as usize,
-                reservation_id: self.snapshot(operation).record.reservation_id(),
+                reservation_id: self.row_record(line.reservation_row).reservation_id(),
                 item_row: line.item_row as usize,
                 sku,
                 location,
@@ -151,7 +162,8 @@ impl JournalBatch {
         positions.map(|(entry, &(operation_index, item_row))| {
             let operation = &self.operations[operation_index as usize];
             let (sku, location, _, _) = &self.items[item_row as usize];
-            let record = operation.reservation.as_ref().map(|r| &*r.record);
+            let reservation_row = self.operation_reservation_rows[operation_index as usize];
+            let record = (reservation_row != NO_ROW).then(|| self.row_record(reservation_row));
             let texts = operation.texts.as_deref();
             let text = |field: fn(&StockTexts) -> &Option<Arc<str>>| {
                 texts
@@ -171,10 +183,7 @@ impl JournalBatch {
                 on_hand_after: entry.on_hand_after,
                 reserved_after: entry.reserved_after,
                 operation: operation_index as usize,
-                reservation_row: match self.operation_reservation_rows[operation_index as usize] {
-                    NO_ROW => None,
-                    row => Some(row as usize),
-                },
+                reservation_row: (reservation_row != NO_ROW).then_some(reservation_row as usize),
                 reservation_id: record.map_or("", |r| r.reservation_id()),
                 order_id,
                 request_id: operation.request_id().unwrap_or(""),
@@ -326,11 +335,14 @@ impl JournalBatch {
                 .reservation
                 .as_ref()
                 .expect("reservation operation");
+            let record = snapshot.record.held();
+            let record =
+                record.expect("a reservation's last operation in a batch holds its record");
             let committed = snapshot.status == Status::Committed;
             if !created && !committed {
                 continue;
             }
-            for (index, line) in snapshot.record.holds.iter().enumerate() {
+            for (index, line) in record.holds.iter().enumerate() {
                 let quantity_committed = match (&snapshot.committed, committed) {
                     (Some(lines), true) => lines.quantities[index],
                     _ => 0,
