@@ -89,6 +89,13 @@ impl Engine {
         request_id: Option<&str>,
     ) -> EngineResult<ReservationView> {
         validate::id("reservation_id", reservation_id)?;
+        // The id is new unless this is a mistake, so its index bucket is not cached: start
+        // loading it now (a hint only; nothing is decided by it), and check the rest of
+        // the request, resolve the lines and build the new reservation's record (reads and
+        // an allocation only, nothing the engine keeps yet) while it loads. An existing id
+        // is still refused before any unknown item, and then the record is dropped.
+        let id_hash = IdHash::of(reservation_id);
+        self.reservations.prefetch_id(id_hash);
         validate::optional_id("order_id", order_id)?;
         validate::lines(lines, false)?;
         validate::ttl_ms(ttl_ms)?;
@@ -105,12 +112,6 @@ impl Engine {
         if let Some(outcome) = self.replay(request_id, Operation::Reserve, fingerprint)? {
             return Ok(reservation_outcome(outcome));
         }
-        // The id is new unless this is a mistake, so its index bucket is not cached: start
-        // loading it, and resolve the lines and build the new reservation's record (reads
-        // and an allocation only, nothing the engine keeps yet) while it loads. An existing
-        // id is still refused before any unknown item, and then the record is dropped.
-        let id_hash = IdHash::of(reservation_id);
-        self.reservations.prefetch_id(id_hash);
         let holds = self.resolve_lines(lines);
         let record = holds
             .as_ref()
