@@ -83,6 +83,8 @@ impl Engine {
         let reservation = self.reservations.get_mut(slot);
         let previous_lsn = std::mem::replace(&mut reservation.journaled_lsn, lsn);
         assert!(previous_lsn < lsn, "reservation journaled out of order");
+        // A batch writes the operation's time as the reservation's update time.
+        assert_eq!(reservation.updated_at_ms, now_ms, "journaled as updated");
         // The previous operation on the reservation, when still pending, hands its
         // reference over: no reference count is taken.
         let record = match self.journal.hand_over_record(previous_lsn, lsn) {
@@ -97,11 +99,9 @@ impl Engine {
         };
         let snapshot = ReservationSnapshot {
             record: SnapshotRecord::Held(record),
-            committed: reservation.committed.clone(),
             status: reservation.status,
             created,
             expires_at_ms: reservation.expires_at_ms,
-            updated_at_ms: reservation.updated_at_ms,
             previous_lsn,
         };
         self.journal.push_operation(JournalOperation {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{JournalOperation, LedgerEntry, ReservationSnapshot, StockTexts};
+use super::{JournalOperation, LedgerEntry, LedgerKind, ReservationSnapshot, StockTexts};
 use crate::idempotency::outcome_to_json;
 use crate::item::{ItemIndex, Items};
 use crate::record::ReservationRecord;
@@ -98,10 +98,24 @@ pub struct JournalBatch {
     entries: Vec<LedgerEntry>,
     /// Per entry: its operation and its item row.
     entry_positions: Vec<(u32, u32)>,
-    /// Per reservation row: the last operation that touched it, and whether the batch
-    /// created it.
-    reservation_rows: Vec<(u32, bool)>,
+    reservation_rows: Vec<RowState>,
     lines: Vec<BatchLine>,
+}
+
+/// A reservation row being aggregated: where its final state and its lines are.
+#[derive(Clone, Copy, Debug)]
+struct RowState {
+    /// The last operation of the batch on the reservation (its final state).
+    operation: u32,
+    /// The first ledger entry of `operation`.
+    entries: u32,
+    /// The first ledger entry of the operation that created the reservation, when the
+    /// batch created it (NO_ROW otherwise). A reserve journals one entry per line, in the
+    /// order of the reservation's lines, holding its quantity; so does a commit, with the
+    /// quantity committed leaving on-hand stock.
+    created_entries: u32,
+    /// Entries (lines) of the operation that created it, when the batch created it.
+    created_lines: u32,
 }
 
 impl JournalBatch {
@@ -116,7 +130,7 @@ impl JournalBatch {
     /// journal hands records over to later operations, and gives the last one taken of a
     /// reservation a reference of its own).
     fn row_record(&self, row: u32) -> &ReservationRecord {
-        let (operation, _) = self.reservation_rows[row as usize];
+        let operation = self.reservation_rows[row as usize].operation;
         let record = self.snapshot(operation).record.held();
         record.expect("a reservation's last operation in a batch holds its record")
     }
@@ -124,7 +138,7 @@ impl JournalBatch {
     /// One row per reservation touched (final state), in first-touch order.
     pub fn reservations(&self) -> impl ExactSizeIterator<Item = ReservationRow<'_>> {
         (0..self.reservation_rows.len() as u32).map(|row| {
-            let (operation, _) = self.reservation_rows[row as usize];
+            let operation = self.reservation_rows[row as usize].operation;
             let snapshot = self.snapshot(operation);
             let record = self.row_record(row);
             ReservationRow {
@@ -133,7 +147,8 @@ impl JournalBatch {
                 status: snapshot.status.as_str(),
                 expires_at_ms: snapshot.expires_at_ms,
                 created_at_ms: record.created_at_ms,
-                updated_at_ms: snapshot.updated_at_ms,
+                // The operation's time: every operation on a reservation updates it.
+                updated_at_ms: self.operations[operation as usize].at_ms,
                 request_id: record.request_id(),
             }
         })
@@ -232,16 +247,6 @@ impl ItemRows {
         self.stamps[index] = (self.take, row);
         row
     }
-
-    /// The row `item` already has in this take.
-    fn existing(&self, item: ItemIndex) -> u32 {
-        let (take, row) = self.stamps[item as usize];
-        assert_eq!(
-            take, self.take,
-            "a reservation's lines were journaled with it"
-        );
-        row
-    }
 }
 
 impl JournalBatch {
@@ -274,6 +279,7 @@ impl JournalBatch {
                 lsn_first + index as u64,
                 "journal LSNs not consecutive"
             );
+            let entries_start = batch.entry_positions.len() as u32;
             for entry in operation_entries.by_ref().take(operation.rows as usize) {
                 let item_row = item_rows.row(entry.item, items, &mut batch.items);
                 let row = &mut batch.items[item_row as usize];
@@ -281,7 +287,9 @@ impl JournalBatch {
                 batch.entry_positions.push((index as u32, item_row));
             }
             let reservation_row = match &operation.reservation {
-                Some(snapshot) => batch.reservation_row(snapshot, index as u32),
+                Some(snapshot) => {
+                    batch.reservation_row(snapshot, index as u32, entries_start, operation.rows)
+                }
                 None => NO_ROW,
             };
             batch.operation_reservation_rows.push(reservation_row);
@@ -303,54 +311,98 @@ impl JournalBatch {
         );
         batch.operations = operations;
         batch.entries = entries;
-        batch.add_lines(item_rows);
+        batch.add_lines();
         batch
     }
 
     /// The row of the snapshot's reservation, now pointing at operation `index` (its
     /// latest state): the row of its previous operation when that is in this batch, else
     /// a new one.
-    fn reservation_row(&mut self, snapshot: &ReservationSnapshot, index: u32) -> u32 {
+    fn reservation_row(
+        &mut self,
+        snapshot: &ReservationSnapshot,
+        index: u32,
+        entries: u32,
+        lines: u32,
+    ) -> u32 {
         let rows = &mut self.reservation_rows;
         if snapshot.previous_lsn >= self.lsn_first {
             let previous = (snapshot.previous_lsn - self.lsn_first) as usize;
             let row = self.operation_reservation_rows[previous];
             assert_ne!(row, NO_ROW, "previous operation carried the reservation");
-            let created = rows[row as usize].1 || snapshot.created;
-            rows[row as usize] = (index, created);
+            assert!(
+                !snapshot.created,
+                "a reservation is created by its first operation"
+            );
+            let state = &mut rows[row as usize];
+            (state.operation, state.entries) = (index, entries);
             return row;
         }
-        rows.push((index, snapshot.created));
+        rows.push(RowState {
+            operation: index,
+            entries,
+            created_entries: if snapshot.created { entries } else { NO_ROW },
+            created_lines: if snapshot.created { lines } else { 0 },
+        });
         (rows.len() - 1) as u32
     }
 
     /// Lines of reservations created in this batch, and committed quantities of committed
-    /// ones. Every line's item has a row: the operation that created or committed the
-    /// reservation journaled a ledger entry for each of its lines.
-    fn add_lines(&mut self, item_rows: &ItemRows) {
+    /// ones, read from the ledger entries of the operations that created and committed
+    /// them (one per line, in line order; see `RowState`): the records, written long
+    /// before and seldom still cached, are not read.
+    fn add_lines(&mut self) {
         // Usually one line per reservation row: sized up front, growing would copy.
         self.lines.reserve(self.reservation_rows.len());
-        for (row, &(operation, created)) in self.reservation_rows.iter().enumerate() {
-            let snapshot = self.operations[operation as usize]
-                .reservation
-                .as_ref()
-                .expect("reservation operation");
+        for (row, state) in self.reservation_rows.iter().enumerate() {
+            let operation = &self.operations[state.operation as usize];
+            let snapshot = operation.reservation.as_ref();
+            let snapshot = snapshot.expect("reservation operation");
             let record = snapshot.record.held();
             let record =
                 record.expect("a reservation's last operation in a batch holds its record");
             let committed = snapshot.status == Status::Committed;
+            let created = state.created_entries != NO_ROW;
             if !created && !committed {
                 continue;
             }
-            for (index, line) in record.holds.iter().enumerate() {
-                let quantity_committed = match (&snapshot.committed, committed) {
-                    (Some(lines), true) => lines.quantities[index],
-                    _ => 0,
+            let line_count = if created {
+                state.created_lines
+            } else {
+                operation.rows
+            };
+            assert!(
+                !(created && committed) || line_count == operation.rows,
+                "a commit settles every line"
+            );
+            debug_assert_eq!(record.holds.len(), line_count as usize);
+            let line = |first: u32, index: usize| {
+                let entry = first as usize + index;
+                (&self.entries[entry], self.entry_positions[entry].1)
+            };
+            for index in 0..line_count as usize {
+                let (quantity, item_row) = if created {
+                    let (entry, item_row) = line(state.created_entries, index);
+                    assert_eq!(entry.kind, LedgerKind::Reserve, "created by a reserve");
+                    (entry.delta_reserved.unsigned_abs(), item_row)
+                } else {
+                    let (entry, item_row) = line(state.entries, index);
+                    (entry.delta_reserved.unsigned_abs(), item_row)
                 };
+                let quantity_committed = if committed {
+                    let (entry, committed_item_row) = line(state.entries, index);
+                    assert_eq!(entry.kind, LedgerKind::Commit, "committed by a commit");
+                    assert_eq!(committed_item_row, item_row, "lines in the same order");
+                    assert_eq!(entry.delta_reserved.unsigned_abs(), quantity);
+                    entry.delta_on_hand.unsigned_abs()
+                } else {
+                    0
+                };
+                debug_assert_eq!(record.holds[index].quantity, quantity);
                 self.lines.push(BatchLine {
                     reservation_row: row as u32,
-                    item_row: item_rows.existing(line.item),
-                    quantity: line.quantity,
+                    item_row,
+                    quantity,
                     quantity_committed,
                 });
             }

@@ -15,7 +15,7 @@ pub use batch::{IdempotencyRow, JournalBatch, LedgerRow, ReservationLineRow, Res
 
 use crate::idempotency::IdempotencyRecord;
 use crate::item::{ItemIndex, Items};
-use crate::record::{CommittedLines, ReservationRecord};
+use crate::record::ReservationRecord;
 use crate::reservation::Status;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,12 +79,10 @@ impl SnapshotRecord {
 #[derive(Clone, Debug)]
 pub struct ReservationSnapshot {
     pub record: SnapshotRecord,
-    pub committed: Option<Arc<CommittedLines>>,
     pub status: Status,
     /// This operation created the reservation (its lines must be inserted).
     pub created: bool,
     pub expires_at_ms: i64,
-    pub updated_at_ms: i64,
     /// LSN of the previous operation on this reservation (0: none), so a batch finds the
     /// reservation's row by position instead of by key.
     pub previous_lsn: u64,
