@@ -1058,3 +1058,48 @@ fn journal_batches_split_between_operations_on_one_reservation() {
     assert!(engine.take_journal(10).unwrap().is_none());
     engine.check_invariants();
 }
+
+/// A batch's reservation lines come row by row, in the order the batch first touched the
+/// reservations, each reservation's lines in its order; also when a reservation touched
+/// first is committed after another one was created.
+#[test]
+fn journal_lines_follow_their_rows() {
+    let mut engine = stocked(&[("a", 10), ("b", 10), ("c", 10)]);
+    engine
+        .reserve("r1", "o1", &[line("b", 2), line("a", 3)], TTL, NOW, None)
+        .unwrap();
+    engine.take_journal(100).unwrap();
+    engine.extend("r1", TTL, NOW + 1).unwrap();
+    engine
+        .reserve("r2", "o2", &[line("c", 1), line("a", 1)], TTL, NOW, None)
+        .unwrap();
+    engine
+        .commit("r1", Some(&[line("a", 2)]), NOW + 2, None)
+        .unwrap();
+    engine.commit("r2", None, NOW + 3, None).unwrap();
+    let batch = engine.take_journal(100).unwrap().unwrap();
+    let rows: Vec<_> = batch.reservations().map(|r| r.reservation_id).collect();
+    assert_eq!(rows, vec!["r1", "r2"]);
+    let lines: Vec<_> = batch
+        .reservation_lines()
+        .map(|l| {
+            let row = l.reservation_row;
+            (
+                row,
+                l.reservation_id,
+                l.sku,
+                l.quantity,
+                l.quantity_committed,
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            (0, "r1", "b", 2, 0),
+            (0, "r1", "a", 3, 2),
+            (1, "r2", "c", 1, 1),
+            (1, "r2", "a", 1, 1)
+        ]
+    );
+}

@@ -107,15 +107,9 @@ pub struct JournalBatch {
 struct RowState {
     /// The last operation of the batch on the reservation (its final state).
     operation: u32,
-    /// The first ledger entry of `operation`.
-    entries: u32,
-    /// The first ledger entry of the operation that created the reservation, when the
-    /// batch created it (NO_ROW otherwise). A reserve journals one entry per line, in the
-    /// order of the reservation's lines, holding its quantity; so does a commit, with the
-    /// quantity committed leaving on-hand stock.
-    created_entries: u32,
-    /// Entries (lines) of the operation that created it, when the batch created it.
-    created_lines: u32,
+    /// Its first line in `JournalBatch::lines` (NO_ROW: none, it was neither created nor
+    /// committed in the batch).
+    first_line: u32,
 }
 
 impl JournalBatch {
@@ -270,16 +264,21 @@ impl JournalBatch {
             entries: Vec::new(),
             entry_positions: Vec::with_capacity(entries.len()),
             reservation_rows: Vec::with_capacity(operations.len()),
-            lines: Vec::new(),
+            // At most one line per ledger entry (of a reserve or a commit).
+            lines: Vec::with_capacity(entries.len()),
         };
         let mut operation_entries = entries.iter();
+        // Lines are pushed per reservation when it is created or committed; they are kept
+        // in row order (a row's lines together, in line order), which a reservation first
+        // touched by another operation and committed later can break.
+        let mut lines_in_row_order = true;
         for (index, operation) in operations.iter().enumerate() {
             assert_eq!(
                 operation.lsn,
                 lsn_first + index as u64,
                 "journal LSNs not consecutive"
             );
-            let entries_start = batch.entry_positions.len() as u32;
+            let entries_start = batch.entry_positions.len();
             for entry in operation_entries.by_ref().take(operation.rows as usize) {
                 let item_row = item_rows.row(entry.item, items, &mut batch.items);
                 let row = &mut batch.items[item_row as usize];
@@ -288,7 +287,19 @@ impl JournalBatch {
             }
             let reservation_row = match &operation.reservation {
                 Some(snapshot) => {
-                    batch.reservation_row(snapshot, index as u32, entries_start, operation.rows)
+                    let row = batch.reservation_row(snapshot, index as u32);
+                    let operation_lines = OperationLines {
+                        entries: &entries[entries_start..][..operation.rows as usize],
+                        positions: &batch.entry_positions[entries_start..],
+                    };
+                    lines_in_row_order &= add_lines(
+                        &mut batch.reservation_rows[row as usize],
+                        &mut batch.lines,
+                        row,
+                        snapshot,
+                        operation_lines,
+                    );
+                    row
                 }
                 None => NO_ROW,
             };
@@ -309,22 +320,20 @@ impl JournalBatch {
             entries.len(),
             "entries unclaimed"
         );
+        if !lines_in_row_order {
+            // Stable: each row's lines stay in line order.
+            batch.lines.sort_by_key(|line| line.reservation_row);
+        }
         batch.operations = operations;
         batch.entries = entries;
-        batch.add_lines();
+        batch.debug_check_lines();
         batch
     }
 
     /// The row of the snapshot's reservation, now pointing at operation `index` (its
     /// latest state): the row of its previous operation when that is in this batch, else
     /// a new one.
-    fn reservation_row(
-        &mut self,
-        snapshot: &ReservationSnapshot,
-        index: u32,
-        entries: u32,
-        lines: u32,
-    ) -> u32 {
+    fn reservation_row(&mut self, snapshot: &ReservationSnapshot, index: u32) -> u32 {
         let rows = &mut self.reservation_rows;
         if snapshot.previous_lsn >= self.lsn_first {
             let previous = (snapshot.previous_lsn - self.lsn_first) as usize;
@@ -334,78 +343,121 @@ impl JournalBatch {
                 !snapshot.created,
                 "a reservation is created by its first operation"
             );
-            let state = &mut rows[row as usize];
-            (state.operation, state.entries) = (index, entries);
+            rows[row as usize].operation = index;
             return row;
         }
         rows.push(RowState {
             operation: index,
-            entries,
-            created_entries: if snapshot.created { entries } else { NO_ROW },
-            created_lines: if snapshot.created { lines } else { 0 },
+            first_line: NO_ROW,
         });
         (rows.len() - 1) as u32
     }
 
-    /// Lines of reservations created in this batch, and committed quantities of committed
-    /// ones, read from the ledger entries of the operations that created and committed
-    /// them (one per line, in line order; see `RowState`): the records, written long
-    /// before and seldom still cached, are not read.
-    fn add_lines(&mut self) {
-        // Usually one line per reservation row: sized up front, growing would copy.
-        self.lines.reserve(self.reservation_rows.len());
+    /// Debug builds: every reservation row's last operation holds its record, and the
+    /// lines read from the ledger are the record's.
+    fn debug_check_lines(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        // Rows' lines follow each other in row order (`first_line` is where they were
+        // pushed, before any sort).
+        let mut first = 0;
         for (row, state) in self.reservation_rows.iter().enumerate() {
-            let operation = &self.operations[state.operation as usize];
-            let snapshot = operation.reservation.as_ref();
-            let snapshot = snapshot.expect("reservation operation");
-            let record = snapshot.record.held();
-            let record =
-                record.expect("a reservation's last operation in a batch holds its record");
-            let committed = snapshot.status == Status::Committed;
-            let created = state.created_entries != NO_ROW;
-            if !created && !committed {
+            let record = self.row_record(row as u32);
+            if state.first_line == NO_ROW {
                 continue;
             }
-            let line_count = if created {
-                state.created_lines
-            } else {
-                operation.rows
-            };
-            assert!(
-                !(created && committed) || line_count == operation.rows,
-                "a commit settles every line"
-            );
-            debug_assert_eq!(record.holds.len(), line_count as usize);
-            let line = |first: u32, index: usize| {
-                let entry = first as usize + index;
-                (&self.entries[entry], self.entry_positions[entry].1)
-            };
-            for index in 0..line_count as usize {
-                let (quantity, item_row) = if created {
-                    let (entry, item_row) = line(state.created_entries, index);
-                    assert_eq!(entry.kind, LedgerKind::Reserve, "created by a reserve");
-                    (entry.delta_reserved.unsigned_abs(), item_row)
-                } else {
-                    let (entry, item_row) = line(state.entries, index);
-                    (entry.delta_reserved.unsigned_abs(), item_row)
-                };
-                let quantity_committed = if committed {
-                    let (entry, committed_item_row) = line(state.entries, index);
-                    assert_eq!(entry.kind, LedgerKind::Commit, "committed by a commit");
-                    assert_eq!(committed_item_row, item_row, "lines in the same order");
-                    assert_eq!(entry.delta_reserved.unsigned_abs(), quantity);
-                    entry.delta_on_hand.unsigned_abs()
-                } else {
-                    0
-                };
-                debug_assert_eq!(record.holds[index].quantity, quantity);
-                self.lines.push(BatchLine {
-                    reservation_row: row as u32,
-                    item_row,
-                    quantity,
-                    quantity_committed,
-                });
+            let lines = &self.lines[first..][..record.holds.len()];
+            first += lines.len();
+            for ((line, hold), named) in lines.iter().zip(record.holds.iter()).zip(record.lines()) {
+                let (sku, location, _, _) = &self.items[line.item_row as usize];
+                assert_eq!(line.reservation_row, row as u32);
+                assert_eq!(line.quantity, hold.quantity);
+                assert_eq!((&**sku, &**location), (named.sku, named.location));
             }
         }
+        assert_eq!(first, self.lines.len(), "lines of rows without lines");
+    }
+}
+
+/// Lines of reservations created in this batch, and committed quantities of committed
+/// ones, from the ledger entries of the operation that creates or commits them: a
+/// reserve journals one entry per line, in the order of the reservation's lines,
+/// holding its quantity; a commit one per line too, in the same order, giving back the
+/// quantity held and taking the quantity committed from on-hand stock. The records,
+/// written long before and seldom still cached, are not read. Whether the lines are
+/// still in row order.
+fn add_lines(
+    state: &mut RowState,
+    lines: &mut Vec<BatchLine>,
+    row: u32,
+    snapshot: &ReservationSnapshot,
+    operation: OperationLines<'_>,
+) -> bool {
+    let committed = snapshot.status == Status::Committed;
+    if !snapshot.created && !committed {
+        return true;
+    }
+    if state.first_line != NO_ROW {
+        // Created in this batch and now committed: its lines are there.
+        assert!(
+            committed && !snapshot.created,
+            "lines added once per reservation"
+        );
+        let first = state.first_line as usize;
+        let count = operation.entries.len();
+        assert!(
+            lines[first..].len() >= count
+                && lines
+                    .get(first + count)
+                    .is_none_or(|next| next.reservation_row != row),
+            "a commit settles every line"
+        );
+        for (line, (entry, item_row)) in lines[first..][..count].iter_mut().zip(operation.iter()) {
+            assert_eq!(entry.kind, LedgerKind::Commit, "committed by a commit");
+            assert_eq!(
+                (line.reservation_row, line.item_row, line.quantity),
+                (row, item_row, entry.delta_reserved.unsigned_abs()),
+                "a commit settles the lines in their order"
+            );
+            line.quantity_committed = entry.delta_on_hand.unsigned_abs();
+        }
+        return true;
+    }
+    let in_order = lines.last().is_none_or(|last| last.reservation_row < row);
+    state.first_line = lines.len() as u32;
+    let kind = if snapshot.created {
+        LedgerKind::Reserve
+    } else {
+        LedgerKind::Commit
+    };
+    for (entry, item_row) in operation.iter() {
+        assert_eq!(entry.kind, kind, "lines of a reserve or a commit");
+        lines.push(BatchLine {
+            reservation_row: row,
+            item_row,
+            quantity: entry.delta_reserved.unsigned_abs(),
+            quantity_committed: match kind {
+                LedgerKind::Commit => entry.delta_on_hand.unsigned_abs(),
+                _ => 0,
+            },
+        });
+    }
+    in_order
+}
+
+/// The ledger entries of one operation, with their item rows.
+#[derive(Clone, Copy)]
+struct OperationLines<'a> {
+    entries: &'a [LedgerEntry],
+    positions: &'a [(u32, u32)],
+}
+
+impl<'a> OperationLines<'a> {
+    fn iter(self) -> impl Iterator<Item = (&'a LedgerEntry, u32)> {
+        self.entries
+            .iter()
+            .zip(self.positions)
+            .map(|(entry, &(_, item_row))| (entry, item_row))
     }
 }
