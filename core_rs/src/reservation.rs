@@ -281,6 +281,16 @@ impl Reservations {
         self.slots[slot].generation
     }
 
+    /// Gives the active reservation at `slot` a new generation, so that every expiry entry
+    /// made for it so far is stale: when its expiry moves (an extend), entries of an
+    /// earlier expiry must not count again should it move back to that expiry.
+    pub fn new_generation(&mut self, slot: u32) {
+        let entry = &mut self.slots[slot];
+        let reservation = entry.reservation.as_ref().expect("occupied slot");
+        assert_eq!(reservation.status, Status::Active, "only active holds move");
+        entry.generation = entry.generation.wrapping_add(1);
+    }
+
     /// The reservation at (slot, generation) if it is still that one.
     pub fn get_versioned(&self, slot: u32, generation: u32) -> Option<&Reservation> {
         let entry = self.slots.get(slot)?;

@@ -1103,3 +1103,27 @@ fn journal_lines_follow_their_rows() {
         ]
     );
 }
+
+/// An extend that moves a hold's expiry back to an earlier one counts the hold once (the
+/// entries of that earlier expiry stay stale): levels, expiry and invariants agree.
+#[test]
+fn extend_back_to_an_earlier_expiry_counts_the_hold_once() {
+    let mut engine = stocked(&[("a", 12)]);
+    engine
+        .reserve("r1", "", &[line("a", 1)], 1_000, NOW, None)
+        .unwrap();
+    engine.extend("r1", 1_001, NOW).unwrap();
+    engine.extend("r1", 1_000, NOW).unwrap();
+    engine.check_invariants();
+    let levels = |engine: &Engine, now_ms| {
+        let view = engine.get_stock(&["a"], "", now_ms).unwrap();
+        let level = &view.levels[0];
+        (level.on_hand, level.reserved, level.available)
+    };
+    assert_eq!(levels(&engine, NOW + 999), (12, 1, 11));
+    assert_eq!(levels(&engine, NOW + 1_000), (12, 0, 12));
+    let expired = engine.expire_due(NOW + 1_000, 10).unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(levels(&engine, NOW + 1_000), (12, 0, 12));
+    engine.check_invariants();
+}

@@ -331,9 +331,11 @@ impl Engine {
         reservation.updated_at_ms = now_ms;
         reservation.last_lsn = lsn;
         if moved {
-            // The old entries go stale (their expiry no longer matches); new ones replace them.
-            // Extend is rare: sharing the record keeps the lines readable while items change.
+            // The old entries go stale (a new generation; their expiry no longer matches
+            // either); new ones replace them. Extend is rare: sharing the record keeps the
+            // lines readable while items change.
             let record = reservation.record.clone();
+            self.reservations.new_generation(slot);
             let lines = record.holds.iter();
             for line in lines.clone() {
                 self.items.get_mut(line.item).holds.ended();
