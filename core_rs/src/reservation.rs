@@ -323,11 +323,13 @@ impl Reservations {
     /// Records that the reservation at `slot` became terminal and evicts the oldest terminal
     /// reservations beyond `terminal_max`.
     pub fn retire(&mut self, slot: u32, terminal_max: usize) {
-        assert!(self.get(slot).status != Status::Active);
+        let entry = &self.slots[slot];
+        let reservation = entry.reservation.as_ref().expect("occupied slot");
+        assert!(reservation.status != Status::Active);
         assert!(self.active_count > 0);
         self.active_count -= 1;
         self.terminal_count += 1;
-        self.terminal_order.push_back((slot, self.generation(slot)));
+        self.terminal_order.push_back((slot, entry.generation));
         while self.terminal_count > terminal_max {
             let (oldest, generation) = self.terminal_order.pop_front().expect("terminal entry");
             self.evict(oldest, generation);

@@ -43,9 +43,9 @@ impl Engine {
         committed: Option<&[u64]>,
         lsn: u64,
     ) {
-        let line_count = self.reservations.get(slot).lines().len();
-        for index in 0..line_count {
-            let line = self.reservations.get(slot).lines()[index];
+        // Items and the journal change, the reservation is only read: borrowed apart.
+        let lines = self.reservations.get(slot).lines();
+        for (index, &line) in lines.iter().enumerate() {
             let quantity_committed = committed.map_or(0, |quantities| quantities[index]);
             assert!(quantity_committed <= line.quantity, "commit above held");
             let item = self.items.get_mut(line.item);
@@ -125,10 +125,12 @@ impl Engine {
 
     /// Files a terminal reservation in the bounded FIFO and tidies its items' heaps.
     fn retire(&mut self, slot: u32) {
-        let line_count = self.reservations.get(slot).lines().len();
-        for index in 0..line_count {
-            let item = self.reservations.get(slot).lines()[index].item;
-            self.compact_item_holds(item);
+        let reservations = &self.reservations;
+        for line in reservations.get(slot).lines() {
+            let holds = &mut self.items.get_mut(line.item).holds;
+            if holds.needs_compaction() {
+                holds.compact(|entry| super::expire::hold_entry_live(reservations, entry));
+            }
         }
         self.reservations
             .retire(slot, self.config.reservations_terminal_max);
