@@ -277,6 +277,13 @@ impl Reservations {
             .expect("occupied slot")
     }
 
+    /// `get` and `generation` in one look-up.
+    pub fn get_with_generation(&self, slot: u32) -> (&Reservation, u32) {
+        let entry = &self.slots[slot];
+        let reservation = entry.reservation.as_ref().expect("occupied slot");
+        (reservation, entry.generation)
+    }
+
     pub fn generation(&self, slot: u32) -> u32 {
         self.slots[slot].generation
     }
