@@ -30,13 +30,19 @@ pub struct ReservationRecord {
     pub holds: HoldLines,
     /// The same lines as views show them: where each one's sku and location end in
     /// `texts`, and its quantity.
-    line_ends: SmallVec<[(u32, u32, u64); 1]>,
+    line_ends: LineEnds,
     pub created_at_ms: i64,
 }
 
 /// Writes the ids, then each line's sku and location, back to back into `buffer`, which
-/// is exactly as long as they are together.
-fn fill(buffer: &mut [u8], ids: [&str; 3], lines: &[LineRef<'_>]) {
+/// is exactly as long as they are together; each line's ends (as in
+/// `ReservationRecord::line_ends`) go to `ends`.
+fn fill<'a>(
+    buffer: &mut [u8],
+    ids: [&str; 3],
+    lines: impl Iterator<Item = LineRef<'a>>,
+    ends: &mut LineEnds,
+) {
     let mut end = 0;
     // Request ids and locations are often empty: skip the call to copy nothing.
     let mut put = |text: &str| {
@@ -44,16 +50,21 @@ fn fill(buffer: &mut [u8], ids: [&str; 3], lines: &[LineRef<'_>]) {
             buffer[end..end + text.len()].copy_from_slice(text.as_bytes());
             end += text.len();
         }
+        end as u32
     };
     for id in ids {
         put(id);
     }
     for line in lines {
-        put(line.sku);
-        put(line.location);
+        let sku_end = put(line.sku);
+        let location_end = put(line.location);
+        ends.push((sku_end, location_end, line.quantity));
     }
     assert_eq!(end, buffer.len(), "texts measured wrong");
 }
+
+/// Per line: where its sku and its location end in the texts, and its quantity.
+type LineEnds = SmallVec<[(u32, u32, u64); 1]>;
 
 impl ReservationRecord {
     /// A record of `lines` as views show them (names and quantities).
@@ -65,32 +76,48 @@ impl ReservationRecord {
         lines: &[LineRef<'_>],
         created_at_ms: i64,
     ) -> ReservationRecord {
+        let lines = lines.iter().cloned();
+        ReservationRecord::of_lines(
+            reservation_id,
+            order_id,
+            request_id,
+            holds,
+            lines,
+            created_at_ms,
+        )
+    }
+
+    /// `new`, the lines given by an iterator (read twice: to measure, then to copy).
+    pub fn of_lines<'a>(
+        reservation_id: &str,
+        order_id: &str,
+        request_id: Option<&str>,
+        holds: HoldLines,
+        lines: impl Iterator<Item = LineRef<'a>> + Clone,
+        created_at_ms: i64,
+    ) -> ReservationRecord {
         let request = request_id.unwrap_or("");
         let ids = [reservation_id, order_id, request];
         let lines_start = reservation_id.len() + order_id.len() + request.len();
         let mut length = lines_start;
-        for line in lines {
+        let mut line_count = 0;
+        for line in lines.clone() {
             length += line.sku.len() + line.location.len();
+            line_count += 1;
         }
         // Ids and names are bounded at the edge; outcomes read back at recovery are only
         // parsed.
         assert!(length <= u32::MAX as usize, "texts beyond 4 GiB");
+        let mut line_ends = LineEnds::with_capacity(line_count);
         let texts = if length <= TEXTS_INLINE {
             let mut inline = [0u8; TEXTS_INLINE];
-            fill(&mut inline[..length], ids, lines);
+            fill(&mut inline[..length], ids, lines, &mut line_ends);
             SmallVec::from_buf_and_len(inline, length)
         } else {
             let mut heap = vec![0u8; length];
-            fill(&mut heap, ids, lines);
+            fill(&mut heap, ids, lines, &mut line_ends);
             SmallVec::from_vec(heap)
         };
-        let mut end = lines_start;
-        let mut line_ends = SmallVec::with_capacity(lines.len());
-        for line in lines {
-            let sku_end = end + line.sku.len();
-            end = sku_end + line.location.len();
-            line_ends.push((sku_end as u32, end as u32, line.quantity));
-        }
         ReservationRecord {
             texts,
             order_start: reservation_id.len() as u32,

@@ -277,8 +277,25 @@ impl Reservations {
             .expect("occupied slot")
     }
 
+    /// `get` and `generation` in one look-up.
+    pub fn get_with_generation(&self, slot: u32) -> (&Reservation, u32) {
+        let entry = &self.slots[slot];
+        let reservation = entry.reservation.as_ref().expect("occupied slot");
+        (reservation, entry.generation)
+    }
+
     pub fn generation(&self, slot: u32) -> u32 {
         self.slots[slot].generation
+    }
+
+    /// Gives the active reservation at `slot` a new generation, so that every expiry entry
+    /// made for it so far is stale: when its expiry moves (an extend), entries of an
+    /// earlier expiry must not count again should it move back to that expiry.
+    pub fn new_generation(&mut self, slot: u32) {
+        let entry = &mut self.slots[slot];
+        let reservation = entry.reservation.as_ref().expect("occupied slot");
+        assert_eq!(reservation.status, Status::Active, "only active holds move");
+        entry.generation = entry.generation.wrapping_add(1);
     }
 
     /// The reservation at (slot, generation) if it is still that one.
@@ -313,11 +330,13 @@ impl Reservations {
     /// Records that the reservation at `slot` became terminal and evicts the oldest terminal
     /// reservations beyond `terminal_max`.
     pub fn retire(&mut self, slot: u32, terminal_max: usize) {
-        assert!(self.get(slot).status != Status::Active);
+        let entry = &self.slots[slot];
+        let reservation = entry.reservation.as_ref().expect("occupied slot");
+        assert!(reservation.status != Status::Active);
         assert!(self.active_count > 0);
         self.active_count -= 1;
         self.terminal_count += 1;
-        self.terminal_order.push_back((slot, self.generation(slot)));
+        self.terminal_order.push_back((slot, entry.generation));
         while self.terminal_count > terminal_max {
             let (oldest, generation) = self.terminal_order.pop_front().expect("terminal entry");
             self.evict(oldest, generation);

@@ -984,3 +984,146 @@ fn texts_with_nul_are_refused() {
     assert_eq!(level(&engine, "a", NOW), (5, 0, 5));
     assert_eq!(engine.journal_pending(), pending);
 }
+
+/// Operations on one reservation drained in different batches (a batch ends between
+/// them): every batch names the reservation in its rows, with its state as of the batch's
+/// last operation, however the operations share the reservation's fixed part.
+#[test]
+fn journal_batches_split_between_operations_on_one_reservation() {
+    let mut engine = stocked(&[("a", 10)]);
+    engine.take_journal(100).unwrap();
+    engine
+        .reserve("r1", "o1", &[line("a", 2)], TTL, NOW, Some("q1"))
+        .unwrap();
+    engine.extend("r1", TTL, NOW + 1).unwrap();
+    engine.extend("r1", 2 * TTL, NOW + 2).unwrap();
+    engine.release("r1", NOW + 3, None).unwrap();
+    engine
+        .reserve("r2", "o2", &[line("a", 1)], TTL, NOW, None)
+        .unwrap();
+    engine.commit("r2", None, NOW + 4, None).unwrap();
+    let rows = |batch: &core_rs::journal::JournalBatch| {
+        let reservations: Vec<_> = batch
+            .reservations()
+            .map(|r| {
+                (
+                    r.reservation_id.to_string(),
+                    r.order_id.to_string(),
+                    r.status,
+                )
+            })
+            .collect();
+        let ledger: Vec<_> = batch
+            .ledger()
+            .map(|l| (l.lsn, l.reservation_id.to_string(), l.order_id.to_string()))
+            .collect();
+        let lines: Vec<_> = batch
+            .reservation_lines()
+            .map(|l| {
+                (
+                    l.reservation_id.to_string(),
+                    l.quantity,
+                    l.quantity_committed,
+                )
+            })
+            .collect();
+        (reservations, ledger, lines)
+    };
+    let first = engine.take_journal(2).unwrap().unwrap();
+    let (reservations, ledger, lines) = rows(&first);
+    assert_eq!(reservations, vec![("r1".into(), "o1".into(), "active")]);
+    assert_eq!(ledger, vec![(2, "r1".into(), "o1".into())]);
+    assert_eq!(lines, vec![("r1".into(), 2, 0)]);
+    assert_eq!(first.reservations().next().unwrap().request_id, Some("q1"));
+    let second = engine.take_journal(3).unwrap().unwrap();
+    let (reservations, ledger, lines) = rows(&second);
+    assert_eq!(
+        reservations,
+        vec![
+            ("r1".into(), "o1".into(), "released"),
+            ("r2".into(), "o2".into(), "active")
+        ]
+    );
+    assert_eq!(
+        ledger,
+        vec![(5, "r1".into(), "o1".into()), (6, "r2".into(), "o2".into())]
+    );
+    assert_eq!(lines, vec![("r2".into(), 1, 0)]);
+    drop(first);
+    let third = engine.take_journal(10).unwrap().unwrap();
+    let (reservations, ledger, lines) = rows(&third);
+    assert_eq!(reservations, vec![("r2".into(), "o2".into(), "committed")]);
+    assert_eq!(ledger, vec![(7, "r2".into(), "o2".into())]);
+    assert_eq!(lines, vec![("r2".into(), 1, 1)]);
+    assert!(engine.take_journal(10).unwrap().is_none());
+    engine.check_invariants();
+}
+
+/// A batch's reservation lines come row by row, in the order the batch first touched the
+/// reservations, each reservation's lines in its order; also when a reservation touched
+/// first is committed after another one was created.
+#[test]
+fn journal_lines_follow_their_rows() {
+    let mut engine = stocked(&[("a", 10), ("b", 10), ("c", 10)]);
+    engine
+        .reserve("r1", "o1", &[line("b", 2), line("a", 3)], TTL, NOW, None)
+        .unwrap();
+    engine.take_journal(100).unwrap();
+    engine.extend("r1", TTL, NOW + 1).unwrap();
+    engine
+        .reserve("r2", "o2", &[line("c", 1), line("a", 1)], TTL, NOW, None)
+        .unwrap();
+    engine
+        .commit("r1", Some(&[line("a", 2)]), NOW + 2, None)
+        .unwrap();
+    engine.commit("r2", None, NOW + 3, None).unwrap();
+    let batch = engine.take_journal(100).unwrap().unwrap();
+    let rows: Vec<_> = batch.reservations().map(|r| r.reservation_id).collect();
+    assert_eq!(rows, vec!["r1", "r2"]);
+    let lines: Vec<_> = batch
+        .reservation_lines()
+        .map(|l| {
+            let row = l.reservation_row;
+            (
+                row,
+                l.reservation_id,
+                l.sku,
+                l.quantity,
+                l.quantity_committed,
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            (0, "r1", "b", 2, 0),
+            (0, "r1", "a", 3, 2),
+            (1, "r2", "c", 1, 1),
+            (1, "r2", "a", 1, 1)
+        ]
+    );
+}
+
+/// An extend that moves a hold's expiry back to an earlier one counts the hold once (the
+/// entries of that earlier expiry stay stale): levels, expiry and invariants agree.
+#[test]
+fn extend_back_to_an_earlier_expiry_counts_the_hold_once() {
+    let mut engine = stocked(&[("a", 12)]);
+    engine
+        .reserve("r1", "", &[line("a", 1)], 1_000, NOW, None)
+        .unwrap();
+    engine.extend("r1", 1_001, NOW).unwrap();
+    engine.extend("r1", 1_000, NOW).unwrap();
+    engine.check_invariants();
+    let levels = |engine: &Engine, now_ms| {
+        let view = engine.get_stock(&["a"], "", now_ms).unwrap();
+        let level = &view.levels[0];
+        (level.on_hand, level.reserved, level.available)
+    };
+    assert_eq!(levels(&engine, NOW + 999), (12, 1, 11));
+    assert_eq!(levels(&engine, NOW + 1_000), (12, 0, 12));
+    let expired = engine.expire_due(NOW + 1_000, 10).unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(levels(&engine, NOW + 1_000), (12, 0, 12));
+    engine.check_invariants();
+}

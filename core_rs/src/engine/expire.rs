@@ -144,8 +144,7 @@ impl Engine {
 
     /// Registers a hold's expiry with each of its items and with the global queue.
     pub(super) fn schedule_holds(&mut self, slot: u32) {
-        let generation = self.reservations.generation(slot);
-        let reservation = self.reservations.get(slot);
+        let (reservation, generation) = self.reservations.get_with_generation(slot);
         let expires_at_ms = reservation.expires_at_ms;
         for line in reservation.lines() {
             let entry = HoldEntry {

@@ -29,7 +29,7 @@ use crate::record::LineTexts;
 use crate::record::ReservationRecord;
 use crate::reservation::{HoldLine, HoldLines, Reservations};
 use crate::validate;
-use crate::view::{LineRef, LineRefs, Outcome, ReservationView};
+use crate::view::{LineRef, Outcome, ReservationView};
 
 /// The bounds of every table, fixed when the engine is built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -238,23 +238,22 @@ impl Engine {
         holds: &[HoldLine],
         created_at_ms: i64,
     ) -> Arc<ReservationRecord> {
-        let mut lines = LineRefs::with_capacity(holds.len());
-        for hold in holds {
+        let lines = holds.iter().map(|hold| {
             let item = self.items.get(hold.item);
-            lines.push(LineRef {
+            LineRef {
                 sku: &item.sku,
                 location: &self.items.locations[item.location as usize],
                 quantity: hold.quantity,
-            });
-        }
+            }
+        });
         // Made where it is kept: the record is large, and building it first and then
         // moving it into its allocation would copy it.
-        Arc::new(ReservationRecord::new(
+        Arc::new(ReservationRecord::of_lines(
             reservation_id,
             order_id,
             request_id,
             HoldLines::new(holds),
-            &lines,
+            lines,
             created_at_ms,
         ))
     }

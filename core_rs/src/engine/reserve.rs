@@ -89,6 +89,13 @@ impl Engine {
         request_id: Option<&str>,
     ) -> EngineResult<ReservationView> {
         validate::id("reservation_id", reservation_id)?;
+        // The id is new unless this is a mistake, so its index bucket is not cached: start
+        // loading it now (a hint only; nothing is decided by it), and check the rest of
+        // the request, resolve the lines and build the new reservation's record (reads and
+        // an allocation only, nothing the engine keeps yet) while it loads. An existing id
+        // is still refused before any unknown item, and then the record is dropped.
+        let id_hash = IdHash::of(reservation_id);
+        self.reservations.prefetch_id(id_hash);
         validate::optional_id("order_id", order_id)?;
         validate::lines(lines, false)?;
         validate::ttl_ms(ttl_ms)?;
@@ -105,12 +112,11 @@ impl Engine {
         if let Some(outcome) = self.replay(request_id, Operation::Reserve, fingerprint)? {
             return Ok(reservation_outcome(outcome));
         }
-        // The id is new unless this is a mistake, so its index bucket is not cached: start
-        // loading it, and resolve the lines (reads only) while it loads. An existing id is
-        // still refused before any unknown item.
-        let id_hash = IdHash::of(reservation_id);
-        self.reservations.prefetch_id(id_hash);
         let holds = self.resolve_lines(lines);
+        let record = holds
+            .as_ref()
+            .ok()
+            .map(|holds| self.record(reservation_id, order_id, request_id, holds, now_ms));
         if self
             .reservations
             .find_hashed(reservation_id, id_hash)
@@ -120,6 +126,7 @@ impl Engine {
             return Err(EngineError::ReservationExists { reservation_id });
         }
         let holds = holds?;
+        let record = record.expect("built when the lines resolved");
         self.expire_items(holds.iter().map(|hold| hold.item), now_ms, 1)?;
         if self.reservations.active_count >= self.config.reservations_active_max {
             return Err(EngineError::CapacityExceeded {
@@ -129,7 +136,6 @@ impl Engine {
         self.check_available(&holds)?;
         let lsn = self.next_lsn();
         self.hold_items(&holds, lsn);
-        let record = self.record(reservation_id, order_id, request_id, &holds, now_ms);
         let expires_at_ms = now_ms.saturating_add(ttl_ms);
         let slot = self
             .reservations

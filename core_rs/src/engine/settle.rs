@@ -8,7 +8,9 @@ use crate::errors::{EngineError, EngineResult};
 use crate::fingerprint::Fingerprint;
 use crate::idempotency::{IdempotencyRecord, Operation};
 use crate::item::ItemIndex;
-use crate::journal::{JournalOperation, LedgerEntry, LedgerKind, ReservationSnapshot};
+use crate::journal::{
+    JournalOperation, LedgerEntry, LedgerKind, ReservationSnapshot, SnapshotRecord,
+};
 use crate::record::CommittedLines;
 use crate::reservation::Status;
 use crate::validate::{self, LineInput};
@@ -41,9 +43,9 @@ impl Engine {
         committed: Option<&[u64]>,
         lsn: u64,
     ) {
-        let line_count = self.reservations.get(slot).lines().len();
-        for index in 0..line_count {
-            let line = self.reservations.get(slot).lines()[index];
+        // Items and the journal change, the reservation is only read: borrowed apart.
+        let lines = self.reservations.get(slot).lines();
+        for (index, &line) in lines.iter().enumerate() {
             let quantity_committed = committed.map_or(0, |quantities| quantities[index]);
             assert!(quantity_committed <= line.quantity, "commit above held");
             let item = self.items.get_mut(line.item);
@@ -81,13 +83,25 @@ impl Engine {
         let reservation = self.reservations.get_mut(slot);
         let previous_lsn = std::mem::replace(&mut reservation.journaled_lsn, lsn);
         assert!(previous_lsn < lsn, "reservation journaled out of order");
+        // A batch writes the operation's time as the reservation's update time.
+        assert_eq!(reservation.updated_at_ms, now_ms, "journaled as updated");
+        // The previous operation on the reservation, when still pending, hands its
+        // reference over: no reference count is taken.
+        let record = match self.journal.hand_over_record(previous_lsn, lsn) {
+            Some(record) => {
+                assert!(
+                    Arc::ptr_eq(&record, &reservation.record),
+                    "same reservation"
+                );
+                record
+            }
+            None => reservation.record.clone(),
+        };
         let snapshot = ReservationSnapshot {
-            record: reservation.record.clone(),
-            committed: reservation.committed.clone(),
+            record: SnapshotRecord::Held(record),
             status: reservation.status,
             created,
             expires_at_ms: reservation.expires_at_ms,
-            updated_at_ms: reservation.updated_at_ms,
             previous_lsn,
         };
         self.journal.push_operation(JournalOperation {
@@ -98,8 +112,11 @@ impl Engine {
             texts: None,
             idempotency,
         });
-        let lines = self.reservations.get(slot).lines();
-        self.debug_check_items(lines.iter().map(|line| line.item));
+        if cfg!(debug_assertions) {
+            // Release builds skip the check; not even the slot is looked up for it.
+            let lines = self.reservations.get(slot).lines();
+            self.debug_check_items(lines.iter().map(|line| line.item));
+        }
     }
 
     /// Moves the reservation at `slot` to a terminal status and journals it.
@@ -111,10 +128,12 @@ impl Engine {
 
     /// Files a terminal reservation in the bounded FIFO and tidies its items' heaps.
     fn retire(&mut self, slot: u32) {
-        let line_count = self.reservations.get(slot).lines().len();
-        for index in 0..line_count {
-            let item = self.reservations.get(slot).lines()[index].item;
-            self.compact_item_holds(item);
+        let reservations = &self.reservations;
+        for line in reservations.get(slot).lines() {
+            let holds = &mut self.items.get_mut(line.item).holds;
+            if holds.needs_compaction() {
+                holds.compact(|entry| super::expire::hold_entry_live(reservations, entry));
+            }
         }
         self.reservations
             .retire(slot, self.config.reservations_terminal_max);
@@ -317,9 +336,11 @@ impl Engine {
         reservation.updated_at_ms = now_ms;
         reservation.last_lsn = lsn;
         if moved {
-            // The old entries go stale (their expiry no longer matches); new ones replace them.
-            // Extend is rare: sharing the record keeps the lines readable while items change.
+            // The old entries go stale (a new generation; their expiry no longer matches
+            // either); new ones replace them. Extend is rare: sharing the record keeps the
+            // lines readable while items change.
             let record = reservation.record.clone();
+            self.reservations.new_generation(slot);
             let lines = record.holds.iter();
             for line in lines.clone() {
                 self.items.get_mut(line.item).holds.ended();

@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
-use super::{JournalOperation, LedgerEntry, ReservationSnapshot, StockTexts};
+use super::{JournalOperation, LedgerEntry, LedgerKind, ReservationSnapshot, StockTexts};
 use crate::idempotency::outcome_to_json;
 use crate::item::{ItemIndex, Items};
+use crate::record::ReservationRecord;
 use crate::reservation::Status;
 
 /// A reservation row: final state of one reservation touched by the batch (an upsert).
@@ -97,10 +98,18 @@ pub struct JournalBatch {
     entries: Vec<LedgerEntry>,
     /// Per entry: its operation and its item row.
     entry_positions: Vec<(u32, u32)>,
-    /// Per reservation row: the last operation that touched it, and whether the batch
-    /// created it.
-    reservation_rows: Vec<(u32, bool)>,
+    reservation_rows: Vec<RowState>,
     lines: Vec<BatchLine>,
+}
+
+/// A reservation row being aggregated: where its final state and its lines are.
+#[derive(Clone, Copy, Debug)]
+struct RowState {
+    /// The last operation of the batch on the reservation (its final state).
+    operation: u32,
+    /// Its first line in `JournalBatch::lines` (NO_ROW: none, it was neither created nor
+    /// committed in the batch).
+    first_line: u32,
 }
 
 impl JournalBatch {
@@ -111,18 +120,30 @@ impl JournalBatch {
             .expect("reservation rows come from reservation operations")
     }
 
+    /// The record of reservation row `row`, held by its last operation in the batch (the
+    /// journal hands records over to later operations, and gives the last one taken of a
+    /// reservation a reference of its own).
+    fn row_record(&self, row: u32) -> &ReservationRecord {
+        let operation = self.reservation_rows[row as usize].operation;
+        let record = self.snapshot(operation).record.held();
+        record.expect("a reservation's last operation in a batch holds its record")
+    }
+
     /// One row per reservation touched (final state), in first-touch order.
     pub fn reservations(&self) -> impl ExactSizeIterator<Item = ReservationRow<'_>> {
-        self.reservation_rows.iter().map(|&(operation, _)| {
+        (0..self.reservation_rows.len() as u32).map(|row| {
+            let operation = self.reservation_rows[row as usize].operation;
             let snapshot = self.snapshot(operation);
+            let record = self.row_record(row);
             ReservationRow {
-                reservation_id: snapshot.record.reservation_id(),
-                order_id: snapshot.record.order_id(),
+                reservation_id: record.reservation_id(),
+                order_id: record.order_id(),
                 status: snapshot.status.as_str(),
                 expires_at_ms: snapshot.expires_at_ms,
-                created_at_ms: snapshot.record.created_at_ms,
-                updated_at_ms: snapshot.updated_at_ms,
-                request_id: snapshot.record.request_id(),
+                created_at_ms: record.created_at_ms,
+                // The operation's time: every operation on a reservation updates it.
+                updated_at_ms: self.operations[operation as usize].at_ms,
+                request_id: record.request_id(),
             }
         })
     }
@@ -131,11 +152,10 @@ impl JournalBatch {
     /// ones (an upsert on (reservation_id, sku, location)).
     pub fn reservation_lines(&self) -> impl ExactSizeIterator<Item = ReservationLineRow<'_>> {
         self.lines.iter().map(|line| {
-            let (operation, _) = self.reservation_rows[line.reservation_row as usize];
             let (sku, location, _, _) = &self.items[line.item_row as usize];
             ReservationLineRow {
                 reservation_row: line.reservation_row as usize,
-                reservation_id: self.snapshot(operation).record.reservation_id(),
+                reservation_id: self.row_record(line.reservation_row).reservation_id(),
                 item_row: line.item_row as usize,
                 sku,
                 location,
@@ -151,7 +171,8 @@ impl JournalBatch {
         positions.map(|(entry, &(operation_index, item_row))| {
             let operation = &self.operations[operation_index as usize];
             let (sku, location, _, _) = &self.items[item_row as usize];
-            let record = operation.reservation.as_ref().map(|r| &*r.record);
+            let reservation_row = self.operation_reservation_rows[operation_index as usize];
+            let record = (reservation_row != NO_ROW).then(|| self.row_record(reservation_row));
             let texts = operation.texts.as_deref();
             let text = |field: fn(&StockTexts) -> &Option<Arc<str>>| {
                 texts
@@ -171,10 +192,7 @@ impl JournalBatch {
                 on_hand_after: entry.on_hand_after,
                 reserved_after: entry.reserved_after,
                 operation: operation_index as usize,
-                reservation_row: match self.operation_reservation_rows[operation_index as usize] {
-                    NO_ROW => None,
-                    row => Some(row as usize),
-                },
+                reservation_row: (reservation_row != NO_ROW).then_some(reservation_row as usize),
                 reservation_id: record.map_or("", |r| r.reservation_id()),
                 order_id,
                 request_id: operation.request_id().unwrap_or(""),
@@ -223,16 +241,6 @@ impl ItemRows {
         self.stamps[index] = (self.take, row);
         row
     }
-
-    /// The row `item` already has in this take.
-    fn existing(&self, item: ItemIndex) -> u32 {
-        let (take, row) = self.stamps[item as usize];
-        assert_eq!(
-            take, self.take,
-            "a reservation's lines were journaled with it"
-        );
-        row
-    }
 }
 
 impl JournalBatch {
@@ -256,15 +264,21 @@ impl JournalBatch {
             entries: Vec::new(),
             entry_positions: Vec::with_capacity(entries.len()),
             reservation_rows: Vec::with_capacity(operations.len()),
-            lines: Vec::new(),
+            // At most one line per ledger entry (of a reserve or a commit).
+            lines: Vec::with_capacity(entries.len()),
         };
         let mut operation_entries = entries.iter();
+        // Lines are pushed per reservation when it is created or committed; they are kept
+        // in row order (a row's lines together, in line order), which a reservation first
+        // touched by another operation and committed later can break.
+        let mut lines_in_row_order = true;
         for (index, operation) in operations.iter().enumerate() {
             assert_eq!(
                 operation.lsn,
                 lsn_first + index as u64,
                 "journal LSNs not consecutive"
             );
+            let entries_start = batch.entry_positions.len();
             for entry in operation_entries.by_ref().take(operation.rows as usize) {
                 let item_row = item_rows.row(entry.item, items, &mut batch.items);
                 let row = &mut batch.items[item_row as usize];
@@ -272,7 +286,21 @@ impl JournalBatch {
                 batch.entry_positions.push((index as u32, item_row));
             }
             let reservation_row = match &operation.reservation {
-                Some(snapshot) => batch.reservation_row(snapshot, index as u32),
+                Some(snapshot) => {
+                    let row = batch.reservation_row(snapshot, index as u32);
+                    let operation_lines = OperationLines {
+                        entries: &entries[entries_start..][..operation.rows as usize],
+                        positions: &batch.entry_positions[entries_start..],
+                    };
+                    lines_in_row_order &= add_lines(
+                        &mut batch.reservation_rows[row as usize],
+                        &mut batch.lines,
+                        row,
+                        snapshot,
+                        operation_lines,
+                    );
+                    row
+                }
                 None => NO_ROW,
             };
             batch.operation_reservation_rows.push(reservation_row);
@@ -292,9 +320,13 @@ impl JournalBatch {
             entries.len(),
             "entries unclaimed"
         );
+        if !lines_in_row_order {
+            // Stable: each row's lines stay in line order.
+            batch.lines.sort_by_key(|line| line.reservation_row);
+        }
         batch.operations = operations;
         batch.entries = entries;
-        batch.add_lines(item_rows);
+        batch.debug_check_lines();
         batch
     }
 
@@ -307,41 +339,125 @@ impl JournalBatch {
             let previous = (snapshot.previous_lsn - self.lsn_first) as usize;
             let row = self.operation_reservation_rows[previous];
             assert_ne!(row, NO_ROW, "previous operation carried the reservation");
-            let created = rows[row as usize].1 || snapshot.created;
-            rows[row as usize] = (index, created);
+            assert!(
+                !snapshot.created,
+                "a reservation is created by its first operation"
+            );
+            rows[row as usize].operation = index;
             return row;
         }
-        rows.push((index, snapshot.created));
+        rows.push(RowState {
+            operation: index,
+            first_line: NO_ROW,
+        });
         (rows.len() - 1) as u32
     }
 
-    /// Lines of reservations created in this batch, and committed quantities of committed
-    /// ones. Every line's item has a row: the operation that created or committed the
-    /// reservation journaled a ledger entry for each of its lines.
-    fn add_lines(&mut self, item_rows: &ItemRows) {
-        // Usually one line per reservation row: sized up front, growing would copy.
-        self.lines.reserve(self.reservation_rows.len());
-        for (row, &(operation, created)) in self.reservation_rows.iter().enumerate() {
-            let snapshot = self.operations[operation as usize]
-                .reservation
-                .as_ref()
-                .expect("reservation operation");
-            let committed = snapshot.status == Status::Committed;
-            if !created && !committed {
+    /// Debug builds: every reservation row's last operation holds its record, and the
+    /// lines read from the ledger are the record's.
+    fn debug_check_lines(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        // Rows' lines follow each other in row order (`first_line` is where they were
+        // pushed, before any sort).
+        let mut first = 0;
+        for (row, state) in self.reservation_rows.iter().enumerate() {
+            let record = self.row_record(row as u32);
+            if state.first_line == NO_ROW {
                 continue;
             }
-            for (index, line) in snapshot.record.holds.iter().enumerate() {
-                let quantity_committed = match (&snapshot.committed, committed) {
-                    (Some(lines), true) => lines.quantities[index],
-                    _ => 0,
-                };
-                self.lines.push(BatchLine {
-                    reservation_row: row as u32,
-                    item_row: item_rows.existing(line.item),
-                    quantity: line.quantity,
-                    quantity_committed,
-                });
+            let lines = &self.lines[first..][..record.holds.len()];
+            first += lines.len();
+            for ((line, hold), named) in lines.iter().zip(record.holds.iter()).zip(record.lines()) {
+                let (sku, location, _, _) = &self.items[line.item_row as usize];
+                assert_eq!(line.reservation_row, row as u32);
+                assert_eq!(line.quantity, hold.quantity);
+                assert_eq!((&**sku, &**location), (named.sku, named.location));
             }
         }
+        assert_eq!(first, self.lines.len(), "lines of rows without lines");
+    }
+}
+
+/// Lines of reservations created in this batch, and committed quantities of committed
+/// ones, from the ledger entries of the operation that creates or commits them: a
+/// reserve journals one entry per line, in the order of the reservation's lines,
+/// holding its quantity; a commit one per line too, in the same order, giving back the
+/// quantity held and taking the quantity committed from on-hand stock. The records,
+/// written long before and seldom still cached, are not read. Whether the lines are
+/// still in row order.
+fn add_lines(
+    state: &mut RowState,
+    lines: &mut Vec<BatchLine>,
+    row: u32,
+    snapshot: &ReservationSnapshot,
+    operation: OperationLines<'_>,
+) -> bool {
+    let committed = snapshot.status == Status::Committed;
+    if !snapshot.created && !committed {
+        return true;
+    }
+    if state.first_line != NO_ROW {
+        // Created in this batch and now committed: its lines are there.
+        assert!(
+            committed && !snapshot.created,
+            "lines added once per reservation"
+        );
+        let first = state.first_line as usize;
+        let count = operation.entries.len();
+        assert!(
+            lines[first..].len() >= count
+                && lines
+                    .get(first + count)
+                    .is_none_or(|next| next.reservation_row != row),
+            "a commit settles every line"
+        );
+        for (line, (entry, item_row)) in lines[first..][..count].iter_mut().zip(operation.iter()) {
+            assert_eq!(entry.kind, LedgerKind::Commit, "committed by a commit");
+            assert_eq!(
+                (line.reservation_row, line.item_row, line.quantity),
+                (row, item_row, entry.delta_reserved.unsigned_abs()),
+                "a commit settles the lines in their order"
+            );
+            line.quantity_committed = entry.delta_on_hand.unsigned_abs();
+        }
+        return true;
+    }
+    let in_order = lines.last().is_none_or(|last| last.reservation_row < row);
+    state.first_line = lines.len() as u32;
+    let kind = if snapshot.created {
+        LedgerKind::Reserve
+    } else {
+        LedgerKind::Commit
+    };
+    for (entry, item_row) in operation.iter() {
+        assert_eq!(entry.kind, kind, "lines of a reserve or a commit");
+        lines.push(BatchLine {
+            reservation_row: row,
+            item_row,
+            quantity: entry.delta_reserved.unsigned_abs(),
+            quantity_committed: match kind {
+                LedgerKind::Commit => entry.delta_on_hand.unsigned_abs(),
+                _ => 0,
+            },
+        });
+    }
+    in_order
+}
+
+/// The ledger entries of one operation, with their item rows.
+#[derive(Clone, Copy)]
+struct OperationLines<'a> {
+    entries: &'a [LedgerEntry],
+    positions: &'a [(u32, u32)],
+}
+
+impl<'a> OperationLines<'a> {
+    fn iter(self) -> impl Iterator<Item = (&'a LedgerEntry, u32)> {
+        self.entries
+            .iter()
+            .zip(self.positions)
+            .map(|(entry, &(_, item_row))| (entry, item_row))
     }
 }

@@ -15,7 +15,7 @@ pub use batch::{IdempotencyRow, JournalBatch, LedgerRow, ReservationLineRow, Res
 
 use crate::idempotency::IdempotencyRecord;
 use crate::item::{ItemIndex, Items};
-use crate::record::{CommittedLines, ReservationRecord};
+use crate::record::ReservationRecord;
 use crate::reservation::Status;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,17 +54,35 @@ pub struct LedgerEntry {
     pub reserved_after: u64,
 }
 
-/// A reservation's state right after an operation: its shared fixed record and the few
-/// fields that change.
+/// Where a journal operation finds its reservation's record. Only the latest pending
+/// operation on a reservation holds it: an operation journaled while the previous one on
+/// the same reservation is still pending takes the record over (`Journal::hand_over_record`)
+/// instead of taking another reference count, and the previous one names it instead.
+#[derive(Clone, Debug)]
+pub enum SnapshotRecord {
+    Held(Arc<ReservationRecord>),
+    /// Held by the operation with this LSN (a later one on the same reservation).
+    MovedTo(u64),
+}
+
+impl SnapshotRecord {
+    pub fn held(&self) -> Option<&Arc<ReservationRecord>> {
+        match self {
+            SnapshotRecord::Held(record) => Some(record),
+            SnapshotRecord::MovedTo(_) => None,
+        }
+    }
+}
+
+/// A reservation's state right after an operation: its shared fixed record (see
+/// `SnapshotRecord`) and the few fields that change.
 #[derive(Clone, Debug)]
 pub struct ReservationSnapshot {
-    pub record: Arc<ReservationRecord>,
-    pub committed: Option<Arc<CommittedLines>>,
+    pub record: SnapshotRecord,
     pub status: Status,
     /// This operation created the reservation (its lines must be inserted).
     pub created: bool,
     pub expires_at_ms: i64,
-    pub updated_at_ms: i64,
     /// LSN of the previous operation on this reservation (0: none), so a batch finds the
     /// reservation's row by position instead of by key.
     pub previous_lsn: u64,
@@ -134,6 +152,58 @@ impl Journal {
         self.last_lsn
     }
 
+    /// LSN of the oldest pending operation (`last_lsn + 1` when none is pending).
+    fn first_pending_lsn(&self) -> u64 {
+        self.last_lsn + 1 - self.operations.len() as u64
+    }
+
+    /// The record held by the pending operation `previous_lsn` (the previous operation on a
+    /// reservation about to be journaled again as `lsn`), moved out of it; that operation
+    /// then refers to `lsn`. None when `previous_lsn` is not pending (0: there was none, or
+    /// it was taken): the caller then shares the reservation's record anew.
+    pub fn hand_over_record(
+        &mut self,
+        previous_lsn: u64,
+        lsn: u64,
+    ) -> Option<Arc<ReservationRecord>> {
+        assert_eq!(lsn, self.last_lsn + 1, "handed over to the next operation");
+        let first = self.first_pending_lsn();
+        if previous_lsn < first {
+            return None;
+        }
+        let previous = &mut self.operations[(previous_lsn - first) as usize];
+        assert_eq!(previous.lsn, previous_lsn, "pending operations by LSN");
+        let snapshot = previous.reservation.as_mut();
+        let snapshot = snapshot.expect("previous operation carried the reservation");
+        match std::mem::replace(&mut snapshot.record, SnapshotRecord::MovedTo(lsn)) {
+            SnapshotRecord::Held(record) => Some(record),
+            SnapshotRecord::MovedTo(_) => {
+                panic!("the latest pending operation on a reservation holds its record")
+            }
+        }
+    }
+
+    /// The record of the pending operation `lsn` on a reservation, following hand-overs
+    /// to the operation holding it (a later pending one).
+    fn pending_record(&self, mut lsn: u64) -> &Arc<ReservationRecord> {
+        let first = self.first_pending_lsn();
+        loop {
+            assert!(lsn >= first, "records are handed over to later operations");
+            let operation = &self.operations[(lsn - first) as usize];
+            let snapshot = operation.reservation.as_ref();
+            match &snapshot
+                .expect("hand-over to a reservation operation")
+                .record
+            {
+                SnapshotRecord::Held(record) => return record,
+                SnapshotRecord::MovedTo(next) => {
+                    assert!(*next > lsn, "records are handed over to later operations");
+                    lsn = *next;
+                }
+            }
+        }
+    }
+
     pub fn push_entry(&mut self, entry: LedgerEntry) {
         assert!(entry.reserved_after <= entry.on_hand_after);
         self.entries.push_back(entry);
@@ -179,7 +249,21 @@ impl Journal {
                 std::mem::replace(&mut self.entries, VecDeque::with_capacity(entries_len));
             (Vec::from(operations), Vec::from(entries))
         } else {
-            let operations: Vec<JournalOperation> = self.operations.drain(..count).collect();
+            let mut operations: Vec<JournalOperation> = self.operations.drain(..count).collect();
+            // An operation taken whose record was handed over to one still pending gets a
+            // reference of its own, so that every reservation's last operation in the
+            // batch holds the record (the batch reads it there).
+            let lsn_last = operations.last().expect("count > 0").lsn;
+            for operation in &mut operations {
+                let Some(snapshot) = &mut operation.reservation else {
+                    continue;
+                };
+                if let SnapshotRecord::MovedTo(holder) = snapshot.record {
+                    if holder > lsn_last {
+                        snapshot.record = SnapshotRecord::Held(self.pending_record(holder).clone());
+                    }
+                }
+            }
             let rows: usize = operations.iter().map(|o| o.rows as usize).sum();
             let entries: Vec<LedgerEntry> = self.entries.drain(..rows).collect();
             (operations, entries)
