@@ -138,6 +138,20 @@ def test_extend_moves_the_expiry(engine):
     assert level(engine, "a", NOW_MS + TTL_MS) == (10, 2, 8)
 
 
+def test_extend_away_and_back_to_the_same_expiry_counts_the_hold_once(engine):
+    """Regression: the entries of an expiry a hold moved away from must stay stale when it
+    moves back to that expiry (they made the hold count twice: reserved 2^64 - 1)."""
+    stock(engine, a=10)
+    engine.reserve("r1", "", [("a", "", 2)], TTL_MS, NOW_MS)
+    engine.extend("r1", 2 * TTL_MS, NOW_MS)
+    back = engine.extend("r1", TTL_MS, NOW_MS)
+    assert back.expires_at_ms == NOW_MS + TTL_MS
+    assert level(engine, "a", NOW_MS) == (10, 2, 8)
+    assert engine.expire_due(NOW_MS + TTL_MS, 10) == ["r1"]
+    assert level(engine, "a", NOW_MS + TTL_MS) == (10, 0, 10)
+    assert engine.expire_due(NOW_MS + 3 * TTL_MS, 10) == []
+
+
 def test_expire_due_returns_the_ids_it_expired(engine):
     stock(engine, a=10)
     for index in range(3):
