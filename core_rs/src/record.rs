@@ -66,6 +66,27 @@ fn fill<'a>(
 /// Per line: where its sku and its location end in the texts, and its quantity.
 type LineEnds = SmallVec<[(u32, u32, u64); 1]>;
 
+/// `texts[start..end]`: each stored text was a whole `&str`, so every range is valid UTF-8.
+fn text_at(texts: &[u8], start: u32, end: u32) -> &str {
+    std::str::from_utf8(&texts[start as usize..end as usize]).expect("stored from str")
+}
+
+/// Lines whose names lie back to back in `texts` from `start`, each sku and location
+/// ending where `ends` say (as `LineEnds` and `LineTexts` store them).
+fn lines_at<'a>(texts: &'a [u8], mut start: u32, ends: &[(u32, u32, u64)]) -> LineRefs<'a> {
+    ends.iter()
+        .map(|&(sku_end, location_end, quantity)| {
+            let line = LineRef {
+                sku: text_at(texts, start, sku_end),
+                location: text_at(texts, sku_end, location_end),
+                quantity,
+            };
+            start = location_end;
+            line
+        })
+        .collect()
+}
+
 impl ReservationRecord {
     /// A record of `lines` as views show them (names and quantities).
     pub fn new(
@@ -130,26 +151,13 @@ impl ReservationRecord {
         }
     }
 
-    /// Each text was a whole `&str` when stored, so every range is valid UTF-8.
     fn text(&self, start: u32, end: usize) -> &str {
-        std::str::from_utf8(&self.texts[start as usize..end]).expect("stored from str")
+        text_at(&self.texts, start, end as u32)
     }
 
     /// The lines as views show them, names borrowed.
     pub fn lines(&self) -> LineRefs<'_> {
-        let mut start = self.lines_start;
-        self.line_ends
-            .iter()
-            .map(|&(sku_end, location_end, quantity)| {
-                let line = LineRef {
-                    sku: self.text(start, sku_end as usize),
-                    location: self.text(sku_end, location_end as usize),
-                    quantity,
-                };
-                start = location_end;
-                line
-            })
-            .collect()
+        lines_at(&self.texts, self.lines_start, &self.line_ends)
     }
 
     pub fn reservation_id(&self) -> &str {
@@ -223,26 +231,9 @@ impl LineTexts {
         self.lines.is_empty()
     }
 
-    /// Each name was a whole `&str` when stored, so every range is valid UTF-8.
-    fn text(&self, start: u32, end: u32) -> &str {
-        std::str::from_utf8(&self.texts[start as usize..end as usize]).expect("stored from str")
-    }
-
     /// The lines, names borrowed.
     pub fn lines(&self) -> LineRefs<'_> {
-        let mut start = 0;
-        self.lines
-            .iter()
-            .map(|&(sku_end, location_end, quantity)| {
-                let line = LineRef {
-                    sku: self.text(start, sku_end),
-                    location: self.text(sku_end, location_end),
-                    quantity,
-                };
-                start = location_end;
-                line
-            })
-            .collect()
+        lines_at(&self.texts, 0, &self.lines)
     }
 }
 

@@ -277,15 +277,11 @@ impl Reservations {
             .expect("occupied slot")
     }
 
-    /// `get` and `generation` in one look-up.
+    /// The reservation at `slot` and its generation.
     pub fn get_with_generation(&self, slot: u32) -> (&Reservation, u32) {
         let entry = &self.slots[slot];
         let reservation = entry.reservation.as_ref().expect("occupied slot");
         (reservation, entry.generation)
-    }
-
-    pub fn generation(&self, slot: u32) -> u32 {
-        self.slots[slot].generation
     }
 
     /// Gives the active reservation at `slot` a new generation, so that every expiry entry

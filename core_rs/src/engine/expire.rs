@@ -5,28 +5,35 @@ use std::sync::Arc;
 use super::Engine;
 use crate::errors::{EngineError, EngineResult};
 use crate::expiry::ExpiryEntry;
-use crate::item::{HoldEntry, ItemIndex};
+use crate::item::{HoldEntry, ItemHolds, ItemIndex};
 use crate::journal::LedgerKind;
 use crate::limits::EXPIRE_BATCH_MAX;
 use crate::reservation::{Reservations, Status};
 use crate::validate;
 
-/// An item-heap entry is live while its reservation is the same one, active, and still has
-/// that expiry (an extend leaves the old entry behind).
-pub(super) fn hold_entry_live(reservations: &Reservations, entry: &HoldEntry) -> bool {
+/// An expiry entry (an item heap's or the global queue's) is live while the hold it was made
+/// for is still active under the same (slot, generation). A moved expiry (an extend) gives
+/// the reservation a new generation, so entries of an earlier expiry are stale whatever
+/// expiry it has later: the generation alone decides.
+fn entry_live(reservations: &Reservations, slot: u32, generation: u32) -> bool {
     reservations
-        .get_versioned(entry.slot, entry.generation)
-        .is_some_and(|reservation| {
-            reservation.status == Status::Active && reservation.expires_at_ms == entry.expires_at_ms
-        })
+        .get_versioned(slot, generation)
+        .is_some_and(|reservation| reservation.status == Status::Active)
+}
+
+pub(super) fn hold_entry_live(reservations: &Reservations, entry: &HoldEntry) -> bool {
+    entry_live(reservations, entry.slot, entry.generation)
 }
 
 fn expiry_entry_live(reservations: &Reservations, entry: &ExpiryEntry) -> bool {
-    reservations
-        .get_versioned(entry.slot, entry.generation)
-        .is_some_and(|reservation| {
-            reservation.status == Status::Active && reservation.expires_at_ms == entry.expires_at_ms
-        })
+    entry_live(reservations, entry.slot, entry.generation)
+}
+
+/// Drops the stale entries of an item's heap once they outnumber its live holds.
+pub(super) fn compact_holds(reservations: &Reservations, holds: &mut ItemHolds) {
+    if holds.needs_compaction() {
+        holds.compact(|entry| hold_entry_live(reservations, entry));
+    }
 }
 
 impl Engine {
@@ -167,12 +174,8 @@ impl Engine {
         }
     }
 
-    /// Drops stale entries of an item's heap once they outnumber its live holds.
+    /// `compact_holds` for one item.
     pub(super) fn compact_item_holds(&mut self, item: ItemIndex) {
-        let reservations = &self.reservations;
-        let holds = &mut self.items.get_mut(item).holds;
-        if holds.needs_compaction() {
-            holds.compact(|entry| hold_entry_live(reservations, entry));
-        }
+        compact_holds(&self.reservations, &mut self.items.get_mut(item).holds);
     }
 }

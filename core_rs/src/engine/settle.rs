@@ -128,12 +128,10 @@ impl Engine {
 
     /// Files a terminal reservation in the bounded FIFO and tidies its items' heaps.
     fn retire(&mut self, slot: u32) {
+        // The reservation's lines are read while item heaps change: borrowed apart.
         let reservations = &self.reservations;
         for line in reservations.get(slot).lines() {
-            let holds = &mut self.items.get_mut(line.item).holds;
-            if holds.needs_compaction() {
-                holds.compact(|entry| super::expire::hold_entry_live(reservations, entry));
-            }
+            super::expire::compact_holds(reservations, &mut self.items.get_mut(line.item).holds);
         }
         self.reservations
             .retire(slot, self.config.reservations_terminal_max);
@@ -336,9 +334,8 @@ impl Engine {
         reservation.updated_at_ms = now_ms;
         reservation.last_lsn = lsn;
         if moved {
-            // The old entries go stale (a new generation; their expiry no longer matches
-            // either); new ones replace them. Extend is rare: sharing the record keeps the
-            // lines readable while items change.
+            // The old entries go stale (a new generation); new ones replace them. Extend is
+            // rare: sharing the record keeps the lines readable while items change.
             let record = reservation.record.clone();
             self.reservations.new_generation(slot);
             let lines = record.holds.iter();
