@@ -130,9 +130,9 @@ def loadgen(arguments: list[str], server_pid: int) -> dict:
     return result
 
 
-def scenario_arguments(address: str, scenario: str) -> list[str]:
+def scenario_arguments(address: str, scenario: str, ttl_ms: int = TTL_MS) -> list[str]:
     return ["--target", address, "--scenario", scenario, "--skus", str(SKUS),
-            "--ttl-ms", str(TTL_MS), "--warmup-s", str(WARMUP_S)]
+            "--ttl-ms", str(ttl_ms), "--warmup-s", str(WARMUP_S)]
 
 
 def measure_scenario(servers: dict[str, tuple], scenario: str) -> dict[str, dict]:
@@ -194,8 +194,7 @@ def measure_batches(system: str, token: str, tmp: Path) -> list[dict]:
         plan.append((SUSTAINED_BATCH, SUSTAINED_DURATION_S, SUSTAINED_TTL_MS, True))
     for batch, duration_s, ttl_ms, sustained in plan:
         with serving(system, token, tmp, f"batch-{batch}") as (address, process, database):
-            result = loadgen(["run", "--target", address, "--scenario", "spread", "--skus",
-                              str(SKUS), "--ttl-ms", str(ttl_ms), "--warmup-s", str(WARMUP_S),
+            result = loadgen(["run", *scenario_arguments(address, "spread", ttl_ms),
                               "--mode", "closed", "--batch", str(batch), "--concurrency",
                               str(BATCH_CONCURRENCY), "--duration-s", str(duration_s)],
                              process.pid)

@@ -70,7 +70,6 @@ class Flight:
     # committer goes on from there at once (`Committer._write_finished`).
     finished: bool = False
     error: BaseException | None = None  # why it failed, if it did
-    error_counted: bool = False  # its failure was logged and counted (once)
 
     def outcome(self) -> str:
         """"running", "committed" or "failed" (a task that ended without finishing failed)."""
@@ -317,6 +316,9 @@ class Committer:
                 await self._persistence.write_batch(batch, writer=flight.writer)
         except BaseException as error:
             flight.error = error
+            metrics.COMMIT_FAILURES.inc()
+            log.error("batch lsn %d..%d not committed; rebuilding the engine",
+                      batch.lsn_first, batch.lsn_last, exc_info=error)
             raise
         finally:
             flight.finished = True
@@ -332,13 +334,7 @@ class Committer:
             outcome = flight.outcome()
             if outcome == "running":
                 continue
-            if outcome == "failed":
-                if not flight.error_counted:
-                    flight.error_counted = True
-                    metrics.COMMIT_FAILURES.inc()
-                    log.error("batch lsn %d..%d not committed; rebuilding the engine",
-                              flight.batch.lsn_first, flight.batch.lsn_last,
-                              exc_info=flight.error)
+            if outcome == "failed":  # logged and counted where it failed (`_write`)
                 return False
             if not flight.freed:
                 flight.freed = True

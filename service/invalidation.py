@@ -171,10 +171,7 @@ class Invalidator:
                 "the next start-up flush covers them",
                 left,
             )
-        if self._connection is not None:
-            assert self._client is not None
-            await self._client.connection_pool.release(self._connection)
-            self._connection = None
+        await self._release_drainer_connection(close=False)
         if self._client is not None:
             await self._client.aclose()
         self._task = None
@@ -349,7 +346,8 @@ class Invalidator:
             await connection.read_response()  # raises ResponseError on an error reply
             await connection.read_response()
         except BaseException:
-            await self._drop_drainer_connection()
+            # Its replies may still be in flight: closed, never reused.
+            await self._release_drainer_connection(close=True)
             raise
         self._counters["deleted"] += len(keys)
         self._counters["published"] += 1
@@ -362,14 +360,14 @@ class Invalidator:
             self._connection = await self._client.connection_pool.get_connection()
         return self._connection
 
-    async def _drop_drainer_connection(self) -> None:
-        """After a failed step: its replies may still be in flight, so the connection is
-        closed, never reused."""
+    async def _release_drainer_connection(self, *, close: bool) -> None:
+        """Gives the drainer's connection back to the pool (`close`: disconnected first)."""
         connection, self._connection = self._connection, None
         if connection is None or self._client is None:
             return
         try:
-            await connection.disconnect()
+            if close:
+                await connection.disconnect()
         finally:
             await self._client.connection_pool.release(connection)
 

@@ -241,23 +241,23 @@ class StockServicer(stock_pb2_grpc.StockServiceServicer):
 
     @rpc
     async def ReserveBatch(self, request: bytes, context) -> bytes:
-        return await self._wire_batch(request, "reserve", None)
+        return await self._wire_batch(request, "reserve")
 
     @rpc
     async def CommitBatch(self, request: bytes, context) -> bytes:
-        return await self._wire_batch(request, "commit", "commit")
+        return await self._wire_batch(request, "commit")
 
     @rpc
     async def ReleaseBatch(self, request: bytes, context) -> bytes:
-        return await self._wire_batch(request, "release", "release")
+        return await self._wire_batch(request, "release")
 
-    async def _wire_batch(self, request: bytes, operation: str,
-                          fallback_operation: str | None) -> bytes:
+    async def _wire_batch(self, request: bytes, operation: str) -> bytes:
         """Runs a batch call's request bytes in one engine call (each request on its own, in
         order), waits for one group commit covering all of them (refusals included, as in
         `_apply`), and answers the response bytes: the engine's encoded results, with each
         refused request's BatchError (encoded here: one error model, service/errors.py) in
-        its place. A reservation the engine no longer holds is looked up in PostgreSQL."""
+        its place. A reservation the engine no longer holds (commit, release) is looked up in
+        PostgreSQL."""
         engine, generation = self._committer.engine()
         parts, lsn = engine.batch_wire(operation, request, now_ms())
         await self._committer.wait_durable(lsn, generation)
@@ -267,9 +267,9 @@ class StockServicer(stock_pb2_grpc.StockServiceServicer):
                 pieces.append(part)
                 continue
             outcome = part
-            if fallback_operation is not None and is_unknown_reservation(part):
+            if operation in REPEATABLE_IN and is_unknown_reservation(part):
                 try:
-                    outcome = await self._stored(part.reservation_id, fallback_operation, part)
+                    outcome = await self._stored(part.reservation_id, operation, part)
                 except (EngineError, errors.StoredWrongState) as exc:
                     outcome = exc
             pieces.append(result_bytes(outcome))
