@@ -69,6 +69,9 @@ SUSTAINED_BATCH = 1_000
 SUSTAINED_TTL_MS = 10_000
 # The service's journal log is projected after each batch run, at about 25,000 operations/s.
 PROJECTION_WAIT_S = 300.0
+# The service touches this much memory before serving (STOCK_MEMORY_PREFAULT_MIB), as a
+# production deployment sized for its peak would: more than any one run's holds grow it by.
+SERVICE_PREFAULT_MIB = int(os.environ.get("BENCH_SERVICE_PREFAULT_MIB", "1024"))
 CLIENT_CALLERS = 2_000  # coroutines calling StockClient.reserve at once
 LOADGEN_TIMEOUT_S = 120
 SUB_BENCH_TIMEOUT_S = 300
@@ -232,7 +235,8 @@ def serving(system: str, token: str, tmp: Path, part: str):
     listen = f"{processes.HOST}:{processes.free_port()}"
     log(f"{system} on {listen} ({part})")
     with processes.fresh_database(f"bench_{system}") as database:
-        env = processes.service_env(listen, database, token, STOCK_LOG_LEVEL="WARNING")
+        env = processes.service_env(listen, database, token, STOCK_LOG_LEVEL="WARNING",
+                                    STOCK_MEMORY_PREFAULT_MIB=str(SERVICE_PREFAULT_MIB))
         arguments = {
             "empty": ["-m", "loadtest.empty_server", "--listen", listen],
             "naive": ["-m", "loadtest.naive_server", "--listen", listen,
@@ -366,7 +370,8 @@ def main() -> int:
                      "closed_duration_s": CLOSED_DURATION_S, "closed_rounds": CLOSED_ROUNDS,
                      "open_duration_s": OPEN_DURATION_S,
                      "warmup_s": WARMUP_S, "load_fractions": LOAD_FRACTIONS,
-                     "batch_sizes": BATCH_SIZES, "batch_concurrency": BATCH_CONCURRENCY},
+                     "batch_sizes": BATCH_SIZES, "batch_concurrency": BATCH_CONCURRENCY,
+                     "service_prefault_mib": SERVICE_PREFAULT_MIB},
         "systems": systems, "targets": targets(systems),
         "engine": sub_bench("bench_engine", []),
         "write_path": sub_bench("bench_write", ["--batches", str(WRITE_BENCH_BATCHES)]),

@@ -27,6 +27,7 @@ from service._core import (
     UnknownReservation,
     WrongState,
     new_reservation_id,
+    prefault_memory,
 )
 
 __all__ = [
@@ -51,4 +52,5 @@ __all__ = [
     "UnknownReservation",
     "WrongState",
     "new_reservation_id",
+    "prefault_memory",
 ]

@@ -9,6 +9,7 @@ pub mod idempotency;
 pub mod item;
 pub mod journal;
 pub mod limits;
+pub mod memory;
 pub mod pg_columns;
 mod prefetch;
 pub mod record;

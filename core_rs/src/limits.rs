@@ -42,6 +42,9 @@ pub const JOURNAL_OPERATIONS_MAX_DEFAULT: usize = 200_000;
 /// Upper bound of any configured table size (slots and item indices are u32).
 pub const TABLE_SIZE_MAX: usize = 1 << 30;
 
+/// At most this many MiB are touched at start-up (`memory::prefault`).
+pub const PREFAULT_MIB_MAX: usize = 65_536;
+
 /// Every limit by name, for the binding's `LIMITS` dict.
 pub const LIMITS: &[(&str, u64)] = &[
     ("ID_BYTES_MAX", ID_BYTES_MAX as u64),
@@ -79,6 +82,7 @@ pub const LIMITS: &[(&str, u64)] = &[
         JOURNAL_OPERATIONS_MAX_DEFAULT as u64,
     ),
     ("TABLE_SIZE_MAX", TABLE_SIZE_MAX as u64),
+    ("PREFAULT_MIB_MAX", PREFAULT_MIB_MAX as u64),
 ];
 
 // Compile-time checks of the relations the arithmetic relies on.

@@ -11,7 +11,9 @@ from service.config import (
     Config,
     ConfigError,
 )
+from service.validation import limit
 
+PREFAULT_MIB_MAX = limit("PREFAULT_MIB_MAX")
 URL = {"STOCK_DATABASE_URL": "postgresql://127.0.0.1/stock"}
 
 
@@ -40,6 +42,8 @@ def test_integers_are_parsed_and_other_variables_ignored():
     ("STOCK_BATCH_OPERATIONS_MAX", 0),
     ("STOCK_BATCH_WINDOW_MS", -1),
     ("STOCK_DATABASE_TIMEOUT_MS", 0),
+    ("STOCK_MEMORY_PREFAULT_MIB", -1),
+    ("STOCK_MEMORY_PREFAULT_MIB", PREFAULT_MIB_MAX + 1),
 ])
 def test_out_of_bounds_values_are_refused_by_name(name, value):
     with pytest.raises(ConfigError, match=name):

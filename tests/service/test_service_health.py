@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import pytest
-from conftest import service_runner
+from conftest import create_database, drop_database, service_runner
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from stock_helpers import unique
@@ -48,3 +50,27 @@ async def test_unreachable_postgres_is_not_serving_and_unavailable():
     finally:
         runner.terminate()
         runner.log_path.unlink(missing_ok=True)
+
+
+async def test_memory_prefaulted_before_serving():
+    """STOCK_MEMORY_PREFAULT_MIB: the pages are touched (and resident) before health turns
+    SERVING, and the service then serves as usual."""
+    mib = 128
+    database_url = await create_database()
+    runner = service_runner(database_url, unique("prefault") + ":",
+                            STOCK_MEMORY_PREFAULT_MIB=str(mib))
+    try:
+        await runner.start()
+        assert f"touched {mib} MiB of memory" in runner.log_tail()
+        status = Path(f"/proc/{runner.process.pid}/status").read_text()
+        resident_kib = int(next(line for line in status.splitlines()
+                                if line.startswith("VmRSS:")).split()[1])
+        assert resident_kib >= mib * 1024, status
+        async with grpc.aio.insecure_channel(runner.address) as channel:
+            stub = stock_pb2_grpc.StockServiceStub(channel)
+            response = await stub.GetStock(stock_pb2.GetStockRequest(skus=["a"]), timeout=5)
+        assert list(response.levels) == []  # a fresh database: no item yet
+        assert runner.terminate() == 0, runner.log_tail()
+    finally:
+        runner.cleanup()
+        await drop_database(database_url)

@@ -7,9 +7,13 @@ mod exceptions;
 mod views;
 
 use pyo3::prelude::*;
+
+use exceptions::to_py_err;
 use pyo3::types::PyDict;
 
-use crate::limits::LIMITS;
+use crate::errors::EngineError;
+use crate::limits::{LIMITS, PREFAULT_MIB_MAX};
+use crate::memory;
 use crate::pg_columns;
 use crate::wire;
 
@@ -17,6 +21,24 @@ use crate::wire;
 #[pyfunction]
 fn new_reservation_id(now_ms: i64) -> String {
     wire::new_reservation_id(now_ms)
+}
+
+/// Touches `mib` MiB at start-up and keeps freed memory from then on (core_rs/src/memory.rs).
+/// Detached from the interpreter: a GiB takes seconds.
+#[pyfunction]
+fn prefault_memory(py: Python<'_>, mib: &Bound<'_, PyAny>) -> PyResult<()> {
+    let mib = conversions::integer(mib, "prefault_mib", PREFAULT_MIB_MAX as u64)?;
+    let mib = usize::try_from(mib).map_err(|_| {
+        to_py_err(
+            py,
+            &EngineError::LimitExceeded {
+                field: "prefault_mib",
+                bound: PREFAULT_MIB_MAX as u64,
+            },
+        )
+    })?;
+    py.detach(|| memory::prefault(mib))
+        .map_err(|error| to_py_err(py, &error))
 }
 
 /// Registers every public name of `service._core` (the stub lists the same names).
@@ -29,6 +51,7 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<views::EngineState>()?;
     exceptions::register(module)?;
     module.add_function(wrap_pyfunction!(new_reservation_id, module)?)?;
+    module.add_function(wrap_pyfunction!(prefault_memory, module)?)?;
     let limits = PyDict::new(py);
     for (name, value) in LIMITS {
         limits.set_item(name, value)?;
