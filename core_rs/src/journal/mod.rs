@@ -189,7 +189,9 @@ impl Journal {
     }
 
     /// Closes operation `lsn` (the next one) over the entries pushed since the previous one.
-    #[inline]
+    /// Always inlined: called out of line (as `#[inline]` left it), the snapshot was built
+    /// and then copied, 65 instructions more per reserve + release pair (callgrind).
+    #[inline(always)]
     pub fn push_operation(
         &mut self,
         lsn: u64,
