@@ -21,6 +21,7 @@ use records::{RecordQueue, Records};
 
 use crate::idempotency::IdempotencyRecord;
 use crate::item::{ItemIndex, Items};
+use crate::prefetch::prefetch_after;
 use crate::record::ReservationRecord;
 use crate::reservation::Status;
 
@@ -115,6 +116,12 @@ pub struct JournalOperation {
     pub reservation: Option<ReservationSnapshot>,
 }
 
+/// How far ahead of its appends the journal starts loading its buffers: a few operations,
+/// so that their lines (last written two batches earlier, long evicted) are cached when
+/// written, and the stores do not hold up later atomic operations (a view's reference
+/// count) that must wait for every earlier store.
+const WRITE_AHEAD_BYTES: usize = 512;
+
 #[derive(Debug)]
 pub struct Journal {
     operations: VecDeque<JournalOperation>,
@@ -179,6 +186,7 @@ impl Journal {
     pub fn push_entry(&mut self, entry: LedgerEntry) {
         assert!(entry.reserved_after <= entry.on_hand_after);
         self.entries.push_back(entry);
+        prefetch_after(self.entries.back().expect("just pushed"), WRITE_AHEAD_BYTES);
         self.open_rows += 1;
     }
 
@@ -215,6 +223,8 @@ impl Journal {
             has_extra,
             reservation,
         });
+        let last = self.operations.back().expect("just pushed");
+        prefetch_after(last, WRITE_AHEAD_BYTES);
         self.open_rows = 0;
         self.last_lsn = lsn;
     }

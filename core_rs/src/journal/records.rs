@@ -10,6 +10,7 @@
 //! engine, so a batch stays sound wherever its (Python) owner drops it.
 
 use crate::limits::ID_BYTES_MAX;
+use crate::prefetch::prefetch_after;
 use crate::record::ReservationRecord;
 
 // Each id's length is stored in one byte.
@@ -67,6 +68,8 @@ impl RecordQueue {
         self.bytes.reserve(header.len() + texts.len());
         self.bytes.extend_from_slice(header);
         self.bytes.extend_from_slice(texts);
+        let last = self.bytes.last().expect("just appended");
+        prefetch_after(last, super::WRITE_AHEAD_BYTES);
         at
     }
 
