@@ -24,6 +24,11 @@ pub struct RecordCopy(u64);
 /// A copy's header: creation time, the three ids' lengths, whether there is a request id.
 const HEADER_BYTES: usize = 12;
 
+/// The length of the ids following `header`.
+fn texts_length(header: &[u8]) -> usize {
+    header[8..11].iter().map(|&length| length as usize).sum()
+}
+
 /// The copied fixed part of one reservation, as a batch reads it.
 #[derive(Clone, Copy, Debug)]
 pub struct CopiedRecord<'a> {
@@ -51,8 +56,7 @@ pub(super) struct Records {
 impl RecordQueue {
     /// Appends a copy of `record`'s ids and creation time.
     pub(super) fn push(&mut self, record: &ReservationRecord) -> RecordCopy {
-        let [reservation_id, order_id, request_id] = record.id_lengths();
-        let lengths = [reservation_id, order_id, request_id].map(|length| {
+        let lengths = record.id_lengths().map(|length| {
             assert!(length <= ID_BYTES_MAX, "ids are bounded at the edge");
             length as u8
         });
@@ -104,9 +108,8 @@ impl RecordQueue {
     /// The stream offset right after `copy`, which is pending.
     pub(super) fn end_of(&self, RecordCopy(at): RecordCopy) -> u64 {
         assert!(at >= self.start, "pending operations use pending copies");
-        let header = (at - self.start) as usize;
-        let texts: usize = (8..11).map(|i| self.bytes[header + i] as usize).sum();
-        at + (HEADER_BYTES + texts) as u64
+        let header = &self.bytes[(at - self.start) as usize..][..HEADER_BYTES];
+        at + (HEADER_BYTES + texts_length(header)) as u64
     }
 
     /// Whether `copy` is still in the queue (not taken by a batch).
@@ -120,8 +123,7 @@ impl Records {
         assert!(at >= self.start, "a batch's copies are its own");
         let bytes = &self.bytes[(at - self.start) as usize..];
         let (header, rest) = bytes.split_at(HEADER_BYTES);
-        let length: usize = header[8..11].iter().map(|&length| length as usize).sum();
-        (header, &rest[..length])
+        (header, &rest[..texts_length(header)])
     }
 
     pub(super) fn get(&self, copy: RecordCopy) -> CopiedRecord<'_> {
