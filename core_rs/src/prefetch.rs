@@ -15,3 +15,43 @@ pub fn prefetch<T>(value: &T) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = value;
 }
+
+/// Starts loading every cache line of the `bytes` bytes from `start`, which need not be
+/// dereferenceable (the addresses are only computed, never read).
+#[inline(always)]
+pub fn prefetch_range(start: *const u8, bytes: usize) {
+    const LINE: usize = 64;
+    let offset = start as usize % LINE;
+    let first = start.wrapping_sub(offset);
+    for line in 0..(offset + bytes).div_ceil(LINE) {
+        let address = first.wrapping_add(line * LINE);
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            // SAFETY: a prefetch does not access memory observably and never faults,
+            // whatever the address. SSE is part of the x86_64 baseline.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(address.cast()) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = address;
+    }
+}
+
+/// Starts loading the cache line `bytes` bytes after `value`: where appending to the
+/// buffer holding `value` will write soon. (A plain load hint: LLVM emits the same
+/// instruction for a write hint without the `prfchw` target feature; a line loaded that
+/// no other core holds can be written at once.) The address is only computed (it may lie
+/// past the buffer), never read.
+#[inline(always)]
+pub fn prefetch_after<T>(value: &T, bytes: usize) {
+    let address = (value as *const T).cast::<u8>().wrapping_add(bytes);
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a prefetch does not access memory observably and never faults, whatever
+        // the address. SSE is part of the x86_64 baseline.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(address.cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
+}

@@ -178,6 +178,19 @@ impl ReservationRecord {
         self.has_request
             .then(|| self.text(self.request_start, self.lines_start as usize))
     }
+
+    /// The reservation, order and request ids back to back (as `id_lengths` split them),
+    /// for copying all three at once.
+    pub fn id_texts(&self) -> &[u8] {
+        &self.texts[..self.lines_start as usize]
+    }
+
+    /// The lengths of the reservation, order and request id (0: none) in `id_texts`.
+    pub fn id_lengths(&self) -> [usize; 3] {
+        let [order, request, lines] =
+            [self.order_start, self.request_start, self.lines_start].map(|at| at as usize);
+        [order, request - order, lines - request]
+    }
 }
 
 /// What a commit fixed: the committed quantity per held line, and the committed lines as

@@ -12,7 +12,7 @@ use rustc_hash::FxBuildHasher;
 use id_index::IdIndex;
 
 use crate::item::ItemIndex;
-use crate::prefetch::prefetch;
+use crate::prefetch::{prefetch, prefetch_range};
 use crate::record::{CommittedLines, ReservationRecord};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -304,7 +304,11 @@ impl Reservations {
     }
 
     /// Stores a new active reservation whose id hashes to `id_hash`; the caller checked
-    /// capacity. Its id must be new.
+    /// capacity. Its id must be new. Always inlined: called out of line, the reservation
+    /// built by the caller was read back in 16-byte loads from its 8-byte stores, which
+    /// cannot be forwarded and wait for every earlier store, the journal's among them
+    /// (perf: 70 % of this function's samples on that load).
+    #[inline(always)]
     pub fn insert(&mut self, reservation: Reservation, id_hash: IdHash) -> u32 {
         assert_eq!(reservation.status, Status::Active);
         debug_assert_eq!(id_hash, IdHash::of(reservation.id()));
@@ -343,7 +347,9 @@ impl Reservations {
     /// Evicted reservations finished long ago, so their slots, records and index entries
     /// are no longer cached: start loading what the next evictions read, one eviction
     /// ahead (the slot of the one after next, and the record and index bucket of the next,
-    /// whose slot was loaded last time).
+    /// whose slot was loaded last time). All of the record: dropping it reads its
+    /// reference counts and fields on up to four cache lines, after an atomic operation
+    /// that keeps those loads from starting early.
     fn prefetch_evictions(&self) {
         if let Some(&(slot, _)) = self.terminal_order.get(1) {
             prefetch(&self.slots[slot]);
@@ -353,7 +359,12 @@ impl Reservations {
         };
         let entry = &self.slots[slot];
         if let Some(reservation) = &entry.reservation {
-            prefetch(&*reservation.record);
+            // The reference counts come right before the record in its allocation (were
+            // they elsewhere, only this hint would miss).
+            let counts = 2 * std::mem::size_of::<usize>();
+            let record = Arc::as_ptr(&reservation.record).cast::<u8>();
+            let bytes = counts + std::mem::size_of::<ReservationRecord>();
+            prefetch_range(record.wrapping_sub(counts), bytes);
             self.by_id.prefetch(entry.id_hash);
         }
     }

@@ -8,9 +8,7 @@ use crate::errors::{EngineError, EngineResult};
 use crate::fingerprint::Fingerprint;
 use crate::idempotency::{IdempotencyRecord, Operation};
 use crate::item::ItemIndex;
-use crate::journal::{
-    JournalOperation, LedgerEntry, LedgerKind, ReservationSnapshot, SnapshotRecord,
-};
+use crate::journal::{LedgerEntry, LedgerKind, OperationExtra, ReservationSnapshot};
 use crate::record::CommittedLines;
 use crate::reservation::Status;
 use crate::validate::{self, LineInput};
@@ -85,37 +83,45 @@ impl Engine {
         assert!(previous_lsn < lsn, "reservation journaled out of order");
         // A batch writes the operation's time as the reservation's update time.
         assert_eq!(reservation.updated_at_ms, now_ms, "journaled as updated");
-        // The previous operation on the reservation, when still pending, hands its
-        // reference over: no reference count is taken.
-        let record = match self.journal.hand_over_record(previous_lsn, lsn) {
-            Some(record) => {
-                assert!(
-                    Arc::ptr_eq(&record, &reservation.record),
-                    "same reservation"
-                );
-                record
-            }
-            None => reservation.record.clone(),
-        };
         let snapshot = ReservationSnapshot {
-            record: SnapshotRecord::Held(record),
+            record: self.journal.record_copy(previous_lsn, &reservation.record),
             status: reservation.status,
             created,
             expires_at_ms: reservation.expires_at_ms,
             previous_lsn,
         };
-        self.journal.push_operation(JournalOperation {
-            lsn,
-            at_ms: now_ms,
-            rows: 0,
-            reservation: Some(snapshot),
-            texts: None,
-            idempotency,
-        });
         if cfg!(debug_assertions) {
-            // Release builds skip the check; not even the slot is looked up for it.
+            // Release builds skip the checks; not even the slot is looked up for them.
+            self.debug_check_journaled_lines(slot, &snapshot);
             let lines = self.reservations.get(slot).lines();
             self.debug_check_items(lines.iter().map(|line| line.item));
+        }
+        let extra = idempotency.map(|record| OperationExtra {
+            texts: None,
+            idempotency: Some(record),
+        });
+        self.journal
+            .push_operation(lsn, now_ms, Some(snapshot), extra);
+    }
+
+    /// A batch reads the lines of a reservation created or committed by an operation from
+    /// the operation's ledger entries, not from the record: they must be the record's
+    /// lines, in its order.
+    fn debug_check_journaled_lines(&self, slot: u32, snapshot: &ReservationSnapshot) {
+        if !snapshot.created && snapshot.status != Status::Committed {
+            return;
+        }
+        let holds = self.reservations.get(slot).lines();
+        let kind = match snapshot.created {
+            true => LedgerKind::Reserve,
+            false => LedgerKind::Commit,
+        };
+        let entries: Vec<&LedgerEntry> = self.journal.open_entries().collect();
+        assert_eq!(entries.len(), holds.len(), "one ledger entry per line");
+        for (entry, hold) in entries.into_iter().zip(holds) {
+            assert_eq!(entry.kind, kind);
+            assert_eq!(entry.item, hold.item, "entries in the order of the lines");
+            assert_eq!(entry.delta_reserved.unsigned_abs(), hold.quantity);
         }
     }
 

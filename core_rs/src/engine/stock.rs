@@ -7,7 +7,7 @@ use crate::errors::{EngineError, EngineResult};
 use crate::fingerprint::Fingerprint;
 use crate::idempotency::Operation;
 use crate::item::ItemIndex;
-use crate::journal::{JournalOperation, LedgerEntry, LedgerKind, StockTexts};
+use crate::journal::{LedgerEntry, LedgerKind, OperationExtra, StockTexts};
 use crate::limits::{ON_HAND_MAX, QUANTITY_MAX, STOCK_QUERY_SKUS_MAX};
 use crate::validate::{self, LineInput};
 use crate::view::{Level, LevelsView, Outcome};
@@ -63,7 +63,7 @@ impl Engine {
         now_ms: i64,
         lsn: u64,
         remembered: Remembered<'_>,
-        mut operation: JournalOperation,
+        mut extra: OperationExtra,
     ) -> LevelsView {
         let view = self.levels_view(items, lsn, now_ms);
         let Remembered {
@@ -72,11 +72,10 @@ impl Engine {
             request_id,
         } = remembered;
         let outcome = request_id.map(|_| Outcome::Levels(view.clone()));
-        operation.idempotency = outcome
+        extra.idempotency = outcome
             .and_then(|outcome| self.remember(request_id, kind, fingerprint, outcome, now_ms));
-        operation.lsn = lsn;
-        operation.at_ms = now_ms;
-        self.journal.push_operation(operation);
+        let extra = (!extra.is_empty()).then_some(extra);
+        self.journal.push_operation(lsn, now_ms, None, extra);
         self.debug_check_items(items.iter().copied());
         view
     }
@@ -347,7 +346,7 @@ impl Engine {
     }
 }
 
-fn annotated_operation(annotation: Annotation<'_>) -> JournalOperation {
+fn annotated_operation(annotation: Annotation<'_>) -> OperationExtra {
     stock_operation(StockTexts {
         reason: optional_text(annotation.reason),
         actor: optional_text(annotation.actor),
@@ -356,11 +355,11 @@ fn annotated_operation(annotation: Annotation<'_>) -> JournalOperation {
 }
 
 /// A stock operation carrying `texts`; operations without any keep none.
-fn stock_operation(texts: StockTexts) -> JournalOperation {
+fn stock_operation(texts: StockTexts) -> OperationExtra {
     let empty = texts.order_id.is_none() && texts.reason.is_none() && texts.actor.is_none();
-    JournalOperation {
+    OperationExtra {
         texts: (!empty).then(|| Box::new(texts)),
-        ..JournalOperation::default()
+        idempotency: None,
     }
 }
 

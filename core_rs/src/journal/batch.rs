@@ -4,10 +4,13 @@
 
 use std::sync::Arc;
 
-use super::{JournalOperation, LedgerEntry, LedgerKind, ReservationSnapshot, StockTexts};
+use super::records::{CopiedRecord, Records};
+use super::{
+    JournalOperation, LedgerEntry, LedgerKind, OperationExtra, ReservationSnapshot, StockTexts,
+    Taken,
+};
 use crate::idempotency::outcome_to_json;
 use crate::item::{ItemIndex, Items};
-use crate::record::ReservationRecord;
 use crate::reservation::Status;
 
 /// A reservation row: final state of one reservation touched by the batch (an upsert).
@@ -70,8 +73,15 @@ pub struct IdempotencyRow {
     pub created_at_ms: i64,
 }
 
-/// Marks an operation without a reservation in `operation_reservation_rows`.
+/// Marks an operation without a reservation row or an extra in `OperationRows`.
 const NO_ROW: u32 = u32::MAX;
+
+/// Where an operation's reservation row and its extra are (NO_ROW: it has none).
+#[derive(Clone, Copy, Debug)]
+struct OperationRows {
+    reservation: u32,
+    extra: u32,
+}
 
 /// Lines written for one reservation row (created or committed in the batch).
 #[derive(Clone, Copy, Debug)]
@@ -85,6 +95,7 @@ struct BatchLine {
 /// The drained operations and the rows persistence writes. Rows are rendered on demand
 /// from the operations themselves (moved out of the journal, never copied), so draining
 /// costs no per-row string copies or reference counts; item names are taken once per item.
+/// Reservations' ids are the journal's copies (`records`), taken with the operations.
 #[derive(Debug)]
 pub struct JournalBatch {
     pub lsn_first: u64,
@@ -93,8 +104,10 @@ pub struct JournalBatch {
     pub items: Vec<(Arc<str>, Arc<str>, u64, u64)>,
     pub idempotency: Vec<IdempotencyRow>,
     operations: Vec<JournalOperation>,
-    /// Per operation: the row of its reservation (NO_ROW when it has none).
-    operation_reservation_rows: Vec<u32>,
+    /// Per operation: its reservation row and its extra.
+    operation_rows: Vec<OperationRows>,
+    extras: Vec<OperationExtra>,
+    records: Records,
     entries: Vec<LedgerEntry>,
     /// Per entry: its operation and its item row.
     entry_positions: Vec<(u32, u32)>,
@@ -120,13 +133,10 @@ impl JournalBatch {
             .expect("reservation rows come from reservation operations")
     }
 
-    /// The record of reservation row `row`, held by its last operation in the batch (the
-    /// journal hands records over to later operations, and gives the last one taken of a
-    /// reservation a reference of its own).
-    fn row_record(&self, row: u32) -> &ReservationRecord {
+    /// The ids and creation time of reservation row `row`.
+    fn row_record(&self, row: u32) -> CopiedRecord<'_> {
         let operation = self.reservation_rows[row as usize].operation;
-        let record = self.snapshot(operation).record.held();
-        record.expect("a reservation's last operation in a batch holds its record")
+        self.records.get(self.snapshot(operation).record)
     }
 
     /// One row per reservation touched (final state), in first-touch order.
@@ -136,14 +146,14 @@ impl JournalBatch {
             let snapshot = self.snapshot(operation);
             let record = self.row_record(row);
             ReservationRow {
-                reservation_id: record.reservation_id(),
-                order_id: record.order_id(),
+                reservation_id: record.reservation_id,
+                order_id: record.order_id,
                 status: snapshot.status.as_str(),
                 expires_at_ms: snapshot.expires_at_ms,
                 created_at_ms: record.created_at_ms,
                 // The operation's time: every operation on a reservation updates it.
                 updated_at_ms: self.operations[operation as usize].at_ms,
-                request_id: record.request_id(),
+                request_id: record.request_id,
             }
         })
     }
@@ -155,7 +165,7 @@ impl JournalBatch {
             let (sku, location, _, _) = &self.items[line.item_row as usize];
             ReservationLineRow {
                 reservation_row: line.reservation_row as usize,
-                reservation_id: self.row_record(line.reservation_row).reservation_id(),
+                reservation_id: self.row_record(line.reservation_row).reservation_id,
                 item_row: line.item_row as usize,
                 sku,
                 location,
@@ -171,17 +181,19 @@ impl JournalBatch {
         positions.map(|(entry, &(operation_index, item_row))| {
             let operation = &self.operations[operation_index as usize];
             let (sku, location, _, _) = &self.items[item_row as usize];
-            let reservation_row = self.operation_reservation_rows[operation_index as usize];
+            let rows = self.operation_rows[operation_index as usize];
+            let reservation_row = rows.reservation;
             let record = (reservation_row != NO_ROW).then(|| self.row_record(reservation_row));
-            let texts = operation.texts.as_deref();
+            let extra = (rows.extra != NO_ROW).then(|| &self.extras[rows.extra as usize]);
+            let texts = extra.and_then(|extra| extra.texts.as_deref());
             let text = |field: fn(&StockTexts) -> &Option<Arc<str>>| {
                 texts
                     .and_then(|texts| field(texts).as_deref())
                     .unwrap_or("")
             };
-            let order_id = record.map_or_else(|| text(|t| &t.order_id), |r| r.order_id());
+            let order_id = record.map_or_else(|| text(|t| &t.order_id), |r| r.order_id);
             LedgerRow {
-                lsn: operation.lsn,
+                lsn: self.lsn_first + u64::from(operation_index),
                 at_ms: operation.at_ms,
                 item_row: item_row as usize,
                 sku,
@@ -193,9 +205,9 @@ impl JournalBatch {
                 reserved_after: entry.reserved_after,
                 operation: operation_index as usize,
                 reservation_row: (reservation_row != NO_ROW).then_some(reservation_row as usize),
-                reservation_id: record.map_or("", |r| r.reservation_id()),
+                reservation_id: record.map_or("", |r| r.reservation_id),
                 order_id,
-                request_id: operation.request_id().unwrap_or(""),
+                request_id: extra.and_then(OperationExtra::request_id).unwrap_or(""),
                 reason: text(|t| &t.reason),
                 actor: text(|t| &t.actor),
             }
@@ -244,23 +256,32 @@ impl ItemRows {
 }
 
 impl JournalBatch {
-    /// Aggregates whole operations (consecutive LSNs) and their ledger entries.
+    /// Aggregates whole operations (consecutive LSNs from `lsn_first`), their ledger
+    /// entries, extras and record copies.
     pub(super) fn new(
-        operations: Vec<JournalOperation>,
-        entries: Vec<LedgerEntry>,
+        lsn_first: u64,
+        taken: Taken,
         items: &Items,
         item_rows: &mut ItemRows,
     ) -> JournalBatch {
+        let Taken {
+            operations,
+            entries,
+            extras,
+            records,
+        } = taken;
+        assert!(!operations.is_empty(), "a batch is never empty");
         item_rows.start_take();
-        let lsn_first = operations.first().expect("a batch is never empty").lsn;
         let mut batch = JournalBatch {
             lsn_first,
-            lsn_last: operations.last().expect("a batch is never empty").lsn,
+            lsn_last: lsn_first + operations.len() as u64 - 1,
             // Sized up front (growing would copy): at most one row per entry or item.
             items: Vec::with_capacity(entries.len().min(items.len())),
             idempotency: Vec::new(),
             operations: Vec::new(),
-            operation_reservation_rows: Vec::with_capacity(operations.len()),
+            operation_rows: Vec::with_capacity(operations.len()),
+            extras: Vec::new(),
+            records,
             entries: Vec::new(),
             entry_positions: Vec::with_capacity(entries.len()),
             reservation_rows: Vec::with_capacity(operations.len()),
@@ -272,12 +293,8 @@ impl JournalBatch {
         // in row order (a row's lines together, in line order), which a reservation first
         // touched by another operation and committed later can break.
         let mut lines_in_row_order = true;
+        let mut extras_claimed = 0;
         for (index, operation) in operations.iter().enumerate() {
-            assert_eq!(
-                operation.lsn,
-                lsn_first + index as u64,
-                "journal LSNs not consecutive"
-            );
             let entries_start = batch.entry_positions.len();
             for entry in operation_entries.by_ref().take(operation.rows as usize) {
                 let item_row = item_rows.row(entry.item, items, &mut batch.items);
@@ -303,8 +320,19 @@ impl JournalBatch {
                 }
                 None => NO_ROW,
             };
-            batch.operation_reservation_rows.push(reservation_row);
-            if let Some(record) = &operation.idempotency {
+            let extra = match operation.has_extra {
+                true => {
+                    extras_claimed += 1;
+                    extras_claimed - 1
+                }
+                false => NO_ROW,
+            };
+            batch.operation_rows.push(OperationRows {
+                reservation: reservation_row,
+                extra,
+            });
+            let extra = extras.get(extra as usize);
+            if let Some(record) = extra.and_then(|extra| extra.idempotency.as_ref()) {
                 batch.idempotency.push(IdempotencyRow {
                     request_id: record.request_id.clone(),
                     fingerprint: record.fingerprint,
@@ -320,12 +348,14 @@ impl JournalBatch {
             entries.len(),
             "entries unclaimed"
         );
+        assert_eq!(extras_claimed as usize, extras.len(), "extras unclaimed");
         if !lines_in_row_order {
             // Stable: each row's lines stay in line order.
             batch.lines.sort_by_key(|line| line.reservation_row);
         }
         batch.operations = operations;
         batch.entries = entries;
+        batch.extras = extras;
         batch.debug_check_lines();
         batch
     }
@@ -337,7 +367,7 @@ impl JournalBatch {
         let rows = &mut self.reservation_rows;
         if snapshot.previous_lsn >= self.lsn_first {
             let previous = (snapshot.previous_lsn - self.lsn_first) as usize;
-            let row = self.operation_reservation_rows[previous];
+            let row = self.operation_rows[previous].reservation;
             assert_ne!(row, NO_ROW, "previous operation carried the reservation");
             assert!(
                 !snapshot.created,
@@ -353,28 +383,25 @@ impl JournalBatch {
         (rows.len() - 1) as u32
     }
 
-    /// Debug builds: every reservation row's last operation holds its record, and the
-    /// lines read from the ledger are the record's.
+    /// Debug builds: every row's record copy reads back, and each row's lines follow each
+    /// other, in row order. (That they are the reservation's lines is checked when they
+    /// are journaled, see `Engine::journal_reservation`.)
     fn debug_check_lines(&self) {
         if !cfg!(debug_assertions) {
             return;
         }
-        // Rows' lines follow each other in row order (`first_line` is where they were
-        // pushed, before any sort).
         let mut first = 0;
         for (row, state) in self.reservation_rows.iter().enumerate() {
-            let record = self.row_record(row as u32);
+            self.row_record(row as u32);
             if state.first_line == NO_ROW {
                 continue;
             }
-            let lines = &self.lines[first..][..record.holds.len()];
-            first += lines.len();
-            for ((line, hold), named) in lines.iter().zip(record.holds.iter()).zip(record.lines()) {
-                let (sku, location, _, _) = &self.items[line.item_row as usize];
-                assert_eq!(line.reservation_row, row as u32);
-                assert_eq!(line.quantity, hold.quantity);
-                assert_eq!((&**sku, &**location), (named.sku, named.location));
-            }
+            let lines = self.lines[first..].iter();
+            let count = lines
+                .take_while(|line| line.reservation_row == row as u32)
+                .count();
+            assert!(count > 0, "a row's lines are together, in row order");
+            first += count;
         }
         assert_eq!(first, self.lines.len(), "lines of rows without lines");
     }

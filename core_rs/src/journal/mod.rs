@@ -1,20 +1,27 @@
 //! The journal: what persistence must write, one operation per LSN, drained in batches.
 //!
-//! Appending is cheap (fixed-size ledger entries plus shared `Arc` snapshots). `take`, which
+//! Appending is cheap: fixed-size ledger entries, and operations that are plain values
+//! (a reservation's ids are copied once per batch, see `records`; the rare texts and
+//! idempotency records are kept apart). `take`, which
 //! the binding runs with the interpreter released, moves whole operations into a batch and
 //! only aggregates (one row per item and per reservation, by position); the rows are read
 //! through borrowing iterators, so no row copies a string or touches a reference count,
 //! and the binding converts each distinct item and reservation to Python once.
 
 mod batch;
+mod records;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 pub use batch::{IdempotencyRow, JournalBatch, LedgerRow, ReservationLineRow, ReservationRow};
+pub use records::{CopiedRecord, RecordCopy};
+
+use records::{RecordQueue, Records};
 
 use crate::idempotency::IdempotencyRecord;
 use crate::item::{ItemIndex, Items};
+use crate::prefetch::prefetch_after;
 use crate::record::ReservationRecord;
 use crate::reservation::Status;
 
@@ -54,31 +61,11 @@ pub struct LedgerEntry {
     pub reserved_after: u64,
 }
 
-/// Where a journal operation finds its reservation's record. Only the latest pending
-/// operation on a reservation holds it: an operation journaled while the previous one on
-/// the same reservation is still pending takes the record over (`Journal::hand_over_record`)
-/// instead of taking another reference count, and the previous one names it instead.
-#[derive(Clone, Debug)]
-pub enum SnapshotRecord {
-    Held(Arc<ReservationRecord>),
-    /// Held by the operation with this LSN (a later one on the same reservation).
-    MovedTo(u64),
-}
-
-impl SnapshotRecord {
-    pub fn held(&self) -> Option<&Arc<ReservationRecord>> {
-        match self {
-            SnapshotRecord::Held(record) => Some(record),
-            SnapshotRecord::MovedTo(_) => None,
-        }
-    }
-}
-
-/// A reservation's state right after an operation: its shared fixed record (see
-/// `SnapshotRecord`) and the few fields that change.
-#[derive(Clone, Debug)]
+/// A reservation's state right after an operation: a copy of its fixed part (see
+/// `records`) and the few fields that change.
+#[derive(Clone, Copy, Debug)]
 pub struct ReservationSnapshot {
-    pub record: SnapshotRecord,
+    pub record: RecordCopy,
     pub status: Status,
     /// This operation created the reservation (its lines must be inserted).
     pub created: bool,
@@ -97,29 +84,51 @@ pub struct StockTexts {
     pub actor: Option<Arc<str>>,
 }
 
-/// Everything one LSN changed; its ledger entries are the next `rows` entries of the journal.
-/// The operation's request id is its idempotency record's: a mutation remembers its
-/// outcome exactly when it was given a request id.
+/// What few operations carry: texts of a stock operation, the idempotency record of a
+/// mutation given a request id. Kept apart, in operation order, so that operations are
+/// plain values that need no drop.
 #[derive(Debug, Default)]
-pub struct JournalOperation {
-    pub lsn: u64,
-    pub at_ms: i64,
-    pub rows: u32,
-    pub reservation: Option<ReservationSnapshot>,
+pub struct OperationExtra {
     pub texts: Option<Box<StockTexts>>,
     pub idempotency: Option<Arc<IdempotencyRecord>>,
 }
 
-impl JournalOperation {
+impl OperationExtra {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.texts.is_none() && self.idempotency.is_none()
+    }
+
+    /// The operation's request id is its idempotency record's: a mutation remembers its
+    /// outcome exactly when it was given a request id.
     pub(crate) fn request_id(&self) -> Option<&str> {
         self.idempotency.as_ref().map(|record| &*record.request_id)
     }
 }
 
+/// Everything one LSN changed; its ledger entries are the next `rows` entries of the
+/// journal. Its LSN is its position.
+#[derive(Clone, Copy, Debug)]
+pub struct JournalOperation {
+    pub at_ms: i64,
+    pub rows: u32,
+    /// Whether it has the next `OperationExtra` of the journal.
+    pub has_extra: bool,
+    pub reservation: Option<ReservationSnapshot>,
+}
+
+/// How far ahead of its appends the journal starts loading its buffers: a few operations,
+/// so that their lines (last written two batches earlier, long evicted) are cached when
+/// written, and the stores do not hold up later atomic operations (a view's reference
+/// count) that must wait for every earlier store.
+const WRITE_AHEAD_BYTES: usize = 512;
+
 #[derive(Debug)]
 pub struct Journal {
     operations: VecDeque<JournalOperation>,
     entries: VecDeque<LedgerEntry>,
+    /// One per operation with `has_extra`, in operation order.
+    extras: VecDeque<OperationExtra>,
+    records: RecordQueue,
     /// Entries appended since the last operation was closed.
     open_rows: u32,
     last_lsn: u64,
@@ -133,6 +142,8 @@ impl Journal {
         Journal {
             operations: VecDeque::new(),
             entries: VecDeque::new(),
+            extras: VecDeque::new(),
+            records: RecordQueue::default(),
             open_rows: 0,
             last_lsn: 0,
             operations_max,
@@ -157,75 +168,65 @@ impl Journal {
         self.last_lsn + 1 - self.operations.len() as u64
     }
 
-    /// The record held by the pending operation `previous_lsn` (the previous operation on a
-    /// reservation about to be journaled again as `lsn`), moved out of it; that operation
-    /// then refers to `lsn`. None when `previous_lsn` is not pending (0: there was none, or
-    /// it was taken): the caller then shares the reservation's record anew.
-    pub fn hand_over_record(
-        &mut self,
-        previous_lsn: u64,
-        lsn: u64,
-    ) -> Option<Arc<ReservationRecord>> {
-        assert_eq!(lsn, self.last_lsn + 1, "handed over to the next operation");
+    /// The copy of `record` for an operation on its reservation whose previous operation
+    /// was `previous_lsn` (0: none): that operation's copy while it is pending, else a new
+    /// one.
+    pub fn record_copy(&mut self, previous_lsn: u64, record: &ReservationRecord) -> RecordCopy {
         let first = self.first_pending_lsn();
-        if previous_lsn < first {
-            return None;
+        if previous_lsn >= first {
+            let previous = &self.operations[(previous_lsn - first) as usize];
+            let snapshot = previous.reservation.as_ref();
+            return snapshot
+                .expect("previous operation carried the reservation")
+                .record;
         }
-        let previous = &mut self.operations[(previous_lsn - first) as usize];
-        assert_eq!(previous.lsn, previous_lsn, "pending operations by LSN");
-        let snapshot = previous.reservation.as_mut();
-        let snapshot = snapshot.expect("previous operation carried the reservation");
-        match std::mem::replace(&mut snapshot.record, SnapshotRecord::MovedTo(lsn)) {
-            SnapshotRecord::Held(record) => Some(record),
-            SnapshotRecord::MovedTo(_) => {
-                panic!("the latest pending operation on a reservation holds its record")
-            }
-        }
-    }
-
-    /// The record of the pending operation `lsn` on a reservation, following hand-overs
-    /// to the operation holding it (a later pending one).
-    fn pending_record(&self, mut lsn: u64) -> &Arc<ReservationRecord> {
-        let first = self.first_pending_lsn();
-        loop {
-            assert!(lsn >= first, "records are handed over to later operations");
-            let operation = &self.operations[(lsn - first) as usize];
-            let snapshot = operation.reservation.as_ref();
-            match &snapshot
-                .expect("hand-over to a reservation operation")
-                .record
-            {
-                SnapshotRecord::Held(record) => return record,
-                SnapshotRecord::MovedTo(next) => {
-                    assert!(*next > lsn, "records are handed over to later operations");
-                    lsn = *next;
-                }
-            }
-        }
+        self.records.push(record)
     }
 
     pub fn push_entry(&mut self, entry: LedgerEntry) {
         assert!(entry.reserved_after <= entry.on_hand_after);
         self.entries.push_back(entry);
+        prefetch_after(self.entries.back().expect("just pushed"), WRITE_AHEAD_BYTES);
         self.open_rows += 1;
     }
 
-    /// Closes an operation over the entries pushed since the previous one.
-    #[inline]
-    pub fn push_operation(&mut self, mut operation: JournalOperation) {
-        assert_eq!(
-            operation.lsn,
-            self.last_lsn + 1,
-            "journal LSNs must be consecutive"
-        );
+    /// The ledger entries pushed since the last operation was closed.
+    pub fn open_entries(&self) -> impl Iterator<Item = &LedgerEntry> {
+        self.entries
+            .range(self.entries.len() - self.open_rows as usize..)
+    }
+
+    /// Closes operation `lsn` (the next one) over the entries pushed since the previous one.
+    /// Always inlined: called out of line (as `#[inline]` left it), the snapshot was built
+    /// and then copied, 65 instructions more per reserve + release pair (callgrind).
+    #[inline(always)]
+    pub fn push_operation(
+        &mut self,
+        lsn: u64,
+        at_ms: i64,
+        reservation: Option<ReservationSnapshot>,
+        extra: Option<OperationExtra>,
+    ) {
+        assert_eq!(lsn, self.last_lsn + 1, "journal LSNs must be consecutive");
         assert!(
             self.operations.len() < self.operations_max,
             "journal bound checked by caller"
         );
-        operation.rows = self.open_rows;
+        let has_extra = extra.is_some();
+        if let Some(extra) = extra {
+            assert!(!extra.is_empty(), "operations without extra have none");
+            self.extras.push_back(extra);
+        }
+        self.operations.push_back(JournalOperation {
+            at_ms,
+            rows: self.open_rows,
+            has_extra,
+            reservation,
+        });
+        let last = self.operations.back().expect("just pushed");
+        prefetch_after(last, WRITE_AHEAD_BYTES);
         self.open_rows = 0;
-        self.last_lsn = operation.lsn;
-        self.operations.push_back(operation);
+        self.last_lsn = lsn;
     }
 
     /// Drains up to `operations_max` whole operations into a batch.
@@ -235,44 +236,76 @@ impl Journal {
         if count == 0 {
             return None;
         }
-        let (operations, entries) = if count == self.operations.len() {
+        let lsn_first = self.first_pending_lsn();
+        let taken = if count == self.operations.len() {
             // Everything pending (the usual case): hand the queues over whole instead of
             // moving each operation, and start new ones as large (so refilling them does
             // not grow them by copying). Queues filled from empty are contiguous from
             // their start, so turning them into vectors copies nothing.
-            let (operations_len, entries_len) = (self.operations.len(), self.entries.len());
-            let operations = std::mem::replace(
-                &mut self.operations,
-                VecDeque::with_capacity(operations_len),
-            );
-            let entries =
-                std::mem::replace(&mut self.entries, VecDeque::with_capacity(entries_len));
-            (Vec::from(operations), Vec::from(entries))
-        } else {
-            let mut operations: Vec<JournalOperation> = self.operations.drain(..count).collect();
-            // An operation taken whose record was handed over to one still pending gets a
-            // reference of its own, so that every reservation's last operation in the
-            // batch holds the record (the batch reads it there).
-            let lsn_last = operations.last().expect("count > 0").lsn;
-            for operation in &mut operations {
-                let Some(snapshot) = &mut operation.reservation else {
-                    continue;
-                };
-                if let SnapshotRecord::MovedTo(holder) = snapshot.record {
-                    if holder > lsn_last {
-                        snapshot.record = SnapshotRecord::Held(self.pending_record(holder).clone());
-                    }
-                }
+            Taken {
+                operations: Vec::from(take_queue(&mut self.operations)),
+                entries: Vec::from(take_queue(&mut self.entries)),
+                extras: Vec::from(take_queue(&mut self.extras)),
+                records: self.records.take_all(),
             }
-            let rows: usize = operations.iter().map(|o| o.rows as usize).sum();
-            let entries: Vec<LedgerEntry> = self.entries.drain(..rows).collect();
-            (operations, entries)
+        } else {
+            self.take_front(count)
         };
         Some(JournalBatch::new(
-            operations,
-            entries,
+            lsn_first,
+            taken,
             items,
             &mut self.item_rows,
         ))
     }
+
+    /// The oldest `count` operations (not all of them), with their entries, extras and the
+    /// record copies they use. Pending operations that use a copy taken with them get a
+    /// copy of their own.
+    fn take_front(&mut self, count: usize) -> Taken {
+        let operations: Vec<JournalOperation> = self.operations.drain(..count).collect();
+        let rows: usize = operations.iter().map(|o| o.rows as usize).sum();
+        let extras = operations.iter().filter(|o| o.has_extra).count();
+        let entries = self.entries.drain(..rows).collect();
+        let extras = self.extras.drain(..extras).collect();
+        // Copies are appended in operation order, except those made again (below), which
+        // come after later operations' own: the batch takes the queue up to the end of
+        // the last copy any of its operations uses.
+        let copies = operations
+            .iter()
+            .filter_map(|o| Some(o.reservation?.record));
+        let end = copies.map(|copy| self.records.end_of(copy)).max();
+        let records = match end {
+            Some(end) => self.records.take_before(end),
+            None => Records::default(),
+        };
+        // Rare (a backlog beyond one batch), so every pending operation is looked at.
+        for operation in &mut self.operations {
+            if let Some(snapshot) = &mut operation.reservation {
+                if !self.records.holds(snapshot.record) {
+                    snapshot.record = self.records.push_again(&records, snapshot.record);
+                }
+            }
+        }
+        Taken {
+            operations,
+            entries,
+            extras,
+            records,
+        }
+    }
+}
+
+/// What a take moves out of the journal.
+pub(super) struct Taken {
+    operations: Vec<JournalOperation>,
+    entries: Vec<LedgerEntry>,
+    extras: Vec<OperationExtra>,
+    records: Records,
+}
+
+/// The queue's contents, leaving an empty one as large.
+fn take_queue<T>(queue: &mut VecDeque<T>) -> VecDeque<T> {
+    let capacity = queue.len();
+    std::mem::replace(queue, VecDeque::with_capacity(capacity))
 }
