@@ -1,39 +1,37 @@
 //! A hint to the processor to start loading memory that will be read soon, so that the
 //! wait overlaps other work. Only a hint: it never faults and changes no value.
 
-/// Starts loading the cache line holding `value`.
+const LINE: usize = 64;
+
+/// Starts loading the cache line holding `address`, which need not be dereferenceable
+/// (it is only computed, never read).
 #[inline(always)]
-pub fn prefetch<T>(value: &T) {
+fn prefetch_address(address: *const u8) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let address = (value as *const T).cast::<i8>();
-        // SAFETY: a prefetch does not access memory observably; `address` comes from a
-        // reference, so it is valid anyway. SSE is part of the x86_64 baseline.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(address) };
+        // SAFETY: a prefetch does not access memory observably and never faults, whatever
+        // the address. SSE is part of the x86_64 baseline.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(address.cast()) };
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
+    let _ = address;
+}
+
+/// Starts loading the cache line holding `value`.
+#[inline(always)]
+pub fn prefetch<T>(value: &T) {
+    prefetch_address((value as *const T).cast());
 }
 
 /// Starts loading every cache line of the `bytes` bytes from `start`, which need not be
 /// dereferenceable (the addresses are only computed, never read).
 #[inline(always)]
 pub fn prefetch_range(start: *const u8, bytes: usize) {
-    const LINE: usize = 64;
     let offset = start as usize % LINE;
     let first = start.wrapping_sub(offset);
     for line in 0..(offset + bytes).div_ceil(LINE) {
-        let address = first.wrapping_add(line * LINE);
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            // SAFETY: a prefetch does not access memory observably and never faults,
-            // whatever the address. SSE is part of the x86_64 baseline.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(address.cast()) };
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = address;
+        prefetch_address(first.wrapping_add(line * LINE));
     }
 }
 
@@ -44,14 +42,5 @@ pub fn prefetch_range(start: *const u8, bytes: usize) {
 /// past the buffer), never read.
 #[inline(always)]
 pub fn prefetch_after<T>(value: &T, bytes: usize) {
-    let address = (value as *const T).cast::<u8>().wrapping_add(bytes);
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // SAFETY: a prefetch does not access memory observably and never faults, whatever
-        // the address. SSE is part of the x86_64 baseline.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(address.cast()) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = address;
+    prefetch_address((value as *const T).cast::<u8>().wrapping_add(bytes));
 }
