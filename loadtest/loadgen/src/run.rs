@@ -257,6 +257,7 @@ async fn send(client: &mut Client, prepared: Call) -> Outcome {
                 Ok(_) => Outcome {
                     code: "OK",
                     message: None,
+                    operation_error: None,
                     operations_ok: 1,
                     operations_failed: 0,
                 },
@@ -274,9 +275,16 @@ async fn send(client: &mut Client, prepared: Call) -> Outcome {
                         .iter()
                         .filter(|r| matches!(r.result, Some(BatchResult::Reservation(_))))
                         .count();
+                    let operation_error = results.iter().find_map(|r| match &r.result {
+                        Some(BatchResult::Error(error)) => {
+                            Some(format!("{}: {}", error.code, error.message))
+                        }
+                        _ => None,
+                    });
                     Outcome {
                         code: "OK",
                         message: None,
+                        operation_error,
                         operations_ok: ok as u64,
                         operations_failed: size - ok as u64,
                     }
@@ -292,6 +300,7 @@ fn failed(status: &tonic::Status, operations: u64) -> Outcome {
     Outcome {
         code: code_name(status.code()),
         message,
+        operation_error: None,
         operations_ok: 0,
         operations_failed: operations,
     }

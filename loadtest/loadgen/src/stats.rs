@@ -7,6 +7,8 @@ pub struct Outcome {
     pub code: &'static str,
     /// The status message of a failed call (kept for the first failure of each code).
     pub message: Option<String>,
+    /// The first refused operation of an answered batch call: "<grpc code>: <message>".
+    pub operation_error: Option<String>,
     pub operations_ok: u64,
     pub operations_failed: u64,
 }
@@ -16,6 +18,7 @@ pub struct Samples {
     latencies_us: Vec<u64>,
     codes: BTreeMap<&'static str, u64>,
     first_messages: BTreeMap<&'static str, String>,
+    first_operation_error: Option<String>,
     operations_ok: u64,
     operations_failed: u64,
 }
@@ -29,6 +32,9 @@ impl Samples {
                 .entry(outcome.code)
                 .or_insert_with(|| message.clone());
         }
+        if self.first_operation_error.is_none() {
+            self.first_operation_error = outcome.operation_error.clone();
+        }
         self.operations_ok += outcome.operations_ok;
         self.operations_failed += outcome.operations_failed;
     }
@@ -40,6 +46,9 @@ impl Samples {
         }
         for (code, message) in other.first_messages {
             self.first_messages.entry(code).or_insert(message);
+        }
+        if self.first_operation_error.is_none() {
+            self.first_operation_error = other.first_operation_error;
         }
         self.operations_ok += other.operations_ok;
         self.operations_failed += other.operations_failed;
@@ -60,6 +69,7 @@ impl Samples {
             "calls_ok_per_s": calls_ok as f64 / window_s,
             "operations_ok": self.operations_ok,
             "operations_failed": self.operations_failed,
+            "first_operation_error": self.first_operation_error,
             "operations_ok_per_s": self.operations_ok as f64 / window_s,
             "latency_ms": {
                 "p50": percentile_ms(&self.latencies_us, 0.50),
