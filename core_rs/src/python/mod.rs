@@ -11,7 +11,6 @@ use pyo3::prelude::*;
 use exceptions::to_py_err;
 use pyo3::types::PyDict;
 
-use crate::errors::EngineError;
 use crate::limits::{LIMITS, PREFAULT_MIB_MAX};
 use crate::memory;
 use crate::pg_columns;
@@ -28,15 +27,8 @@ fn new_reservation_id(now_ms: i64) -> String {
 #[pyfunction]
 fn prefault_memory(py: Python<'_>, mib: &Bound<'_, PyAny>) -> PyResult<()> {
     let mib = conversions::integer(mib, "prefault_mib", PREFAULT_MIB_MAX as u64)?;
-    let mib = usize::try_from(mib).map_err(|_| {
-        to_py_err(
-            py,
-            &EngineError::LimitExceeded {
-                field: "prefault_mib",
-                bound: PREFAULT_MIB_MAX as u64,
-            },
-        )
-    })?;
+    // A negative size is out of bounds like a huge one: `memory::prefault` refuses both.
+    let mib = usize::try_from(mib).unwrap_or(usize::MAX);
     py.detach(|| memory::prefault(mib))
         .map_err(|error| to_py_err(py, &error))
 }
