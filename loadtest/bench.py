@@ -58,6 +58,9 @@ CLOSED_DURATION_S = 2 if QUICK else 5
 OPEN_DURATION_S = 2 if QUICK else 6
 WARMUP_S = 1 if QUICK else 2
 LOAD_FRACTIONS = (0.7,) if QUICK else (0.3, 0.5, 0.7, 0.9)
+# The highest offered rate each system serves with p99 <= TARGET_P99_MS_AT_70 is bracketed by
+# the fractions above and narrowed by this many bisection runs (`SloSearch`).
+SLO_SEARCH_STEPS = 1 if QUICK else 3
 BATCH_SIZES = (1_000,) if QUICK else (100, 1_000)
 BATCH_CONCURRENCY = 4
 BATCH_DURATION_S = 2 if QUICK else 8
@@ -81,6 +84,8 @@ TARGET_SERVICE_OVER_EMPTY = 0.8
 TARGET_SERVICE_OVER_NAIVE_HOT = 2.0
 TARGET_P99_MS_AT_70 = 15.0
 TARGET_BATCH_RESERVATIONS_PER_S = 100_000
+# An open-loop run serves its offered rate when at least this share of it was answered OK.
+SLO_ACHIEVED_FRACTION_MIN = 0.99
 
 
 def log(message: str) -> None:
@@ -160,16 +165,81 @@ def measure_scenario(servers: dict[str, tuple], scenario: str) -> dict[str, dict
     for fraction in LOAD_FRACTIONS:
         for system, (address, process) in servers.items():
             rate = max(1, int(results[system]["closed"]["calls_ok_per_s"] * fraction))
-            result = loadgen(["run", *scenario_arguments(address, scenario), "--mode", "open",
-                              "--rate", str(rate), "--concurrency", str(OPEN_IN_FLIGHT_MAX),
-                              "--duration-s", str(OPEN_DURATION_S)], process.pid)
+            result = open_loop(address, process, scenario, rate)
             result["fraction_of_saturation"] = fraction
-            latency = result["latency_ms"]
-            log(f"    {system} open {fraction:.0%} = {rate:,}/s: p50 {latency['p50']} p99 "
-                f"{latency['p99']} p99.9 {latency['p999']} ms, achieved "
-                f"{result['calls_ok_per_s']:,.0f}/s")
+            log_open(system, f"{fraction:.0%} = {rate:,}/s", result)
             results[system]["open"].append(result)
+    searches = {system: SloSearch(results[system]["closed"]["calls_ok_per_s"],
+                                  results[system]["open"]) for system in servers}
+    for _ in range(SLO_SEARCH_STEPS):
+        for system, (address, process) in servers.items():
+            rate = searches[system].next_rate()
+            if rate is not None:
+                result = open_loop(address, process, scenario, rate)
+                log_open(system, f"p99 search {rate:,}/s", result)
+                searches[system].record(result)
+    for system, search in searches.items():
+        results[system]["slo"] = search.summary()
+        log(f"  {scenario}, {system}: highest rate with p99 <= {TARGET_P99_MS_AT_70} ms: "
+            f"{results[system]['slo']['rate']:,}/s "
+            f"({results[system]['slo']['fraction_of_closed_maximum']:.0%} of its closed loop)")
     return results
+
+
+def open_loop(address: str, process, scenario: str, rate: int) -> dict:
+    """One open-loop run at `rate` calls/s (latency counted from each intended send)."""
+    return loadgen(["run", *scenario_arguments(address, scenario), "--mode", "open",
+                    "--rate", str(rate), "--concurrency", str(OPEN_IN_FLIGHT_MAX),
+                    "--duration-s", str(OPEN_DURATION_S)], process.pid)
+
+
+def log_open(system: str, what: str, result: dict) -> None:
+    latency = result["latency_ms"]
+    log(f"    {system} open {what}: p50 {latency['p50']} p99 {latency['p99']} p99.9 "
+        f"{latency['p999']} ms, achieved {result['calls_ok_per_s']:,.0f}/s")
+
+
+def within_slo(result: dict) -> bool:
+    """Served what was offered (every call OK) with p99 <= TARGET_P99_MS_AT_70."""
+    offered = result["offered_rate"]
+    return (result["latency_ms"]["p99"] <= TARGET_P99_MS_AT_70
+            and result["calls_ok_per_s"] >= SLO_ACHIEVED_FRACTION_MIN * offered)
+
+
+class SloSearch:
+    """The highest offered rate a system serves within the latency target, by bisection
+    between the highest rate that met it and the lowest higher rate that did not (starting
+    from the fraction runs; with no failure seen, the closed-loop maximum bounds it). One
+    run per rate on a shared host: a noisy run can misplace the bracket, so the result is a
+    figure to compare systems in one run, not a guarantee."""
+
+    def __init__(self, closed_maximum: float, runs: list[dict]):
+        self.closed_maximum = closed_maximum
+        self.runs = list(runs)
+        self.searched: list[dict] = []
+
+    def bracket(self) -> tuple[int, int]:
+        met = [run["offered_rate"] for run in self.runs if within_slo(run)]
+        low = max(met, default=0)
+        missed = [run["offered_rate"] for run in self.runs
+                  if not within_slo(run) and run["offered_rate"] > low]
+        return low, min(missed, default=int(self.closed_maximum))
+
+    def next_rate(self) -> int | None:
+        low, high = self.bracket()
+        rate = (low + high) // 2
+        return rate if low < rate < high else None
+
+    def record(self, result: dict) -> None:
+        self.runs.append(result)
+        self.searched.append(result)
+
+    def summary(self) -> dict:
+        low, high = self.bracket()
+        return {"p99_ms_max": TARGET_P99_MS_AT_70, "rate": low, "lowest_rate_missed": high,
+                "fraction_of_closed_maximum": round(low / self.closed_maximum, 3)
+                if self.closed_maximum else 0.0,
+                "runs": self.searched}
 
 
 def journal_log_drained(database: str) -> float:
@@ -349,6 +419,21 @@ def targets(systems: dict) -> dict:
     return found
 
 
+def latency_capacity(systems: dict) -> dict:
+    """Per scenario: each system's highest rate with p99 <= TARGET_P99_MS_AT_70 (`SloSearch`),
+    and the service's as a share of the empty server's. Not a target of the issue: beside the
+    p99 at 70 % of the closed-loop maximum, it says what load each system carries within the
+    latency target, whatever its closed loop reached."""
+    found = {}
+    for scenario in SCENARIOS:
+        rates = {system: measured["scenarios"][scenario]["slo"]["rate"]
+                 for system, measured in systems.items()
+                 if "slo" in measured.get("scenarios", {}).get(scenario, {})}
+        found[scenario] = {"rates": rates,
+                           "service_over_empty": ratio(rates.get("service"), rates.get("empty"))}
+    return found
+
+
 def main() -> int:
     if not LOADGEN.exists():
         log(f"{LOADGEN} missing: scripts/bench.sh builds it")
@@ -373,6 +458,7 @@ def main() -> int:
                      "batch_sizes": BATCH_SIZES, "batch_concurrency": BATCH_CONCURRENCY,
                      "service_prefault_mib": SERVICE_PREFAULT_MIB},
         "systems": systems, "targets": targets(systems),
+        "latency_capacity": latency_capacity(systems),
         "engine": sub_bench("bench_engine", []),
         "write_path": sub_bench("bench_write", ["--batches", str(WRITE_BENCH_BATCHES)]),
     }

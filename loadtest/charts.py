@@ -89,6 +89,18 @@ def summary_markdown(report: dict) -> str:
                     f"| {system} | {scenario} | {closed:,.0f} | {run['offered_rate']:,} "
                     f"({run['fraction_of_saturation']:.0%}) | {latency['p50']} | "
                     f"{latency['p99']} | {latency['p999']} |")
+    capacity = report.get("latency_capacity")
+    if capacity:
+        bound = report["targets"]["service_p99_ms_at_70pct_hot"]["target"]
+        lines += ["", f"Highest offered rate served with p99 <= {bound} ms (bisection, one run"
+                  " per rate):",
+                  "", "| scenario | " + " | ".join(report["systems"]) + " | service / empty |",
+                  "|---|" + "---:|" * (len(report["systems"]) + 1)]
+        for scenario, found in capacity.items():
+            rates = [f"{found['rates'][system]:,}" if system in found["rates"] else "-"
+                     for system in report["systems"]]
+            lines.append(f"| {scenario} | {' | '.join(rates)} | "
+                         f"{found['service_over_empty'] or '-'} |")
     lines += ["", "| system | batch size | reservations/s | calls p50 ms | calls p99 ms "
                   "| tables caught up after (s) |",
               "|---|---:|---:|---:|---:|---:|"]
