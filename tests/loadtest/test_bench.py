@@ -62,3 +62,46 @@ def test_charts_and_summary_are_written(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     assert "| service | hot | 9,000 |" in summary
     assert "| service_over_empty_hot | 0.9 | 0.8 | yes |" in summary
+
+
+def open_run(offered: int, p99: float, achieved: float | None = None) -> dict:
+    return {"offered_rate": offered, "calls_ok_per_s": offered if achieved is None else achieved,
+            "latency_ms": {"p50": p99 / 3, "p99": p99, "p999": p99 * 2}}
+
+
+def test_latency_search_bisects_between_the_last_rate_met_and_the_first_missed():
+    search = bench.SloSearch(10_000, [open_run(3_000, 9.0), open_run(5_000, 14.0),
+                                      open_run(7_000, 300.0), open_run(9_000, 900.0)])
+    assert search.bracket() == (5_000, 7_000)
+    assert search.next_rate() == 6_000
+    search.record(open_run(6_000, 40.0))
+    assert search.next_rate() == 5_500
+    search.record(open_run(5_500, 12.0))
+    summary = search.summary()
+    assert (summary["rate"], summary["lowest_rate_missed"]) == (5_500, 6_000)
+    assert summary["fraction_of_closed_maximum"] == 0.55
+    assert [run["offered_rate"] for run in summary["runs"]] == [6_000, 5_500]
+
+
+def test_latency_search_counts_a_rate_not_served_as_missed_and_starts_from_zero():
+    # p99 within bound but a tenth of the calls were not answered OK: not served.
+    search = bench.SloSearch(4_000, [open_run(1_200, 10.0, achieved=1_080.0)])
+    assert search.bracket() == (0, 1_200)
+    assert search.next_rate() == 600
+    # Every fraction met: the closed-loop maximum bounds the search.
+    assert bench.SloSearch(4_000, [open_run(3_600, 5.0)]).next_rate() == 3_800
+
+
+def test_latency_capacity_compares_service_and_empty_in_the_summary(tmp_path):
+    systems = {"empty": system(10_000, 5.0), "service": system(9_000, 12.0)}
+    for name, rate in (("empty", 4_000), ("service", 3_000)):
+        for scenario in bench.SCENARIOS:
+            systems[name]["scenarios"][scenario]["slo"] = {"rate": rate}
+    capacity = bench.latency_capacity(systems)
+    assert capacity["hot"] == {"rates": {"empty": 4_000, "service": 3_000},
+                               "service_over_empty": 0.75}
+    report = {"started_at": "2026-01-01T00:00:00Z", "quick": True, "seconds": 1.0,
+              "machine": {"cpus": 2}, "systems": systems, "targets": bench.targets(systems),
+              "latency_capacity": capacity}
+    charts.write_all(report, tmp_path)
+    assert "| hot | 4,000 | 3,000 | 0.75 |" in (tmp_path / "summary.md").read_text()
