@@ -23,8 +23,9 @@ pub type LineRef<'a> = LineView<&'a str>;
 /// Lines read from a view: most reservations hold one item, kept inline.
 pub type LineRefs<'a> = SmallVec<[LineRef<'a>; 1]>;
 
-/// A reservation as a reader saw it. The fixed part (ids, lines) is the reservation's
-/// shared record, so building a view costs one reference count and copies nothing.
+/// A reservation as a reader saw it, owned: it outlives the engine's lock (the binding
+/// hands it to Python, the idempotency store keeps it). Operations answer with an
+/// `Answer` instead; `Engine::view` builds the view of one on demand.
 #[derive(Clone)]
 pub struct ReservationView {
     pub record: Arc<ReservationRecord>,
@@ -139,6 +140,63 @@ pub struct LevelsView {
     pub levels: Vec<Level>,
     pub lsn: u64,
     pub replayed: bool,
+}
+
+/// Where a reservation operation left the reservation: enough to build its view
+/// (`Engine::view`) while the engine has not changed it since, and nothing to drop. An
+/// operation answers with this rather than a view so that a caller who needs only the
+/// LSN or the status (the engine's own hot path, a benchmark) pays for no view; the
+/// binding builds the view under the same lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// Where the reservation is, and which one it is: a slot is reused after eviction,
+    /// and a moved expiry gives the same reservation a new generation.
+    pub(crate) slot: u32,
+    pub(crate) generation: u32,
+    pub(crate) status: Status,
+    pub(crate) expires_at_ms: i64,
+    pub(crate) lsn: u64,
+}
+
+/// What a reservation operation answers: a receipt of the reservation in the engine, or
+/// the view remembered for a replayed request (boxed: replays are rare, and the answer of
+/// every other call stays small).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Receipt(Receipt),
+    Replayed(Box<ReservationView>),
+}
+
+impl Answer {
+    /// The status the caller saw (a due hold reads as expired).
+    pub fn status(&self) -> Status {
+        match self {
+            Answer::Receipt(receipt) => receipt.status,
+            Answer::Replayed(view) => view.status,
+        }
+    }
+
+    pub fn expires_at_ms(&self) -> i64 {
+        match self {
+            Answer::Receipt(receipt) => receipt.expires_at_ms,
+            Answer::Replayed(view) => view.expires_at_ms,
+        }
+    }
+
+    /// The LSN of the change answered (of the first outcome, for a replay).
+    pub fn lsn(&self) -> u64 {
+        match self {
+            Answer::Receipt(receipt) => receipt.lsn,
+            Answer::Replayed(view) => view.lsn,
+        }
+    }
+
+    pub fn replayed(&self) -> bool {
+        match self {
+            Answer::Receipt(_) => false,
+            Answer::Replayed(view) => view.replayed,
+        }
+    }
 }
 
 /// The first outcome of an accepted request, kept for replays.

@@ -27,9 +27,9 @@ use crate::limits::{
 };
 use crate::record::LineTexts;
 use crate::record::ReservationRecord;
-use crate::reservation::{HoldLine, HoldLines, Reservations};
+use crate::reservation::{HoldLine, HoldLines, Reservations, Status};
 use crate::validate;
-use crate::view::{LineRef, Outcome, ReservationView};
+use crate::view::{Answer, LineRef, Outcome, Receipt, ReservationView};
 
 /// The bounds of every table, fixed when the engine is built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,18 +215,52 @@ impl Engine {
         Some(record)
     }
 
-    /// The view of the reservation at `slot` as a reader at `now_ms` sees it. Its ids and
-    /// lines are the reservation's shared record: building a view allocates nothing.
-    fn reservation_view(&self, slot: u32, now_ms: i64, lsn: u64) -> ReservationView {
-        let reservation = self.reservations.get(slot);
-        ReservationView {
-            record: reservation.record.clone(),
-            committed: reservation.committed.clone(),
+    /// The receipt of the reservation at `slot` as a reader at `now_ms` sees it, `lsn`
+    /// the change answered. Builds nothing: see `view`.
+    fn receipt(&self, slot: u32, now_ms: i64, lsn: u64) -> Receipt {
+        let (reservation, generation) = self.reservations.get_with_generation(slot);
+        Receipt {
+            slot,
+            generation,
             status: reservation.status_at(now_ms),
             expires_at_ms: reservation.expires_at_ms,
             lsn,
-            replayed: false,
         }
+    }
+
+    /// The view of an operation's answer. A receipt's reservation is read where the receipt
+    /// says; None once that is no longer the same reservation (evicted, its slot perhaps
+    /// reused, or its expiry moved since). Call it before the engine changes again, as the
+    /// binding does under the same lock. Ids and lines never change, and committed lines
+    /// are shown only when the receipt says committed, so the view is the one the
+    /// operation answered.
+    pub fn view(&self, answer: &Answer) -> Option<ReservationView> {
+        let receipt = match answer {
+            Answer::Receipt(receipt) => receipt,
+            Answer::Replayed(view) => return Some(ReservationView::clone(view)),
+        };
+        let reservation = self
+            .reservations
+            .get_versioned(receipt.slot, receipt.generation)?;
+        let committed = match receipt.status {
+            Status::Committed => reservation.committed.clone(),
+            _ => None,
+        };
+        Some(ReservationView {
+            record: reservation.record.clone(),
+            committed,
+            status: receipt.status,
+            expires_at_ms: receipt.expires_at_ms,
+            lsn: receipt.lsn,
+            replayed: false,
+        })
+    }
+
+    /// The view of the reservation at `slot` answered now (`receipt`), for the
+    /// idempotency store, which keeps it.
+    fn outcome_view(&self, receipt: Receipt) -> ReservationView {
+        let view = self.view(&Answer::Receipt(receipt));
+        view.expect("a receipt just made names its reservation")
     }
 
     /// A new reservation's fixed part, holding `holds`, created at `created_at_ms`.
@@ -274,9 +308,9 @@ impl Engine {
 
 /// A reservation answer from the idempotency store, which only ever stores the kind the
 /// operation produced.
-fn reservation_outcome(outcome: Outcome) -> ReservationView {
+fn reservation_outcome(outcome: Outcome) -> Answer {
     match outcome {
-        Outcome::Reservation(view) => view,
+        Outcome::Reservation(view) => Answer::Replayed(Box::new(view)),
         Outcome::Levels(_) => unreachable!("reservation request id remembered a levels outcome"),
     }
 }

@@ -10,7 +10,7 @@ use crate::idempotency::Operation;
 use crate::journal::{LedgerEntry, LedgerKind};
 use crate::reservation::{HoldLine, IdHash, Reservation};
 use crate::validate::{self, LineInput};
-use crate::view::{Outcome, ReservationView};
+use crate::view::{Answer, Outcome};
 
 /// Up to this many distinct items, merging duplicate lines by linear search is cheaper than
 /// building a hash map.
@@ -87,7 +87,7 @@ impl Engine {
         ttl_ms: i64,
         now_ms: i64,
         request_id: Option<&str>,
-    ) -> EngineResult<ReservationView> {
+    ) -> EngineResult<Answer> {
         validate::id("reservation_id", reservation_id)?;
         // The id is new unless this is a mistake, so its index bucket is not cached: start
         // loading it now (a hint only; nothing is decided by it), and check the rest of
@@ -141,13 +141,13 @@ impl Engine {
             .reservations
             .insert(Reservation::new(record, expires_at_ms, lsn), id_hash);
         self.schedule_holds(slot);
-        let view = self.reservation_view(slot, now_ms, lsn);
-        let outcome = request_id.map(|_| Outcome::Reservation(view.clone()));
+        let receipt = self.receipt(slot, now_ms, lsn);
+        let outcome = request_id.map(|_| Outcome::Reservation(self.outcome_view(receipt)));
         let idempotency = outcome.and_then(|outcome| {
             self.remember(request_id, Operation::Reserve, fingerprint, outcome, now_ms)
         });
         self.journal_reservation(slot, true, now_ms, lsn, idempotency);
-        Ok(view)
+        Ok(Answer::Receipt(receipt))
     }
 
     /// Adds the holds to their items' reserved quantities, one ledger entry each.
