@@ -1,7 +1,7 @@
 //! The part of a reservation fixed when it is made: its ids, its lines and its creation
-//! time, in one shared allocation. The slab, every view of the reservation and every
-//! journal operation on it hold the same record, so sharing a reservation costs one
-//! reference count instead of one per string, and evicting it frees one allocation.
+//! time. The slab keeps it in the reservation's slot (no allocation of its own, nothing
+//! shared, nothing atomic to release at eviction); a view copies what readers see of it
+//! (`RecordTexts`), when one is asked for.
 
 use std::ops::Deref;
 
@@ -15,28 +15,49 @@ use crate::view::{LineRef, LineRefs, LineView};
 /// id and one line needs no second allocation.
 const TEXTS_INLINE: usize = 64;
 
-/// What never changes about a reservation once made.
+/// What readers see of a reservation's fixed part: its ids and its lines as views show
+/// them (names and quantities). Lines keep copies of their names: copying a few bytes
+/// costs less than sharing the item table's names (two reference counts to take and,
+/// later, to drop), and a view's copy needs nothing from the engine.
 #[derive(Debug)]
-pub struct ReservationRecord {
+pub struct RecordTexts {
     /// Reservation id, order id, request id, then each line's sku and location, back to
-    /// back. Lines keep copies of their names: copying a few bytes costs less than
-    /// sharing the item table's names (two reference counts to take and, later, to drop).
+    /// back.
     texts: SmallVec<[u8; TEXTS_INLINE]>,
     order_start: u32,
     request_start: u32,
     lines_start: u32,
     has_request: bool,
+    /// Per line: where its sku and its location end in `texts`, and its quantity.
+    line_ends: LineEnds,
+}
+
+/// A copy made byte-wise (`SmallVec`'s own clone goes element by element).
+impl Clone for RecordTexts {
+    fn clone(&self) -> RecordTexts {
+        RecordTexts {
+            texts: SmallVec::from_slice(&self.texts),
+            order_start: self.order_start,
+            request_start: self.request_start,
+            lines_start: self.lines_start,
+            has_request: self.has_request,
+            line_ends: SmallVec::from_slice(&self.line_ends),
+        }
+    }
+}
+
+/// What never changes about a reservation once made.
+#[derive(Debug)]
+pub struct ReservationRecord {
+    pub texts: RecordTexts,
     /// The items held, one line per item.
     pub holds: HoldLines,
-    /// The same lines as views show them: where each one's sku and location end in
-    /// `texts`, and its quantity.
-    line_ends: LineEnds,
     pub created_at_ms: i64,
 }
 
 /// Writes the ids, then each line's sku and location, back to back into `buffer`, which
 /// is exactly as long as they are together; each line's ends (as in
-/// `ReservationRecord::line_ends`) go to `ends`.
+/// `RecordTexts::line_ends`) go to `ends`.
 fn fill<'a>(
     buffer: &mut [u8],
     ids: [&str; 3],
@@ -87,36 +108,15 @@ fn lines_at<'a>(texts: &'a [u8], mut start: u32, ends: &[(u32, u32, u64)]) -> Li
         .collect()
 }
 
-impl ReservationRecord {
-    /// A record of `lines` as views show them (names and quantities).
-    pub fn new(
-        reservation_id: &str,
-        order_id: &str,
-        request_id: Option<&str>,
-        holds: HoldLines,
-        lines: &[LineRef<'_>],
-        created_at_ms: i64,
-    ) -> ReservationRecord {
-        let lines = lines.iter().cloned();
-        ReservationRecord::of_lines(
-            reservation_id,
-            order_id,
-            request_id,
-            holds,
-            lines,
-            created_at_ms,
-        )
-    }
-
-    /// `new`, the lines given by an iterator (read twice: to measure, then to copy).
+impl RecordTexts {
+    /// The texts of `lines` as views show them (names and quantities), the lines given by
+    /// an iterator (read twice: to measure, then to copy).
     pub fn of_lines<'a>(
         reservation_id: &str,
         order_id: &str,
         request_id: Option<&str>,
-        holds: HoldLines,
         lines: impl Iterator<Item = LineRef<'a>> + Clone,
-        created_at_ms: i64,
-    ) -> ReservationRecord {
+    ) -> RecordTexts {
         let request = request_id.unwrap_or("");
         let ids = [reservation_id, order_id, request];
         let lines_start = reservation_id.len() + order_id.len() + request.len();
@@ -139,15 +139,13 @@ impl ReservationRecord {
             fill(&mut heap, ids, lines, &mut line_ends);
             SmallVec::from_vec(heap)
         };
-        ReservationRecord {
+        RecordTexts {
             texts,
             order_start: reservation_id.len() as u32,
             request_start: (reservation_id.len() + order_id.len()) as u32,
             lines_start: lines_start as u32,
             has_request: request_id.is_some(),
-            holds,
             line_ends,
-            created_at_ms,
         }
     }
 
@@ -193,6 +191,37 @@ impl ReservationRecord {
     }
 }
 
+impl ReservationRecord {
+    /// A record of `holds`, whose lines as views show them are `lines`.
+    pub fn of_lines<'a>(
+        reservation_id: &str,
+        order_id: &str,
+        request_id: Option<&str>,
+        holds: HoldLines,
+        lines: impl Iterator<Item = LineRef<'a>> + Clone,
+        created_at_ms: i64,
+    ) -> ReservationRecord {
+        ReservationRecord {
+            texts: RecordTexts::of_lines(reservation_id, order_id, request_id, lines),
+            holds,
+            created_at_ms,
+        }
+    }
+
+    pub fn reservation_id(&self) -> &str {
+        self.texts.reservation_id()
+    }
+
+    /// The reservation id as bytes, for comparing without decoding.
+    pub fn reservation_id_bytes(&self) -> &[u8] {
+        self.texts.reservation_id_bytes()
+    }
+
+    pub fn order_id(&self) -> &str {
+        self.texts.order_id()
+    }
+}
+
 /// What a commit fixed: the committed quantity per held line, and the committed lines as
 /// views show them (only quantities above zero).
 #[derive(Debug)]
@@ -206,7 +235,7 @@ pub struct CommittedLines {
 /// inline.
 const LINE_TEXTS_INLINE: usize = 32;
 
-/// Lines as views show them, names copied (see `ReservationRecord::texts`).
+/// Lines as views show them, names copied (see `RecordTexts`).
 #[derive(Clone, Debug, Default)]
 pub struct LineTexts {
     /// Each line's sku, then its location, back to back.

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::record::{CommittedLines, LineTexts, ReservationRecord};
-use crate::reservation::{HoldLines, Status};
+use crate::record::{LineTexts, RecordTexts};
+use crate::reservation::Status;
 
 /// A line as a reader sees it. Owned (`Arc<str>` names) where it outlives the engine's
 /// tables, as in an export; borrowed (`LineRef`) when read from a view.
@@ -28,9 +28,10 @@ pub type LineRefs<'a> = SmallVec<[LineRef<'a>; 1]>;
 /// `Answer` instead; `Engine::view` builds the view of one on demand.
 #[derive(Clone)]
 pub struct ReservationView {
-    pub record: Arc<ReservationRecord>,
-    /// Set once committed.
-    pub committed: Option<Arc<CommittedLines>>,
+    /// A copy of the ids and lines (what readers see of the reservation's record).
+    pub texts: RecordTexts,
+    /// The committed lines (only quantities above zero); empty unless committed.
+    pub committed: LineTexts,
     pub status: Status,
     pub expires_at_ms: i64,
     pub lsn: u64,
@@ -39,7 +40,7 @@ pub struct ReservationView {
 
 impl ReservationView {
     /// A view not backed by a reservation in an engine (an outcome read back at
-    /// recovery): its record holds no items.
+    /// recovery).
     pub fn detached(
         reservation_id: &str,
         order_id: &str,
@@ -48,23 +49,11 @@ impl ReservationView {
         committed_lines: LineTexts,
         expires_at_ms: i64,
     ) -> ReservationView {
-        let record = ReservationRecord::new(
-            reservation_id,
-            order_id,
-            None,
-            HoldLines::new(&[]),
-            &lines.lines(),
-            0,
-        );
-        let committed = (!committed_lines.is_empty()).then(|| {
-            Arc::new(CommittedLines {
-                quantities: Box::default(),
-                lines: committed_lines,
-            })
-        });
+        let texts =
+            RecordTexts::of_lines(reservation_id, order_id, None, lines.lines().into_iter());
         ReservationView {
-            record: Arc::new(record),
-            committed,
+            texts,
+            committed: committed_lines,
             status,
             expires_at_ms,
             lsn: 0,
@@ -73,23 +62,21 @@ impl ReservationView {
     }
 
     pub fn reservation_id(&self) -> &str {
-        self.record.reservation_id()
+        self.texts.reservation_id()
     }
 
     pub fn order_id(&self) -> &str {
-        self.record.order_id()
+        self.texts.order_id()
     }
 
     /// Every line held (as reserved).
     pub fn lines(&self) -> LineRefs<'_> {
-        self.record.lines()
+        self.texts.lines()
     }
 
     /// Committed quantities, only lines with a quantity above zero; empty unless committed.
     pub fn committed_lines(&self) -> LineRefs<'_> {
-        self.committed
-            .as_ref()
-            .map_or_else(LineRefs::new, |committed| committed.lines.lines())
+        self.committed.lines()
     }
 }
 

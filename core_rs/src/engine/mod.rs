@@ -242,12 +242,12 @@ impl Engine {
         let reservation = self
             .reservations
             .get_versioned(receipt.slot, receipt.generation)?;
-        let committed = match receipt.status {
-            Status::Committed => reservation.committed.clone(),
-            _ => None,
+        let committed = match (receipt.status, &reservation.committed) {
+            (Status::Committed, Some(committed)) => committed.lines.clone(),
+            _ => LineTexts::default(),
         };
         Some(ReservationView {
-            record: reservation.record.clone(),
+            texts: reservation.record.texts.clone(),
             committed,
             status: receipt.status,
             expires_at_ms: receipt.expires_at_ms,
@@ -271,7 +271,7 @@ impl Engine {
         request_id: Option<&str>,
         holds: &[HoldLine],
         created_at_ms: i64,
-    ) -> Arc<ReservationRecord> {
+    ) -> ReservationRecord {
         let lines = holds.iter().map(|hold| {
             let item = self.items.get(hold.item);
             LineRef {
@@ -280,16 +280,14 @@ impl Engine {
                 quantity: hold.quantity,
             }
         });
-        // Made where it is kept: the record is large, and building it first and then
-        // moving it into its allocation would copy it.
-        Arc::new(ReservationRecord::of_lines(
+        ReservationRecord::of_lines(
             reservation_id,
             order_id,
             request_id,
             HoldLines::new(holds),
             lines,
             created_at_ms,
-        ))
+        )
     }
 
     /// Lines as views show them, with `quantities` per line (lines with 0 left out).

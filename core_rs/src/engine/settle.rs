@@ -275,7 +275,7 @@ impl Engine {
         self.settle_lines(slot, LedgerKind::Commit, Some(&quantities), lsn);
         let lines = self.line_views(self.reservations.get(slot).lines(), &quantities);
         let reservation = self.reservations.get_mut(slot);
-        reservation.committed = Some(Arc::new(CommittedLines {
+        reservation.committed = Some(Box::new(CommittedLines {
             quantities: quantities.into(),
             lines,
         }));
@@ -352,10 +352,10 @@ impl Engine {
         reservation.last_lsn = lsn;
         if moved {
             // The old entries go stale (a new generation); new ones replace them. Extend is
-            // rare: sharing the record keeps the lines readable while items change.
-            let record = reservation.record.clone();
+            // rare: a copy of the lines keeps them readable while items change.
+            let holds = reservation.record.holds.clone();
             self.reservations.new_generation(slot);
-            let lines = record.holds.iter();
+            let lines = holds.iter();
             for line in lines.clone() {
                 self.items.get_mut(line.item).holds.ended();
             }
