@@ -1,33 +1,37 @@
 //! The part of a reservation fixed when it is made: its ids, its lines and its creation
 //! time. The slab keeps it in the reservation's slot (no allocation of its own, nothing
-//! shared, nothing atomic to release at eviction); a view copies what readers see of it
-//! (`RecordTexts`), when one is asked for.
+//! shared, nothing atomic to release at eviction), holding only what the engine reads:
+//! the ids and the items held. A view, when one is asked for, copies the ids and the
+//! lines' names (`RecordTexts`, names read from the item table then).
 
 use std::ops::Deref;
 
 use smallvec::SmallVec;
 
+use crate::limits::ID_BYTES_MAX;
 use crate::reservation::HoldLines;
 use crate::view::{LineRef, LineRefs, LineView};
 
-/// Texts up to this many bytes in total (reservation, order and request id, and the names
-/// of the lines) are stored in the record itself: a uuid reservation id with a short order
-/// id and one line needs no second allocation.
+/// Ids up to this many bytes together (reservation, order and request id) are kept in the
+/// record itself, so in the reservation's slot: a uuid reservation id with an order id of
+/// up to 60 bytes needs no allocation. Sized so that a slot is three cache lines (see
+/// `reservation::Slot`).
+const IDS_INLINE: usize = 96;
+
+/// Texts of a view up to this many bytes in total (ids and line names) are stored inline.
 const TEXTS_INLINE: usize = 64;
 
+// Id lengths are stored in 8 bits.
+const _: () = assert!(ID_BYTES_MAX <= u8::MAX as usize);
+
 /// What readers see of a reservation's fixed part: its ids and its lines as views show
-/// them (names and quantities). Lines keep copies of their names: copying a few bytes
-/// costs less than sharing the item table's names (two reference counts to take and,
-/// later, to drop), and a view's copy needs nothing from the engine.
+/// them (names and quantities), copied, so that a view needs nothing from the engine.
 #[derive(Debug)]
 pub struct RecordTexts {
-    /// Reservation id, order id, request id, then each line's sku and location, back to
-    /// back.
+    /// Reservation id, order id, then each line's sku and location, back to back.
     texts: SmallVec<[u8; TEXTS_INLINE]>,
     order_start: u32,
-    request_start: u32,
     lines_start: u32,
-    has_request: bool,
     /// Per line: where its sku and its location end in `texts`, and its quantity.
     line_ends: LineEnds,
 }
@@ -38,9 +42,7 @@ impl Clone for RecordTexts {
         RecordTexts {
             texts: SmallVec::from_slice(&self.texts),
             order_start: self.order_start,
-            request_start: self.request_start,
             lines_start: self.lines_start,
-            has_request: self.has_request,
             line_ends: SmallVec::from_slice(&self.line_ends),
         }
     }
@@ -49,7 +51,14 @@ impl Clone for RecordTexts {
 /// What never changes about a reservation once made.
 #[derive(Debug)]
 pub struct ReservationRecord {
-    pub texts: RecordTexts,
+    /// Reservation id, order id, request id, back to back, when they fit; else in
+    /// `ids_spilled`. (A plain array rather than a `SmallVec`: written in place with two
+    /// or three copies, where `SmallVec::extend_from_slice` took 49 instructions each.)
+    ids_inline: [u8; IDS_INLINE],
+    ids_spilled: Option<Box<[u8]>>,
+    /// Lengths of the reservation, order and request id (each at most ID_BYTES_MAX).
+    lengths: [u8; 3],
+    has_request: bool,
     /// The items held, one line per item.
     pub holds: HoldLines,
     pub created_at_ms: i64,
@@ -60,12 +69,12 @@ pub struct ReservationRecord {
 /// `RecordTexts::line_ends`) go to `ends`.
 fn fill<'a>(
     buffer: &mut [u8],
-    ids: [&str; 3],
+    ids: [&str; 2],
     lines: impl Iterator<Item = LineRef<'a>>,
     ends: &mut LineEnds,
 ) {
     let mut end = 0;
-    // Request ids and locations are often empty: skip the call to copy nothing.
+    // Locations are often empty: skip the call to copy nothing.
     let mut put = |text: &str| {
         if !text.is_empty() {
             buffer[end..end + text.len()].copy_from_slice(text.as_bytes());
@@ -114,12 +123,10 @@ impl RecordTexts {
     pub fn of_lines<'a>(
         reservation_id: &str,
         order_id: &str,
-        request_id: Option<&str>,
         lines: impl Iterator<Item = LineRef<'a>> + Clone,
     ) -> RecordTexts {
-        let request = request_id.unwrap_or("");
-        let ids = [reservation_id, order_id, request];
-        let lines_start = reservation_id.len() + order_id.len() + request.len();
+        let ids = [reservation_id, order_id];
+        let lines_start = reservation_id.len() + order_id.len();
         let mut length = lines_start;
         let mut line_count = 0;
         for line in lines.clone() {
@@ -142,9 +149,7 @@ impl RecordTexts {
         RecordTexts {
             texts,
             order_start: reservation_id.len() as u32,
-            request_start: (reservation_id.len() + order_id.len()) as u32,
             lines_start: lines_start as u32,
-            has_request: request_id.is_some(),
             line_ends,
         }
     }
@@ -162,63 +167,110 @@ impl RecordTexts {
         self.text(0, self.order_start as usize)
     }
 
-    /// The reservation id as bytes, for comparing without decoding.
-    pub fn reservation_id_bytes(&self) -> &[u8] {
-        &self.texts[..self.order_start as usize]
-    }
-
     pub fn order_id(&self) -> &str {
-        self.text(self.order_start, self.request_start as usize)
-    }
-
-    /// The request that created the reservation, written to its row.
-    pub fn request_id(&self) -> Option<&str> {
-        self.has_request
-            .then(|| self.text(self.request_start, self.lines_start as usize))
-    }
-
-    /// The reservation, order and request ids back to back (as `id_lengths` split them),
-    /// for copying all three at once.
-    pub fn id_texts(&self) -> &[u8] {
-        &self.texts[..self.lines_start as usize]
-    }
-
-    /// The lengths of the reservation, order and request id (0: none) in `id_texts`.
-    pub fn id_lengths(&self) -> [usize; 3] {
-        let [order, request, lines] =
-            [self.order_start, self.request_start, self.lines_start].map(|at| at as usize);
-        [order, request - order, lines - request]
+        self.text(self.order_start, self.lines_start as usize)
     }
 }
 
 impl ReservationRecord {
-    /// A record of `holds`, whose lines as views show them are `lines`.
-    pub fn of_lines<'a>(
-        reservation_id: &str,
-        order_id: &str,
-        request_id: Option<&str>,
-        holds: HoldLines,
-        lines: impl Iterator<Item = LineRef<'a>> + Clone,
-        created_at_ms: i64,
-    ) -> ReservationRecord {
+    /// A record of `holds` with no ids yet: `write_ids` gives them, once it is where it is
+    /// kept (writing the ids there, not into a value moved into the slot afterwards).
+    pub fn without_ids(holds: HoldLines, created_at_ms: i64) -> ReservationRecord {
         ReservationRecord {
-            texts: RecordTexts::of_lines(reservation_id, order_id, request_id, lines),
+            ids_inline: [0; IDS_INLINE],
+            ids_spilled: None,
+            lengths: [0; 3],
+            has_request: false,
             holds,
             created_at_ms,
         }
     }
 
+    /// Writes the ids of a record made `without_ids`; each is at most ID_BYTES_MAX bytes
+    /// (checked at the edge).
+    pub fn write_ids(&mut self, reservation_id: &str, order_id: &str, request_id: Option<&str>) {
+        assert_eq!(self.lengths, [0; 3], "ids written once");
+        let request = request_id.unwrap_or("");
+        let ids = [reservation_id, order_id, request].map(str::as_bytes);
+        self.lengths = ids.map(|id| {
+            assert!(id.len() <= ID_BYTES_MAX, "ids are bounded at the edge");
+            id.len() as u8
+        });
+        self.has_request = request_id.is_some();
+        let total: usize = ids.iter().map(|id| id.len()).sum();
+        let mut spilled = (total > IDS_INLINE).then(|| vec![0; total].into_boxed_slice());
+        let buffer = match &mut spilled {
+            Some(heap) => &mut heap[..],
+            None => &mut self.ids_inline[..total],
+        };
+        let mut start = 0;
+        for id in ids {
+            // Request ids are usually absent: skip the call to copy nothing.
+            if !id.is_empty() {
+                buffer[start..start + id.len()].copy_from_slice(id);
+                start += id.len();
+            }
+        }
+        self.ids_spilled = spilled;
+    }
+
+    /// A record of `holds` with its ids.
+    pub fn new(
+        reservation_id: &str,
+        order_id: &str,
+        request_id: Option<&str>,
+        holds: HoldLines,
+        created_at_ms: i64,
+    ) -> ReservationRecord {
+        let mut record = ReservationRecord::without_ids(holds, created_at_ms);
+        record.write_ids(reservation_id, order_id, request_id);
+        record
+    }
+
+    /// The ids back to back (as `id_lengths` split them), for copying all three at once.
+    pub fn id_texts(&self) -> &[u8] {
+        match &self.ids_spilled {
+            Some(ids) => ids,
+            None => {
+                let total = self.lengths.iter().map(|&length| length as usize).sum();
+                &self.ids_inline[..total]
+            }
+        }
+    }
+
+    /// The lengths of the reservation, order and request id (0: none) in `id_texts`.
+    pub fn id_lengths(&self) -> [usize; 3] {
+        self.lengths.map(usize::from)
+    }
+
+    /// Id `index` (0: reservation, 1: order, 2: request) as bytes.
+    fn id_bytes(&self, index: usize) -> &[u8] {
+        let lengths = self.id_lengths();
+        let start: usize = lengths[..index].iter().sum();
+        &self.id_texts()[start..start + lengths[index]]
+    }
+
+    /// Id `index`; each was stored from a whole `&str`.
+    fn id(&self, index: usize) -> &str {
+        std::str::from_utf8(self.id_bytes(index)).expect("stored from str")
+    }
+
     pub fn reservation_id(&self) -> &str {
-        self.texts.reservation_id()
+        self.id(0)
     }
 
     /// The reservation id as bytes, for comparing without decoding.
     pub fn reservation_id_bytes(&self) -> &[u8] {
-        self.texts.reservation_id_bytes()
+        self.id_bytes(0)
     }
 
     pub fn order_id(&self) -> &str {
-        self.texts.order_id()
+        self.id(1)
+    }
+
+    /// The request that created the reservation, written to its row.
+    pub fn request_id(&self) -> Option<&str> {
+        self.has_request.then(|| self.id(2))
     }
 }
 

@@ -49,8 +49,7 @@ impl ReservationView {
         committed_lines: LineTexts,
         expires_at_ms: i64,
     ) -> ReservationView {
-        let texts =
-            RecordTexts::of_lines(reservation_id, order_id, None, lines.lines().into_iter());
+        let texts = RecordTexts::of_lines(reservation_id, order_id, lines.lines().into_iter());
         ReservationView {
             texts,
             committed: committed_lines,

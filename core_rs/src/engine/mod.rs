@@ -25,9 +25,8 @@ use crate::limits::{
     JOURNAL_TAKE_OPERATIONS_MAX, RESERVATIONS_ACTIVE_MAX_DEFAULT,
     RESERVATIONS_TERMINAL_MAX_DEFAULT, TABLE_SIZE_MAX,
 };
-use crate::record::LineTexts;
-use crate::record::ReservationRecord;
-use crate::reservation::{HoldLine, HoldLines, Reservations, Status};
+use crate::record::{LineTexts, RecordTexts};
+use crate::reservation::{HoldLine, Reservations, Status};
 use crate::validate;
 use crate::view::{Answer, LineRef, Outcome, Receipt, ReservationView};
 
@@ -228,8 +227,8 @@ impl Engine {
         }
     }
 
-    /// The view of an operation's answer. A receipt's reservation is read where the receipt
-    /// says; None once that is no longer the same reservation (evicted, its slot perhaps
+    /// The view of an operation's answer (ids and lines copied, the lines' names from the
+    /// item table). A receipt's reservation is read where the receipt says; None once that is no longer the same reservation (evicted, its slot perhaps
     /// reused, or its expiry moved since). Call it before the engine changes again, as the
     /// binding does under the same lock. Ids and lines never change, and committed lines
     /// are shown only when the receipt says committed, so the view is the one the
@@ -246,8 +245,10 @@ impl Engine {
             (Status::Committed, Some(committed)) => committed.lines.clone(),
             _ => LineTexts::default(),
         };
+        let record = &reservation.record;
+        let lines = self.line_refs(&record.holds);
         Some(ReservationView {
-            texts: reservation.record.texts.clone(),
+            texts: RecordTexts::of_lines(record.reservation_id(), record.order_id(), lines),
             committed,
             status: receipt.status,
             expires_at_ms: receipt.expires_at_ms,
@@ -263,31 +264,19 @@ impl Engine {
         view.expect("a receipt just made names its reservation")
     }
 
-    /// A new reservation's fixed part, holding `holds`, created at `created_at_ms`.
-    fn record(
-        &self,
-        reservation_id: &str,
-        order_id: &str,
-        request_id: Option<&str>,
-        holds: &[HoldLine],
-        created_at_ms: i64,
-    ) -> ReservationRecord {
-        let lines = holds.iter().map(|hold| {
+    /// The lines of `holds` as views show them, names borrowed from the item table.
+    fn line_refs<'a>(
+        &'a self,
+        holds: &'a [HoldLine],
+    ) -> impl Iterator<Item = LineRef<'a>> + Clone + 'a {
+        holds.iter().map(|hold| {
             let item = self.items.get(hold.item);
             LineRef {
                 sku: &item.sku,
                 location: &self.items.locations[item.location as usize],
                 quantity: hold.quantity,
             }
-        });
-        ReservationRecord::of_lines(
-            reservation_id,
-            order_id,
-            request_id,
-            HoldLines::new(holds),
-            lines,
-            created_at_ms,
-        )
+        })
     }
 
     /// Lines as views show them, with `quantities` per line (lines with 0 left out).

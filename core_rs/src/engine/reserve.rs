@@ -8,7 +8,7 @@ use crate::errors::{EngineError, EngineResult, Shortfall};
 use crate::fingerprint::Fingerprint;
 use crate::idempotency::Operation;
 use crate::journal::{LedgerEntry, LedgerKind};
-use crate::reservation::{HoldLine, IdHash, Reservation};
+use crate::reservation::{HoldLine, IdHash, NewReservation};
 use crate::validate::{self, LineInput};
 use crate::view::{Answer, Outcome};
 
@@ -91,9 +91,8 @@ impl Engine {
         validate::id("reservation_id", reservation_id)?;
         // The id is new unless this is a mistake, so its index bucket is not cached: start
         // loading it now (a hint only; nothing is decided by it), and check the rest of
-        // the request, resolve the lines and build the new reservation's record (reads and
-        // an allocation only, nothing the engine keeps yet) while it loads. An existing id
-        // is still refused before any unknown item, and then the record is dropped.
+        // the request and resolve the lines (reads only) while it loads. An existing id
+        // is still refused before any unknown item.
         let id_hash = IdHash::of(reservation_id);
         self.reservations.prefetch_id(id_hash);
         validate::optional_id("order_id", order_id)?;
@@ -113,10 +112,6 @@ impl Engine {
             return Ok(reservation_outcome(outcome));
         }
         let holds = self.resolve_lines(lines);
-        let record = holds
-            .as_ref()
-            .ok()
-            .map(|holds| self.record(reservation_id, order_id, request_id, holds, now_ms));
         if self
             .reservations
             .find_hashed(reservation_id, id_hash)
@@ -126,7 +121,6 @@ impl Engine {
             return Err(EngineError::ReservationExists { reservation_id });
         }
         let holds = holds?;
-        let record = record.expect("built when the lines resolved");
         self.expire_items(holds.iter().map(|hold| hold.item), now_ms, 1)?;
         if self.reservations.active_count >= self.config.reservations_active_max {
             return Err(EngineError::CapacityExceeded {
@@ -136,10 +130,16 @@ impl Engine {
         self.check_available(&holds)?;
         let lsn = self.next_lsn();
         self.hold_items(&holds, lsn);
-        let expires_at_ms = now_ms.saturating_add(ttl_ms);
-        let slot = self
-            .reservations
-            .insert(Reservation::new(record, expires_at_ms, lsn), id_hash);
+        let new = NewReservation {
+            reservation_id,
+            order_id,
+            request_id,
+            holds: &holds,
+            created_at_ms: now_ms,
+            expires_at_ms: now_ms.saturating_add(ttl_ms),
+            lsn,
+        };
+        let slot = self.reservations.insert(new, id_hash);
         self.schedule_holds(slot);
         let receipt = self.receipt(slot, now_ms, lsn);
         let outcome = request_id.map(|_| Outcome::Reservation(self.outcome_view(receipt)));

@@ -56,15 +56,15 @@ pub(super) struct Records {
 impl RecordQueue {
     /// Appends a copy of `record`'s ids and creation time.
     pub(super) fn push(&mut self, record: &ReservationRecord) -> RecordCopy {
-        let lengths = record.texts.id_lengths().map(|length| {
+        let lengths = record.id_lengths().map(|length| {
             assert!(length <= ID_BYTES_MAX, "ids are bounded at the edge");
             length as u8
         });
         let mut header = [0u8; HEADER_BYTES];
         header[..8].copy_from_slice(&record.created_at_ms.to_le_bytes());
         header[8..11].copy_from_slice(&lengths);
-        header[11] = u8::from(record.texts.request_id().is_some());
-        self.append(&header, record.texts.id_texts())
+        header[11] = u8::from(record.request_id().is_some());
+        self.append(&header, record.id_texts())
     }
 
     fn append(&mut self, header: &[u8; HEADER_BYTES], texts: &[u8]) -> RecordCopy {
