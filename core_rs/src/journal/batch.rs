@@ -126,10 +126,10 @@ struct RowState {
 }
 
 impl JournalBatch {
-    fn snapshot(&self, operation: u32) -> &ReservationSnapshot {
+    fn snapshot(&self, operation: u32) -> ReservationSnapshot {
+        let lsn = self.lsn_first + u64::from(operation);
         self.operations[operation as usize]
-            .reservation
-            .as_ref()
+            .reservation(lsn)
             .expect("reservation rows come from reservation operations")
     }
 
@@ -296,17 +296,18 @@ impl JournalBatch {
         let mut extras_claimed = 0;
         for (index, operation) in operations.iter().enumerate() {
             let entries_start = batch.entry_positions.len();
-            for entry in operation_entries.by_ref().take(operation.rows as usize) {
+            for entry in operation_entries.by_ref().take(operation.rows()) {
                 let item_row = item_rows.row(entry.item, items, &mut batch.items);
                 let row = &mut batch.items[item_row as usize];
                 (row.2, row.3) = (entry.on_hand_after, entry.reserved_after);
                 batch.entry_positions.push((index as u32, item_row));
             }
-            let reservation_row = match &operation.reservation {
+            let snapshot = operation.reservation(lsn_first + index as u64);
+            let reservation_row = match &snapshot {
                 Some(snapshot) => {
                     let row = batch.reservation_row(snapshot, index as u32);
                     let operation_lines = OperationLines {
-                        entries: &entries[entries_start..][..operation.rows as usize],
+                        entries: &entries[entries_start..][..operation.rows()],
                         positions: &batch.entry_positions[entries_start..],
                     };
                     lines_in_row_order &= add_lines(
@@ -320,7 +321,7 @@ impl JournalBatch {
                 }
                 None => NO_ROW,
             };
-            let extra = match operation.has_extra {
+            let extra = match operation.has_extra() {
                 true => {
                     extras_claimed += 1;
                     extras_claimed - 1
