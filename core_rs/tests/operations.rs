@@ -730,7 +730,8 @@ fn journal_is_bounded_and_drained_in_order() {
     assert_eq!((batch.lsn_first, batch.lsn_last), (1, 2));
     assert_eq!(batch.items.len(), 1);
     assert_eq!(
-        batch.items[0].2, 2,
+        batch.items.get(0).on_hand,
+        2,
         "final value as of the batch, not the engine"
     );
     let batch = engine.take_journal(10).unwrap().unwrap();
@@ -777,7 +778,11 @@ fn journal_aggregates_reservations_and_lines() {
         lines,
         vec![("r1", "a", 3, 1), ("r1", "b", 2, 0), ("r2", "a", 1, 0)]
     );
-    let items: Vec<_> = batch.items.iter().map(|i| (&*i.0, i.2, i.3)).collect();
+    let items: Vec<_> = batch
+        .items
+        .iter()
+        .map(|i| (i.sku, i.on_hand, i.reserved))
+        .collect();
     assert_eq!(items, vec![("a", 9, 1), ("b", 10, 0)]);
     assert_eq!(batch.ledger().len(), 5);
     assert_eq!(batch.idempotency.len(), 1);
@@ -810,15 +815,15 @@ fn journal_row_positions_name_their_rows() {
     let reservations: Vec<_> = batch.reservations().collect();
     assert_eq!(reservations.len(), 2);
     for row in batch.ledger() {
-        let item = &batch.items[row.item_row];
-        assert_eq!((&*item.0, &*item.1), (row.sku, row.location));
+        let item = batch.items.get(row.item_row);
+        assert_eq!((item.sku, item.location), (row.sku, row.location));
         let reservation = &reservations[row.reservation_row.expect("reservation operation")];
         assert_eq!(reservation.reservation_id, row.reservation_id);
         assert_eq!(reservation.order_id, row.order_id);
     }
     for line in batch.reservation_lines() {
-        let item = &batch.items[line.item_row];
-        assert_eq!((&*item.0, &*item.1), (line.sku, line.location));
+        let item = batch.items.get(line.item_row);
+        assert_eq!((item.sku, item.location), (line.sku, line.location));
         assert_eq!(
             reservations[line.reservation_row].reservation_id,
             line.reservation_id

@@ -80,11 +80,11 @@ impl Database {
             self.items
                 .insert(key, (row.on_hand_after, row.reserved_after));
         }
-        for (sku, location, on_hand, reserved) in &batch.items {
-            let key = (sku.to_string(), location.to_string());
+        for item in batch.items.iter() {
+            let key = (item.sku.to_string(), item.location.to_string());
             assert_eq!(
                 self.items[&key],
-                (*on_hand, *reserved),
+                (item.on_hand, item.reserved),
                 "item row equals ledger end"
             );
         }

@@ -14,7 +14,10 @@ mod records;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-pub use batch::{IdempotencyRow, JournalBatch, LedgerRow, ReservationLineRow, ReservationRow};
+pub use batch::{
+    BatchItems, IdempotencyRow, ItemLevels, JournalBatch, LedgerRow, ReservationLineRow,
+    ReservationRow,
+};
 pub use records::{CopiedRecord, RecordCopy};
 
 use records::{RecordQueue, Records};
