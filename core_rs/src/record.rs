@@ -29,7 +29,7 @@ const _: () = assert!(ID_BYTES_MAX <= u8::MAX as usize);
 #[derive(Debug)]
 pub struct RecordTexts {
     /// Reservation id, order id, then each line's sku and location, back to back.
-    texts: SmallVec<[u8; TEXTS_INLINE]>,
+    texts: Texts,
     order_start: u32,
     lines_start: u32,
     /// Per line: where its sku and its location end in `texts`, and its quantity.
@@ -64,37 +64,11 @@ pub struct ReservationRecord {
     pub created_at_ms: i64,
 }
 
-/// Writes the ids, then each line's sku and location, back to back into `buffer`, which
-/// is exactly as long as they are together; each line's ends (as in
-/// `RecordTexts::line_ends`) go to `ends`.
-fn fill<'a>(
-    buffer: &mut [u8],
-    ids: [&str; 2],
-    lines: impl Iterator<Item = LineRef<'a>>,
-    ends: &mut LineEnds,
-) {
-    let mut end = 0;
-    // Locations are often empty: skip the call to copy nothing.
-    let mut put = |text: &str| {
-        if !text.is_empty() {
-            buffer[end..end + text.len()].copy_from_slice(text.as_bytes());
-            end += text.len();
-        }
-        end as u32
-    };
-    for id in ids {
-        put(id);
-    }
-    for line in lines {
-        let sku_end = put(line.sku);
-        let location_end = put(line.location);
-        ends.push((sku_end, location_end, line.quantity));
-    }
-    assert_eq!(end, buffer.len(), "texts measured wrong");
-}
-
 /// Per line: where its sku and its location end in the texts, and its quantity.
 type LineEnds = SmallVec<[(u32, u32, u64); 1]>;
+
+/// A view's texts: ids and line names.
+type Texts = SmallVec<[u8; TEXTS_INLINE]>;
 
 /// `texts[start..end]`: each stored text was a whole `&str`, so every range is valid UTF-8.
 fn text_at(texts: &[u8], start: u32, end: u32) -> &str {
@@ -118,37 +92,54 @@ fn lines_at<'a>(texts: &'a [u8], mut start: u32, ends: &[(u32, u32, u64)]) -> Li
 }
 
 impl RecordTexts {
-    /// The texts of `lines` as views show them (names and quantities), the lines given by
-    /// an iterator (read twice: to measure, then to copy).
+    /// The texts of a reservation with ids `reservation_id`, `order_id` and `lines` as
+    /// views show them (names and quantities).
     pub fn of_lines<'a>(
         reservation_id: &str,
         order_id: &str,
-        lines: impl Iterator<Item = LineRef<'a>> + Clone,
+        lines: impl Iterator<Item = LineRef<'a>>,
     ) -> RecordTexts {
-        let ids = [reservation_id, order_id];
-        let lines_start = reservation_id.len() + order_id.len();
-        let mut length = lines_start;
-        let mut line_count = 0;
-        for line in lines.clone() {
-            length += line.sku.len() + line.location.len();
-            line_count += 1;
+        let mut texts = Texts::from_slice(reservation_id.as_bytes());
+        texts.extend_from_slice(order_id.as_bytes());
+        RecordTexts::with_lines(texts, reservation_id.len(), lines)
+    }
+
+    /// `of_lines` from the record's ids (bytes stored from `&str`s, copied as they are:
+    /// a view is built for every call through the binding, and checking their UTF-8 again
+    /// took 240 instructions of such a call, callgrind).
+    pub fn of_record<'a>(
+        record: &ReservationRecord,
+        lines: impl Iterator<Item = LineRef<'a>>,
+    ) -> RecordTexts {
+        let [reservation, order, _] = record.id_lengths();
+        let texts = Texts::from_slice(&record.id_texts()[..reservation + order]);
+        RecordTexts::with_lines(texts, reservation, lines)
+    }
+
+    /// `texts` holding the reservation id (up to `order_start`) and the order id, followed
+    /// by the names of `lines`.
+    fn with_lines<'a>(
+        mut texts: Texts,
+        order_start: usize,
+        lines: impl Iterator<Item = LineRef<'a>>,
+    ) -> RecordTexts {
+        let lines_start = texts.len();
+        let mut line_ends = LineEnds::new();
+        for line in lines {
+            texts.extend_from_slice(line.sku.as_bytes());
+            let sku_end = texts.len();
+            // Locations are often empty: skip the call to copy nothing.
+            if !line.location.is_empty() {
+                texts.extend_from_slice(line.location.as_bytes());
+            }
+            // Ids and names are bounded at the edge; outcomes read back at recovery are
+            // only parsed.
+            assert!(texts.len() <= u32::MAX as usize, "texts beyond 4 GiB");
+            line_ends.push((sku_end as u32, texts.len() as u32, line.quantity));
         }
-        // Ids and names are bounded at the edge; outcomes read back at recovery are only
-        // parsed.
-        assert!(length <= u32::MAX as usize, "texts beyond 4 GiB");
-        let mut line_ends = LineEnds::with_capacity(line_count);
-        let texts = if length <= TEXTS_INLINE {
-            let mut inline = [0u8; TEXTS_INLINE];
-            fill(&mut inline[..length], ids, lines, &mut line_ends);
-            SmallVec::from_buf_and_len(inline, length)
-        } else {
-            let mut heap = vec![0u8; length];
-            fill(&mut heap, ids, lines, &mut line_ends);
-            SmallVec::from_vec(heap)
-        };
         RecordTexts {
             texts,
-            order_start: reservation_id.len() as u32,
+            order_start: order_start as u32,
             lines_start: lines_start as u32,
             line_ends,
         }

@@ -30,8 +30,9 @@ pub type LineRefs<'a> = SmallVec<[LineRef<'a>; 1]>;
 pub struct ReservationView {
     /// A copy of the ids and lines (what readers see of the reservation's record).
     pub texts: RecordTexts,
-    /// The committed lines (only quantities above zero); empty unless committed.
-    pub committed: LineTexts,
+    /// The committed lines (only quantities above zero), once committed. Boxed: most
+    /// views have none, and a smaller view is cheaper to move into its Python object.
+    pub committed: Option<Box<LineTexts>>,
     pub status: Status,
     pub expires_at_ms: i64,
     pub lsn: u64,
@@ -52,7 +53,7 @@ impl ReservationView {
         let texts = RecordTexts::of_lines(reservation_id, order_id, lines.lines().into_iter());
         ReservationView {
             texts,
-            committed: committed_lines,
+            committed: (!committed_lines.is_empty()).then(|| Box::new(committed_lines)),
             status,
             expires_at_ms,
             lsn: 0,
@@ -75,7 +76,9 @@ impl ReservationView {
 
     /// Committed quantities, only lines with a quantity above zero; empty unless committed.
     pub fn committed_lines(&self) -> LineRefs<'_> {
-        self.committed.lines()
+        self.committed
+            .as_ref()
+            .map_or_else(LineRefs::new, |committed| committed.lines())
     }
 }
 

@@ -242,13 +242,13 @@ impl Engine {
             .reservations
             .get_versioned(receipt.slot, receipt.generation)?;
         let committed = match (receipt.status, &reservation.committed) {
-            (Status::Committed, Some(committed)) => committed.lines.clone(),
-            _ => LineTexts::default(),
+            (Status::Committed, Some(committed)) => Some(Box::new(committed.lines.clone())),
+            _ => None,
         };
         let record = &reservation.record;
         let lines = self.line_refs(&record.holds);
         Some(ReservationView {
-            texts: RecordTexts::of_lines(record.reservation_id(), record.order_id(), lines),
+            texts: RecordTexts::of_record(record, lines),
             committed,
             status: receipt.status,
             expires_at_ms: receipt.expires_at_ms,

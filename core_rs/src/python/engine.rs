@@ -32,6 +32,7 @@ fn raise<T>(py: Python<'_>, result: EngineResult<T>) -> PyResult<T> {
 
 /// The view of an operation's answer, built while the caller still holds the engine (the
 /// engine answers with a receipt, read back here before anything else can change it).
+#[inline]
 fn viewed(
     engine: &RustEngine,
     result: EngineResult<Answer>,
