@@ -148,12 +148,41 @@ pub struct Receipt {
 }
 
 /// What a reservation operation answers: a receipt of the reservation in the engine, or
-/// the view remembered for a replayed request (boxed: replays are rare, and the answer of
-/// every other call stays small).
+/// the view remembered for a replayed request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
     Receipt(Receipt),
-    Replayed(Box<ReservationView>),
+    Replayed(ReplayedView),
+}
+
+/// A remembered view answering a replay: boxed, since replays are rare and the answer of
+/// every other call stays small; dropped out of line, so that dropping an answer, almost
+/// always a receipt, stays a test of its variant where it is dropped (inlined, the view's
+/// drop made every answer's drop a call: 20 instructions per reserve + release pair).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplayedView(Option<Box<ReservationView>>);
+
+impl ReplayedView {
+    pub fn new(view: ReservationView) -> ReplayedView {
+        ReplayedView(Some(Box::new(view)))
+    }
+}
+
+impl std::ops::Deref for ReplayedView {
+    type Target = ReservationView;
+
+    fn deref(&self) -> &ReservationView {
+        self.0
+            .as_deref()
+            .expect("a replayed view is there until dropped")
+    }
+}
+
+impl Drop for ReplayedView {
+    #[inline(never)]
+    fn drop(&mut self) {
+        self.0.take();
+    }
 }
 
 impl Answer {

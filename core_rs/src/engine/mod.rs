@@ -28,7 +28,7 @@ use crate::limits::{
 use crate::record::{LineTexts, RecordTexts};
 use crate::reservation::{HoldLine, Reservations, Status};
 use crate::validate;
-use crate::view::{Answer, LineRef, Outcome, Receipt, ReservationView};
+use crate::view::{Answer, LineRef, Outcome, Receipt, ReplayedView, ReservationView};
 
 /// The bounds of every table, fixed when the engine is built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -297,7 +297,7 @@ impl Engine {
 /// operation produced.
 fn reservation_outcome(outcome: Outcome) -> Answer {
     match outcome {
-        Outcome::Reservation(view) => Answer::Replayed(Box::new(view)),
+        Outcome::Reservation(view) => Answer::Replayed(ReplayedView::new(view)),
         Outcome::Levels(_) => unreachable!("reservation request id remembered a levels outcome"),
     }
 }
