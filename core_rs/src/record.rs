@@ -18,12 +18,15 @@ use crate::view::{LineRef, LineRefs, LineView};
 /// `reservation::Slot`).
 const IDS_INLINE: usize = 96;
 
+/// Texts of a view up to this many bytes in total (ids and line names) are stored inline.
+const TEXTS_INLINE: usize = 64;
+
 // Id lengths are stored in 8 bits.
 const _: () = assert!(ID_BYTES_MAX <= u8::MAX as usize);
 
 /// What readers see of a reservation's fixed part: its ids and its lines as views show
 /// them (names and quantities), copied, so that a view needs nothing from the engine.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct RecordTexts {
     /// Reservation id, order id, then each line's sku and location, back to back.
     texts: Texts,
@@ -31,6 +34,18 @@ pub struct RecordTexts {
     lines_start: u32,
     /// Per line: where its sku and its location end in `texts`, and its quantity.
     line_ends: LineEnds,
+}
+
+/// A copy made byte-wise (`SmallVec`'s own clone goes element by element).
+impl Clone for RecordTexts {
+    fn clone(&self) -> RecordTexts {
+        RecordTexts {
+            texts: SmallVec::from_slice(&self.texts),
+            order_start: self.order_start,
+            lines_start: self.lines_start,
+            line_ends: SmallVec::from_slice(&self.line_ends),
+        }
+    }
 }
 
 /// What never changes about a reservation once made.
@@ -52,10 +67,8 @@ pub struct ReservationRecord {
 /// Per line: where its sku and its location end in the texts, and its quantity.
 type LineEnds = SmallVec<[(u32, u32, u64); 1]>;
 
-/// A view's texts: ids and line names, on the heap, allocated once at their length: a view
-/// is moved into its Python object, and moving a larger one (texts inline, 152 bytes
-/// instead of 96) cost more than the allocation.
-type Texts = Vec<u8>;
+/// A view's texts: ids and line names.
+type Texts = SmallVec<[u8; TEXTS_INLINE]>;
 
 /// `texts[start..end]`: each stored text was a whole `&str`, so every range is valid UTF-8.
 fn text_at(texts: &[u8], start: u32, end: u32) -> &str {
@@ -84,10 +97,11 @@ impl RecordTexts {
     pub fn of_lines<'a>(
         reservation_id: &str,
         order_id: &str,
-        lines: impl Iterator<Item = LineRef<'a>> + Clone,
+        lines: impl Iterator<Item = LineRef<'a>>,
     ) -> RecordTexts {
-        let ids = [reservation_id.as_bytes(), order_id.as_bytes()].concat();
-        RecordTexts::with_lines(&ids, reservation_id.len(), lines)
+        let mut texts = Texts::from_slice(reservation_id.as_bytes());
+        texts.extend_from_slice(order_id.as_bytes());
+        RecordTexts::with_lines(texts, reservation_id.len(), lines)
     }
 
     /// `of_lines` from the record's ids (bytes stored from `&str`s, copied as they are:
@@ -95,26 +109,20 @@ impl RecordTexts {
     /// took 240 instructions of such a call, callgrind).
     pub fn of_record<'a>(
         record: &ReservationRecord,
-        lines: impl Iterator<Item = LineRef<'a>> + Clone,
+        lines: impl Iterator<Item = LineRef<'a>>,
     ) -> RecordTexts {
         let [reservation, order, _] = record.id_lengths();
-        let ids = &record.id_texts()[..reservation + order];
-        RecordTexts::with_lines(ids, reservation, lines)
+        let texts = Texts::from_slice(&record.id_texts()[..reservation + order]);
+        RecordTexts::with_lines(texts, reservation, lines)
     }
 
-    /// Texts of `ids` (the reservation id up to `order_start`, then the order id) and of
-    /// the names of `lines`.
+    /// `texts` holding the reservation id (up to `order_start`) and the order id, followed
+    /// by the names of `lines`.
     fn with_lines<'a>(
-        ids: &[u8],
+        mut texts: Texts,
         order_start: usize,
-        lines: impl Iterator<Item = LineRef<'a>> + Clone,
+        lines: impl Iterator<Item = LineRef<'a>>,
     ) -> RecordTexts {
-        let names: usize = lines
-            .clone()
-            .map(|line| line.sku.len() + line.location.len())
-            .sum();
-        let mut texts = Texts::with_capacity(ids.len() + names);
-        texts.extend_from_slice(ids);
         let lines_start = texts.len();
         let mut line_ends = LineEnds::new();
         for line in lines {
