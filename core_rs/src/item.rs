@@ -70,10 +70,16 @@ impl ItemHolds {
         self.live += 1;
     }
 
-    /// A hold ended (released, committed, expired, or replaced by an extend).
+    /// A hold ended (released, committed, expired, or replaced by an extend). When it was
+    /// the item's last, every entry left is stale: they are dropped at once, without
+    /// reading the reservations they name (long finished, their slots seldom cached), and
+    /// the next hold on the item finds an empty heap.
     pub fn ended(&mut self) {
         assert!(self.live > 0, "item hold count underflow");
         self.live -= 1;
+        if self.live == 0 {
+            self.heap.clear();
+        }
     }
 
     pub fn peek(&self) -> Option<HoldEntry> {
@@ -197,5 +203,33 @@ impl Items {
             item.sku.clone(),
             self.locations[item.location as usize].clone(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(slot: u32) -> HoldEntry {
+        HoldEntry {
+            expires_at_ms: 10,
+            slot,
+            generation: 0,
+            quantity: 1,
+        }
+    }
+
+    /// Entries go stale lazily while other holds live; once the last hold ends, none is
+    /// left to look at.
+    #[test]
+    fn the_last_hold_ending_drops_every_entry() {
+        let mut holds = ItemHolds::default();
+        holds.push(entry(1));
+        holds.push(entry(2));
+        holds.ended();
+        assert_eq!((holds.len(), holds.live), (2, 1));
+        holds.ended();
+        assert!(holds.is_empty());
+        assert_eq!(holds.live, 0);
     }
 }

@@ -76,12 +76,12 @@ pub fn share_rows(first: &JournalBatch, second: &JournalBatch) -> bool {
     let items: FxHashSet<(&str, &str)> = first
         .items
         .iter()
-        .map(|(sku, location, _, _)| (&**sku, &**location))
+        .map(|item| (item.sku, item.location))
         .collect();
     if second
         .items
         .iter()
-        .any(|(sku, location, _, _)| items.contains(&(&**sku, &**location)))
+        .any(|item| items.contains(&(item.sku, item.location)))
     {
         return true;
     }
@@ -183,11 +183,11 @@ pub fn batch_columns(batch: &JournalBatch) -> Vec<String> {
     let mut out = Vec::with_capacity(column_count());
 
     let mut items = arrays(4, batch.items.len(), 16);
-    for (sku, location, on_hand, reserved) in &batch.items {
-        items[0].push_text(sku);
-        items[1].push_text(location);
-        items[2].push_integer(*on_hand);
-        items[3].push_integer(*reserved);
+    for item in batch.items.iter() {
+        items[0].push_text(item.sku);
+        items[1].push_text(item.location);
+        items[2].push_integer(item.on_hand);
+        items[3].push_integer(item.reserved);
     }
     out.extend(items.into_iter().map(ArrayText::finish));
 

@@ -1,70 +1,74 @@
 //! The part of a reservation fixed when it is made: its ids, its lines and its creation
-//! time, in one shared allocation. The slab, every view of the reservation and every
-//! journal operation on it hold the same record, so sharing a reservation costs one
-//! reference count instead of one per string, and evicting it frees one allocation.
+//! time. The slab keeps it in the reservation's slot (no allocation of its own, nothing
+//! shared, nothing atomic to release at eviction), holding only what the engine reads:
+//! the ids and the items held. A view, when one is asked for, copies the ids and the
+//! lines' names (`RecordTexts`, names read from the item table then).
 
 use std::ops::Deref;
 
 use smallvec::SmallVec;
 
+use crate::limits::ID_BYTES_MAX;
 use crate::reservation::HoldLines;
 use crate::view::{LineRef, LineRefs, LineView};
 
-/// Texts up to this many bytes in total (reservation, order and request id, and the names
-/// of the lines) are stored in the record itself: a uuid reservation id with a short order
-/// id and one line needs no second allocation.
+/// Ids up to this many bytes together (reservation, order and request id) are kept in the
+/// record itself, so in the reservation's slot: a uuid reservation id with an order id of
+/// up to 60 bytes needs no allocation. Sized so that a slot is three cache lines (see
+/// `reservation::Slot`).
+const IDS_INLINE: usize = 96;
+
+/// Texts of a view up to this many bytes in total (ids and line names) are stored inline.
 const TEXTS_INLINE: usize = 64;
+
+// Id lengths are stored in 8 bits.
+const _: () = assert!(ID_BYTES_MAX <= u8::MAX as usize);
+
+/// What readers see of a reservation's fixed part: its ids and its lines as views show
+/// them (names and quantities), copied, so that a view needs nothing from the engine.
+#[derive(Debug)]
+pub struct RecordTexts {
+    /// Reservation id, order id, then each line's sku and location, back to back.
+    texts: Texts,
+    order_start: u32,
+    lines_start: u32,
+    /// Per line: where its sku and its location end in `texts`, and its quantity.
+    line_ends: LineEnds,
+}
+
+/// A copy made byte-wise (`SmallVec`'s own clone goes element by element).
+impl Clone for RecordTexts {
+    fn clone(&self) -> RecordTexts {
+        RecordTexts {
+            texts: SmallVec::from_slice(&self.texts),
+            order_start: self.order_start,
+            lines_start: self.lines_start,
+            line_ends: SmallVec::from_slice(&self.line_ends),
+        }
+    }
+}
 
 /// What never changes about a reservation once made.
 #[derive(Debug)]
 pub struct ReservationRecord {
-    /// Reservation id, order id, request id, then each line's sku and location, back to
-    /// back. Lines keep copies of their names: copying a few bytes costs less than
-    /// sharing the item table's names (two reference counts to take and, later, to drop).
-    texts: SmallVec<[u8; TEXTS_INLINE]>,
-    order_start: u32,
-    request_start: u32,
-    lines_start: u32,
+    /// Reservation id, order id, request id, back to back, when they fit; else in
+    /// `ids_spilled`. (A plain array rather than a `SmallVec`: written in place with two
+    /// or three copies, where `SmallVec::extend_from_slice` took 49 instructions each.)
+    ids_inline: [u8; IDS_INLINE],
+    ids_spilled: Option<Box<[u8]>>,
+    /// Lengths of the reservation, order and request id (each at most ID_BYTES_MAX).
+    lengths: [u8; 3],
     has_request: bool,
     /// The items held, one line per item.
     pub holds: HoldLines,
-    /// The same lines as views show them: where each one's sku and location end in
-    /// `texts`, and its quantity.
-    line_ends: LineEnds,
     pub created_at_ms: i64,
-}
-
-/// Writes the ids, then each line's sku and location, back to back into `buffer`, which
-/// is exactly as long as they are together; each line's ends (as in
-/// `ReservationRecord::line_ends`) go to `ends`.
-fn fill<'a>(
-    buffer: &mut [u8],
-    ids: [&str; 3],
-    lines: impl Iterator<Item = LineRef<'a>>,
-    ends: &mut LineEnds,
-) {
-    let mut end = 0;
-    // Request ids and locations are often empty: skip the call to copy nothing.
-    let mut put = |text: &str| {
-        if !text.is_empty() {
-            buffer[end..end + text.len()].copy_from_slice(text.as_bytes());
-            end += text.len();
-        }
-        end as u32
-    };
-    for id in ids {
-        put(id);
-    }
-    for line in lines {
-        let sku_end = put(line.sku);
-        let location_end = put(line.location);
-        ends.push((sku_end, location_end, line.quantity));
-    }
-    assert_eq!(end, buffer.len(), "texts measured wrong");
 }
 
 /// Per line: where its sku and its location end in the texts, and its quantity.
 type LineEnds = SmallVec<[(u32, u32, u64); 1]>;
+
+/// A view's texts: ids and line names.
+type Texts = SmallVec<[u8; TEXTS_INLINE]>;
 
 /// `texts[start..end]`: each stored text was a whole `&str`, so every range is valid UTF-8.
 fn text_at(texts: &[u8], start: u32, end: u32) -> &str {
@@ -87,67 +91,57 @@ fn lines_at<'a>(texts: &'a [u8], mut start: u32, ends: &[(u32, u32, u64)]) -> Li
         .collect()
 }
 
-impl ReservationRecord {
-    /// A record of `lines` as views show them (names and quantities).
-    pub fn new(
-        reservation_id: &str,
-        order_id: &str,
-        request_id: Option<&str>,
-        holds: HoldLines,
-        lines: &[LineRef<'_>],
-        created_at_ms: i64,
-    ) -> ReservationRecord {
-        let lines = lines.iter().cloned();
-        ReservationRecord::of_lines(
-            reservation_id,
-            order_id,
-            request_id,
-            holds,
-            lines,
-            created_at_ms,
-        )
-    }
-
-    /// `new`, the lines given by an iterator (read twice: to measure, then to copy).
+impl RecordTexts {
+    /// The texts of a reservation with ids `reservation_id`, `order_id` and `lines` as
+    /// views show them (names and quantities).
     pub fn of_lines<'a>(
         reservation_id: &str,
         order_id: &str,
-        request_id: Option<&str>,
-        holds: HoldLines,
-        lines: impl Iterator<Item = LineRef<'a>> + Clone,
-        created_at_ms: i64,
-    ) -> ReservationRecord {
-        let request = request_id.unwrap_or("");
-        let ids = [reservation_id, order_id, request];
-        let lines_start = reservation_id.len() + order_id.len() + request.len();
-        let mut length = lines_start;
-        let mut line_count = 0;
-        for line in lines.clone() {
-            length += line.sku.len() + line.location.len();
-            line_count += 1;
+        lines: impl Iterator<Item = LineRef<'a>>,
+    ) -> RecordTexts {
+        let mut texts = Texts::from_slice(reservation_id.as_bytes());
+        texts.extend_from_slice(order_id.as_bytes());
+        RecordTexts::with_lines(texts, reservation_id.len(), lines)
+    }
+
+    /// `of_lines` from the record's ids (bytes stored from `&str`s, copied as they are:
+    /// a view is built for every call through the binding, and checking their UTF-8 again
+    /// took 240 instructions of such a call, callgrind).
+    pub fn of_record<'a>(
+        record: &ReservationRecord,
+        lines: impl Iterator<Item = LineRef<'a>>,
+    ) -> RecordTexts {
+        let [reservation, order, _] = record.id_lengths();
+        let texts = Texts::from_slice(&record.id_texts()[..reservation + order]);
+        RecordTexts::with_lines(texts, reservation, lines)
+    }
+
+    /// `texts` holding the reservation id (up to `order_start`) and the order id, followed
+    /// by the names of `lines`.
+    fn with_lines<'a>(
+        mut texts: Texts,
+        order_start: usize,
+        lines: impl Iterator<Item = LineRef<'a>>,
+    ) -> RecordTexts {
+        let lines_start = texts.len();
+        let mut line_ends = LineEnds::new();
+        for line in lines {
+            texts.extend_from_slice(line.sku.as_bytes());
+            let sku_end = texts.len();
+            // Locations are often empty: skip the call to copy nothing.
+            if !line.location.is_empty() {
+                texts.extend_from_slice(line.location.as_bytes());
+            }
+            // Ids and names are bounded at the edge; outcomes read back at recovery are
+            // only parsed.
+            assert!(texts.len() <= u32::MAX as usize, "texts beyond 4 GiB");
+            line_ends.push((sku_end as u32, texts.len() as u32, line.quantity));
         }
-        // Ids and names are bounded at the edge; outcomes read back at recovery are only
-        // parsed.
-        assert!(length <= u32::MAX as usize, "texts beyond 4 GiB");
-        let mut line_ends = LineEnds::with_capacity(line_count);
-        let texts = if length <= TEXTS_INLINE {
-            let mut inline = [0u8; TEXTS_INLINE];
-            fill(&mut inline[..length], ids, lines, &mut line_ends);
-            SmallVec::from_buf_and_len(inline, length)
-        } else {
-            let mut heap = vec![0u8; length];
-            fill(&mut heap, ids, lines, &mut line_ends);
-            SmallVec::from_vec(heap)
-        };
-        ReservationRecord {
+        RecordTexts {
             texts,
-            order_start: reservation_id.len() as u32,
-            request_start: (reservation_id.len() + order_id.len()) as u32,
+            order_start: order_start as u32,
             lines_start: lines_start as u32,
-            has_request: request_id.is_some(),
-            holds,
             line_ends,
-            created_at_ms,
         }
     }
 
@@ -164,32 +158,110 @@ impl ReservationRecord {
         self.text(0, self.order_start as usize)
     }
 
-    /// The reservation id as bytes, for comparing without decoding.
-    pub fn reservation_id_bytes(&self) -> &[u8] {
-        &self.texts[..self.order_start as usize]
-    }
-
     pub fn order_id(&self) -> &str {
-        self.text(self.order_start, self.request_start as usize)
+        self.text(self.order_start, self.lines_start as usize)
+    }
+}
+
+impl ReservationRecord {
+    /// A record of `holds` with no ids yet: `write_ids` gives them, once it is where it is
+    /// kept (writing the ids there, not into a value moved into the slot afterwards).
+    pub fn without_ids(holds: HoldLines, created_at_ms: i64) -> ReservationRecord {
+        ReservationRecord {
+            ids_inline: [0; IDS_INLINE],
+            ids_spilled: None,
+            lengths: [0; 3],
+            has_request: false,
+            holds,
+            created_at_ms,
+        }
     }
 
-    /// The request that created the reservation, written to its row.
-    pub fn request_id(&self) -> Option<&str> {
-        self.has_request
-            .then(|| self.text(self.request_start, self.lines_start as usize))
+    /// Writes the ids of a record made `without_ids`; each is at most ID_BYTES_MAX bytes
+    /// (checked at the edge).
+    pub fn write_ids(&mut self, reservation_id: &str, order_id: &str, request_id: Option<&str>) {
+        assert_eq!(self.lengths, [0; 3], "ids written once");
+        let request = request_id.unwrap_or("");
+        let ids = [reservation_id, order_id, request].map(str::as_bytes);
+        self.lengths = ids.map(|id| {
+            assert!(id.len() <= ID_BYTES_MAX, "ids are bounded at the edge");
+            id.len() as u8
+        });
+        self.has_request = request_id.is_some();
+        let total: usize = ids.iter().map(|id| id.len()).sum();
+        let mut spilled = (total > IDS_INLINE).then(|| vec![0; total].into_boxed_slice());
+        let buffer = match &mut spilled {
+            Some(heap) => &mut heap[..],
+            None => &mut self.ids_inline[..total],
+        };
+        let mut start = 0;
+        for id in ids {
+            // Request ids are usually absent: skip the call to copy nothing.
+            if !id.is_empty() {
+                buffer[start..start + id.len()].copy_from_slice(id);
+                start += id.len();
+            }
+        }
+        self.ids_spilled = spilled;
     }
 
-    /// The reservation, order and request ids back to back (as `id_lengths` split them),
-    /// for copying all three at once.
+    /// A record of `holds` with its ids.
+    pub fn new(
+        reservation_id: &str,
+        order_id: &str,
+        request_id: Option<&str>,
+        holds: HoldLines,
+        created_at_ms: i64,
+    ) -> ReservationRecord {
+        let mut record = ReservationRecord::without_ids(holds, created_at_ms);
+        record.write_ids(reservation_id, order_id, request_id);
+        record
+    }
+
+    /// The ids back to back (as `id_lengths` split them), for copying all three at once.
     pub fn id_texts(&self) -> &[u8] {
-        &self.texts[..self.lines_start as usize]
+        match &self.ids_spilled {
+            Some(ids) => ids,
+            None => {
+                let total = self.lengths.iter().map(|&length| length as usize).sum();
+                &self.ids_inline[..total]
+            }
+        }
     }
 
     /// The lengths of the reservation, order and request id (0: none) in `id_texts`.
     pub fn id_lengths(&self) -> [usize; 3] {
-        let [order, request, lines] =
-            [self.order_start, self.request_start, self.lines_start].map(|at| at as usize);
-        [order, request - order, lines - request]
+        self.lengths.map(usize::from)
+    }
+
+    /// Id `index` (0: reservation, 1: order, 2: request) as bytes.
+    fn id_bytes(&self, index: usize) -> &[u8] {
+        let lengths = self.id_lengths();
+        let start: usize = lengths[..index].iter().sum();
+        &self.id_texts()[start..start + lengths[index]]
+    }
+
+    /// Id `index`; each was stored from a whole `&str`.
+    fn id(&self, index: usize) -> &str {
+        std::str::from_utf8(self.id_bytes(index)).expect("stored from str")
+    }
+
+    pub fn reservation_id(&self) -> &str {
+        self.id(0)
+    }
+
+    /// The reservation id as bytes, for comparing without decoding.
+    pub fn reservation_id_bytes(&self) -> &[u8] {
+        self.id_bytes(0)
+    }
+
+    pub fn order_id(&self) -> &str {
+        self.id(1)
+    }
+
+    /// The request that created the reservation, written to its row.
+    pub fn request_id(&self) -> Option<&str> {
+        self.has_request.then(|| self.id(2))
     }
 }
 
@@ -206,7 +278,7 @@ pub struct CommittedLines {
 /// inline.
 const LINE_TEXTS_INLINE: usize = 32;
 
-/// Lines as views show them, names copied (see `ReservationRecord::texts`).
+/// Lines as views show them, names copied (see `RecordTexts`).
 #[derive(Clone, Debug, Default)]
 pub struct LineTexts {
     /// Each line's sku, then its location, back to back.

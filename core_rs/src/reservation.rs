@@ -3,16 +3,14 @@
 
 mod id_index;
 
+use rustc_hash::FxBuildHasher;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
-use std::sync::Arc;
-
-use rustc_hash::FxBuildHasher;
 
 use id_index::IdIndex;
 
 use crate::item::ItemIndex;
-use crate::prefetch::{prefetch, prefetch_range};
+use crate::prefetch::prefetch_range;
 use crate::record::{CommittedLines, ReservationRecord};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,19 +54,18 @@ pub struct HoldLine {
     pub quantity: u64,
 }
 
-/// The lines of a reservation: most hold a single item, kept inline (no allocation);
-/// several are shared, so journal snapshots do not copy them.
+/// The lines of a reservation: most hold a single item, kept inline (no allocation).
 #[derive(Clone, Debug)]
 pub enum HoldLines {
     One([HoldLine; 1]),
-    Many(Arc<[HoldLine]>),
+    Many(Box<[HoldLine]>),
 }
 
 impl HoldLines {
     pub fn new(lines: &[HoldLine]) -> HoldLines {
         match lines {
             [line] => HoldLines::One([*line]),
-            _ => HoldLines::Many(Arc::from(lines)),
+            _ => HoldLines::Many(Box::from(lines)),
         }
     }
 }
@@ -84,14 +81,14 @@ impl std::ops::Deref for HoldLines {
     }
 }
 
-/// A reservation in the slab: its shared fixed part and the state that changes.
-#[derive(Clone, Debug)]
+/// A reservation in the slab: its fixed part and the state that changes.
+#[derive(Debug)]
 pub struct Reservation {
-    /// Ids, lines and creation time; shared with views and journal operations.
-    pub record: Arc<ReservationRecord>,
+    /// Ids, lines and creation time, kept in the slot itself.
+    pub record: ReservationRecord,
     pub status: Status,
     /// What the commit fixed, once committed.
-    pub committed: Option<Arc<CommittedLines>>,
+    pub committed: Option<Box<CommittedLines>>,
     pub expires_at_ms: i64,
     pub updated_at_ms: i64,
     /// LSN of the last change (0: loaded at recovery).
@@ -102,7 +99,7 @@ pub struct Reservation {
 
 impl Reservation {
     /// A new active reservation, as of its creation.
-    pub fn new(record: Arc<ReservationRecord>, expires_at_ms: i64, lsn: u64) -> Reservation {
+    pub fn new(record: ReservationRecord, expires_at_ms: i64, lsn: u64) -> Reservation {
         Reservation {
             updated_at_ms: record.created_at_ms,
             record,
@@ -149,6 +146,19 @@ impl Reservation {
         self.updated_at_ms = now_ms;
         self.last_lsn = lsn;
     }
+}
+
+/// A new active reservation, as `Reservations::insert` stores it.
+#[derive(Clone, Copy, Debug)]
+pub struct NewReservation<'a> {
+    pub reservation_id: &'a str,
+    pub order_id: &'a str,
+    pub request_id: Option<&'a str>,
+    pub holds: &'a [HoldLine],
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    /// The LSN of its creation (0: loaded at recovery).
+    pub lsn: u64,
 }
 
 #[derive(Debug, Default)]
@@ -304,25 +314,30 @@ impl Reservations {
     }
 
     /// Stores a new active reservation whose id hashes to `id_hash`; the caller checked
-    /// capacity. Its id must be new. Always inlined: called out of line, the reservation
-    /// built by the caller was read back in 16-byte loads from its 8-byte stores, which
-    /// cannot be forwarded and wait for every earlier store, the journal's among them
-    /// (perf: 70 % of this function's samples on that load).
+    /// capacity. Its id must be new. The reservation is built in its slot: its record
+    /// (ids inline) would otherwise be built on the stack and copied there. Always
+    /// inlined: called out of line, a reservation built by the caller was read back in
+    /// 16-byte loads from its 8-byte stores, which cannot be forwarded and wait for every
+    /// earlier store, the journal's among them (perf: 70 % of this function's samples on
+    /// that load).
     #[inline(always)]
-    pub fn insert(&mut self, reservation: Reservation, id_hash: IdHash) -> u32 {
-        assert_eq!(reservation.status, Status::Active);
-        debug_assert_eq!(id_hash, IdHash::of(reservation.id()));
+    pub fn insert(&mut self, new: NewReservation<'_>, id_hash: IdHash) -> u32 {
+        debug_assert_eq!(id_hash, IdHash::of(new.reservation_id));
         let IdHash(hash) = id_hash;
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => self.slots.push(),
         };
-        let id = reservation.record.reservation_id_bytes();
+        let id = new.reservation_id.as_bytes();
         self.by_id.insert(hash, slot, same_id(&self.slots, id));
         let entry = &mut self.slots[slot];
         assert!(entry.reservation.is_none());
         entry.id_hash = hash;
-        entry.reservation = Some(reservation);
+        let record = ReservationRecord::without_ids(HoldLines::new(new.holds), new.created_at_ms);
+        let reservation = Reservation::new(record, new.expires_at_ms, new.lsn);
+        let reservation = entry.reservation.insert(reservation);
+        let record = &mut reservation.record;
+        record.write_ids(new.reservation_id, new.order_id, new.request_id);
         self.active_count += 1;
         slot
     }
@@ -344,29 +359,21 @@ impl Reservations {
         self.prefetch_evictions();
     }
 
-    /// Evicted reservations finished long ago, so their slots, records and index entries
-    /// are no longer cached: start loading what the next evictions read, one eviction
-    /// ahead (the slot of the one after next, and the record and index bucket of the next,
-    /// whose slot was loaded last time). All of the record: dropping it reads its
-    /// reference counts and fields on up to four cache lines, after an atomic operation
-    /// that keeps those loads from starting early.
+    /// Evicted reservations finished long ago, so their slots and index entries are no
+    /// longer cached: start loading what the next evictions read, one eviction ahead (the
+    /// slot of the one after next, all of it: dropping the reservation reads its fields,
+    /// and the next reserve, which takes the freed slot, writes every line of it; and the
+    /// index bucket of the next, whose slot was loaded last time).
     fn prefetch_evictions(&self) {
         if let Some(&(slot, _)) = self.terminal_order.get(1) {
-            prefetch(&self.slots[slot]);
+            let entry = &self.slots[slot];
+            let start = (entry as *const Slot).cast::<u8>();
+            prefetch_range(start, std::mem::size_of::<Slot>());
         }
         let Some(&(slot, _)) = self.terminal_order.front() else {
             return;
         };
-        let entry = &self.slots[slot];
-        if let Some(reservation) = &entry.reservation {
-            // The reference counts come right before the record in its allocation (were
-            // they elsewhere, only this hint would miss).
-            let counts = 2 * std::mem::size_of::<usize>();
-            let record = Arc::as_ptr(&reservation.record).cast::<u8>();
-            let bytes = counts + std::mem::size_of::<ReservationRecord>();
-            prefetch_range(record.wrapping_sub(counts), bytes);
-            self.by_id.prefetch(entry.id_hash);
-        }
+        self.by_id.prefetch(self.slots[slot].id_hash);
     }
 
     fn evict(&mut self, slot: u32, generation: u32) {
@@ -375,15 +382,16 @@ impl Reservations {
             entry.generation, generation,
             "terminal FIFO out of step with slab"
         );
-        let reservation = entry.reservation.take().expect("terminal reservation");
+        let reservation = entry.reservation.as_ref().expect("terminal reservation");
         assert!(reservation.status != Status::Active);
+        // Dropped where it is (moving it out first would copy the whole record).
+        entry.reservation = None;
         entry.generation = entry.generation.wrapping_add(1);
         let id_hash = entry.id_hash;
         self.by_id.remove(id_hash, slot);
         self.free.push(slot);
         self.terminal_count -= 1;
         debug_assert_eq!(self.by_id.len(), self.len(), "index out of step with slab");
-        drop(reservation);
     }
 
     /// Every stored reservation with its slot (active and retained terminal).

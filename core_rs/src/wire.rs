@@ -18,7 +18,7 @@ use crate::errors::{EngineError, EngineResult};
 use crate::limits::{BATCH_LINES_MAX, BATCH_REQUESTS_MAX, ID_BYTES_MAX, TTL_MS_DEFAULT};
 use crate::reservation::Status;
 use crate::validate::LineInput;
-use crate::view::{LineRef, ReservationView};
+use crate::view::{Answer, LineRef, ReservationView};
 
 /// The API's messages, generated from protos/stock/v1/stock.proto by core_rs/build.rs.
 #[allow(clippy::all, clippy::pedantic)]
@@ -148,16 +148,17 @@ fn inputs(lines: &[proto::Line]) -> Vec<LineInput<'_>> {
 fn answer<R>(
     engine: &mut Engine,
     requests: &[R],
-    mut apply: impl FnMut(&mut Engine, &R) -> EngineResult<ReservationView>,
+    mut apply: impl FnMut(&mut Engine, &R) -> EngineResult<Answer>,
 ) -> BatchAnswer {
     let mut parts = Vec::new();
     let mut encoded = Vec::new();
     let (mut lsn, mut refused) = (0, false);
     for request in requests {
         match apply(engine, request) {
-            Ok(view) => {
-                lsn = lsn.max(view.lsn);
-                encode_result(&view, &mut encoded);
+            Ok(answer) => {
+                lsn = lsn.max(answer.lsn());
+                let view = engine.view(&answer);
+                encode_result(&view.expect("viewed right away"), &mut encoded);
             }
             Err(error) => {
                 refused = true;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use core_rs::engine::Annotation;
 use core_rs::reservation::Status;
-use core_rs::view::Outcome;
+use core_rs::view::{Answer, Outcome};
 use core_rs::{Engine, EngineConfig, EngineError, LineInput};
 use proptest::prelude::*;
 
@@ -365,8 +365,16 @@ fn engine_answer(result: Result<Outcome, EngineError>) -> ModelAnswer {
     }
 }
 
+/// A reservation operation's outcome: the view of its answer, built right away (as the
+/// binding does).
+fn reservation(
+    engine: &Engine,
+    answer: Result<Answer, EngineError>,
+) -> Result<Outcome, EngineError> {
+    answer.map(|answer| Outcome::Reservation(engine.view(&answer).expect("viewed right away")))
+}
+
 fn apply_engine(engine: &mut Engine, now_ms: i64, op: &Op) -> Option<ModelAnswer> {
-    let reservation = |r| Outcome::Reservation(r);
     let levels = |l| Outcome::Levels(l);
     let result = match op {
         Op::Advance(_) | Op::ExpireDue { .. } => return None,
@@ -378,38 +386,36 @@ fn apply_engine(engine: &mut Engine, now_ms: i64, op: &Op) -> Option<ModelAnswer
         } => {
             let request = request_name(*request);
             let lines = engine_lines(lines);
-            engine
-                .reserve(
-                    &format!("r{id}"),
-                    "o",
-                    &lines,
-                    *ttl_ms,
-                    now_ms,
-                    request.as_deref(),
-                )
-                .map(reservation)
+            let answer = engine.reserve(
+                &format!("r{id}"),
+                "o",
+                &lines,
+                *ttl_ms,
+                now_ms,
+                request.as_deref(),
+            );
+            reservation(engine, answer)
         }
         Op::Commit { id, lines, request } => {
             let request = request_name(*request);
             let lines = lines.as_ref().map(|lines| engine_lines(lines));
-            engine
-                .commit(
-                    &format!("r{id}"),
-                    lines.as_deref(),
-                    now_ms,
-                    request.as_deref(),
-                )
-                .map(reservation)
+            let answer = engine.commit(
+                &format!("r{id}"),
+                lines.as_deref(),
+                now_ms,
+                request.as_deref(),
+            );
+            reservation(engine, answer)
         }
         Op::Release { id, request } => {
             let request = request_name(*request);
-            engine
-                .release(&format!("r{id}"), now_ms, request.as_deref())
-                .map(reservation)
+            let answer = engine.release(&format!("r{id}"), now_ms, request.as_deref());
+            reservation(engine, answer)
         }
-        Op::Extend { id, ttl_ms } => engine
-            .extend(&format!("r{id}"), *ttl_ms, now_ms)
-            .map(reservation),
+        Op::Extend { id, ttl_ms } => {
+            let answer = engine.extend(&format!("r{id}"), *ttl_ms, now_ms);
+            reservation(engine, answer)
+        }
         Op::Decrement { lines, request } => {
             let request = request_name(*request);
             engine
@@ -491,7 +497,7 @@ fn compare_state(engine: &Engine, model: &Model) {
         let engine_status = engine
             .get_reservation(&format!("r{id}"), model.now_ms)
             .ok()
-            .map(|v| v.status.as_str());
+            .map(|answer| answer.status().as_str());
         assert_eq!(engine_status, model.status(id), "status of r{id}");
     }
     engine.check_invariants();

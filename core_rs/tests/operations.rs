@@ -48,9 +48,10 @@ fn level(engine: &Engine, sku: &str, now_ms: i64) -> (u64, u64, u64) {
 #[test]
 fn reserve_holds_every_line() {
     let mut engine = stocked(&[("a", 10), ("b", 5)]);
-    let view = engine
+    let answer = engine
         .reserve("r1", "o1", &[line("a", 3), line("b", 5)], TTL, NOW, None)
         .unwrap();
+    let view = engine.view(&answer).unwrap();
     assert_eq!(view.status, Status::Active);
     assert_eq!(view.expires_at_ms, NOW + TTL);
     assert_eq!(level(&engine, "a", NOW), (10, 3, 7));
@@ -71,9 +72,10 @@ fn reserve_sums_lines_of_the_same_item_before_checking() {
         }
         other => panic!("expected ShortStock, got {other:?}"),
     }
-    let view = engine
+    let answer = engine
         .reserve("r1", "", &[line("a", 2), line("a", 3)], TTL, NOW, None)
         .unwrap();
+    let view = engine.view(&answer).unwrap();
     assert_eq!(view.lines().len(), 1);
     assert_eq!(view.lines()[0].quantity, 5);
 }
@@ -259,7 +261,8 @@ fn commit_everything_leaves_on_hand() {
     engine
         .reserve("r1", "", &[line("a", 4)], TTL, NOW, None)
         .unwrap();
-    let view = engine.commit("r1", None, NOW + 1, None).unwrap();
+    let answer = engine.commit("r1", None, NOW + 1, None).unwrap();
+    let view = engine.view(&answer).unwrap();
     assert_eq!(view.status, Status::Committed);
     assert_eq!(view.committed_lines()[0].quantity, 4);
     assert_eq!(level(&engine, "a", NOW + 1), (6, 0, 6));
@@ -272,9 +275,10 @@ fn commit_part_releases_the_rest() {
     engine
         .reserve("r1", "", &[line("a", 4), line("b", 2)], TTL, NOW, None)
         .unwrap();
-    let view = engine
+    let answer = engine
         .commit("r1", Some(&[line("a", 1), line("a", 2)]), NOW, None)
         .unwrap();
+    let view = engine.view(&answer).unwrap();
     assert_eq!(view.committed_lines().len(), 1);
     assert_eq!(view.committed_lines()[0].quantity, 3);
     assert_eq!(level(&engine, "a", NOW), (7, 0, 7));
@@ -310,10 +314,12 @@ fn commit_is_idempotent_and_refused_after_release_or_expiry() {
     engine
         .reserve("r1", "", &[line("a", 4)], TTL, NOW, None)
         .unwrap();
-    let first = engine.commit("r1", None, NOW, None).unwrap();
-    let again = engine
+    let answer = engine.commit("r1", None, NOW, None).unwrap();
+    let first = engine.view(&answer).unwrap();
+    let answer = engine
         .commit("r1", Some(&[line("a", 1)]), NOW + 5, None)
         .unwrap();
+    let again = engine.view(&answer).unwrap();
     assert_eq!(first, again);
     assert_eq!(level(&engine, "a", NOW), (6, 0, 6));
 
@@ -350,9 +356,11 @@ fn release_is_idempotent_and_refused_after_commit() {
     engine
         .reserve("r1", "", &[line("a", 4)], TTL, NOW, None)
         .unwrap();
-    let first = engine.release("r1", NOW, None).unwrap();
+    let answer = engine.release("r1", NOW, None).unwrap();
+    let first = engine.view(&answer).unwrap();
     assert_eq!(first.status, Status::Released);
-    assert_eq!(engine.release("r1", NOW + 1, None).unwrap(), first);
+    let again = engine.release("r1", NOW + 1, None).unwrap();
+    assert_eq!(engine.view(&again).unwrap(), first);
     assert_eq!(level(&engine, "a", NOW), (10, 0, 10));
     engine
         .reserve("r2", "", &[line("a", 4)], TTL, NOW, None)
@@ -381,7 +389,8 @@ fn release_of_a_due_hold_answers_expired() {
     engine
         .reserve("r1", "", &[line("a", 4)], TTL, NOW, None)
         .unwrap();
-    let view = engine.release("r1", NOW + TTL, None).unwrap();
+    let answer = engine.release("r1", NOW + TTL, None).unwrap();
+    let view = engine.view(&answer).unwrap();
     assert_eq!(view.status, Status::Expired);
     let batch = engine.take_journal(100).unwrap().unwrap();
     assert_eq!(batch.ledger().last().unwrap().kind, "expire");
@@ -393,7 +402,8 @@ fn extend_only_while_active() {
     engine
         .reserve("r1", "", &[line("a", 4)], TTL, NOW, None)
         .unwrap();
-    let view = engine.extend("r1", 2 * TTL, NOW + 10).unwrap();
+    let answer = engine.extend("r1", 2 * TTL, NOW + 10).unwrap();
+    let view = engine.view(&answer).unwrap();
     assert_eq!(view.expires_at_ms, NOW + 10 + 2 * TTL);
     assert_eq!(
         level(&engine, "a", NOW + TTL),
@@ -423,7 +433,7 @@ fn expired_holds_stop_counting_before_any_sweep() {
     assert_eq!(level(&engine, "a", NOW + TTL - 1), (10, 10, 0));
     assert_eq!(level(&engine, "a", NOW + TTL), (10, 0, 10));
     assert_eq!(
-        engine.get_reservation("r1", NOW + TTL).unwrap().status,
+        engine.get_reservation("r1", NOW + TTL).unwrap().status(),
         Status::Expired
     );
     // A new hold on the item expires the old one first (journaled) and succeeds.
@@ -431,7 +441,7 @@ fn expired_holds_stop_counting_before_any_sweep() {
         .reserve("r2", "", &[line("a", 10)], TTL, NOW + TTL, None)
         .unwrap();
     assert_eq!(
-        engine.get_reservation("r1", NOW).unwrap().status,
+        engine.get_reservation("r1", NOW).unwrap().status(),
         Status::Expired
     );
     engine.check_invariants();
@@ -601,13 +611,15 @@ fn set_stock_is_compare_and_set() {
 #[test]
 fn idempotent_replay_returns_the_first_outcome_and_changes_nothing() {
     let mut engine = stocked(&[("a", 10)]);
-    let first = engine
+    let answer = engine
         .reserve("r1", "o", &[line("a", 2)], TTL, NOW, Some("q1"))
         .unwrap();
+    let first = engine.view(&answer).unwrap();
     let pending = engine.journal_pending();
-    let replay = engine
+    let answer = engine
         .reserve("r9", "o", &[line("a", 2)], TTL, NOW + 5, Some("q1"))
         .unwrap();
+    let replay = engine.view(&answer).unwrap();
     assert!(replay.replayed);
     assert_eq!(replay.reservation_id(), first.reservation_id());
     assert_eq!(replay.lsn, first.lsn);
@@ -691,7 +703,7 @@ fn terminal_reservations_are_retained_up_to_their_bound() {
         EngineError::UnknownReservation { .. }
     ));
     assert_eq!(
-        engine.get_reservation("r1", NOW).unwrap().status,
+        engine.get_reservation("r1", NOW).unwrap().status(),
         Status::Released
     );
     assert_eq!(engine.stats().reservations_terminal, 10);
@@ -718,7 +730,8 @@ fn journal_is_bounded_and_drained_in_order() {
     assert_eq!((batch.lsn_first, batch.lsn_last), (1, 2));
     assert_eq!(batch.items.len(), 1);
     assert_eq!(
-        batch.items[0].2, 2,
+        batch.items.get(0).on_hand,
+        2,
         "final value as of the batch, not the engine"
     );
     let batch = engine.take_journal(10).unwrap().unwrap();
@@ -765,7 +778,11 @@ fn journal_aggregates_reservations_and_lines() {
         lines,
         vec![("r1", "a", 3, 1), ("r1", "b", 2, 0), ("r2", "a", 1, 0)]
     );
-    let items: Vec<_> = batch.items.iter().map(|i| (&*i.0, i.2, i.3)).collect();
+    let items: Vec<_> = batch
+        .items
+        .iter()
+        .map(|i| (i.sku, i.on_hand, i.reserved))
+        .collect();
     assert_eq!(items, vec![("a", 9, 1), ("b", 10, 0)]);
     assert_eq!(batch.ledger().len(), 5);
     assert_eq!(batch.idempotency.len(), 1);
@@ -798,15 +815,15 @@ fn journal_row_positions_name_their_rows() {
     let reservations: Vec<_> = batch.reservations().collect();
     assert_eq!(reservations.len(), 2);
     for row in batch.ledger() {
-        let item = &batch.items[row.item_row];
-        assert_eq!((&*item.0, &*item.1), (row.sku, row.location));
+        let item = batch.items.get(row.item_row);
+        assert_eq!((item.sku, item.location), (row.sku, row.location));
         let reservation = &reservations[row.reservation_row.expect("reservation operation")];
         assert_eq!(reservation.reservation_id, row.reservation_id);
         assert_eq!(reservation.order_id, row.order_id);
     }
     for line in batch.reservation_lines() {
-        let item = &batch.items[line.item_row];
-        assert_eq!((&*item.0, &*item.1), (line.sku, line.location));
+        let item = batch.items.get(line.item_row);
+        assert_eq!((item.sku, item.location), (line.sku, line.location));
         assert_eq!(
             reservations[line.reservation_row].reservation_id,
             line.reservation_id
@@ -872,7 +889,7 @@ fn load_and_export_round_trip() {
     let mut restored = engine_with_defaults();
     restored.load(&items, &holds, &records, NOW).unwrap();
     assert_eq!(restored.export(), state);
-    let replay = restored
+    let answer = restored
         .reserve(
             "rX",
             "o1",
@@ -882,6 +899,7 @@ fn load_and_export_round_trip() {
             Some("q1"),
         )
         .unwrap();
+    let replay = restored.view(&answer).unwrap();
     assert!(replay.replayed);
     assert_eq!(replay.lsn, 0);
     assert_eq!(replay.reservation_id(), "r1");
@@ -1126,4 +1144,40 @@ fn extend_back_to_an_earlier_expiry_counts_the_hold_once() {
     assert_eq!(expired.len(), 1);
     assert_eq!(levels(&engine, NOW + 1_000), (12, 0, 12));
     engine.check_invariants();
+}
+
+#[test]
+fn a_receipt_views_the_reservation_as_answered_until_it_is_gone() {
+    let config = EngineConfig {
+        reservations_terminal_max: 1,
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(config).unwrap();
+    engine
+        .set_stock("a", "", 10, None, NOW, Annotation::default())
+        .unwrap();
+    let reserved = engine
+        .reserve("r1", "o1", &[line("a", 4)], TTL, NOW, None)
+        .unwrap();
+    let committed = engine.commit("r1", None, NOW, None).unwrap();
+    // The reserve's receipt still shows the reservation as the reserve answered it.
+    let view = engine.view(&reserved).unwrap();
+    assert_eq!((view.status, view.reservation_id()), (Status::Active, "r1"));
+    assert!(view.committed_lines().is_empty());
+    let view = engine.view(&committed).unwrap();
+    assert_eq!(view.status, Status::Committed);
+    assert_eq!(view.committed_lines()[0].quantity, 4);
+    // A moved expiry makes earlier receipts of the reservation stale.
+    let answer = engine
+        .reserve("r2", "", &[line("a", 1)], TTL, NOW, None)
+        .unwrap();
+    engine.extend("r2", 2 * TTL, NOW).unwrap();
+    assert_eq!(engine.view(&answer), None);
+    // Evicted (one terminal reservation is kept): its receipts name nothing any more.
+    engine.release("r2", NOW, None).unwrap();
+    assert_eq!(engine.view(&committed), None);
+    engine
+        .reserve("r3", "", &[line("a", 1)], TTL, NOW, None)
+        .unwrap();
+    assert_eq!(engine.view(&reserved), None);
 }

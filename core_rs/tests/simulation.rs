@@ -80,11 +80,11 @@ impl Database {
             self.items
                 .insert(key, (row.on_hand_after, row.reserved_after));
         }
-        for (sku, location, on_hand, reserved) in &batch.items {
-            let key = (sku.to_string(), location.to_string());
+        for item in batch.items.iter() {
+            let key = (item.sku.to_string(), item.location.to_string());
             assert_eq!(
                 self.items[&key],
-                (*on_hand, *reserved),
+                (item.on_hand, item.reserved),
                 "item row equals ledger end"
             );
         }
@@ -298,7 +298,8 @@ impl Simulation {
             request_id.as_deref(),
         );
         match result {
-            Ok(view) => {
+            Ok(answer) => {
+                let view = self.engine.view(&answer).expect("viewed right away");
                 assert_eq!(view.reservation_id(), reservation_id);
                 assert_eq!(view.status, Status::Active);
                 self.count("reserved");
@@ -342,7 +343,8 @@ impl Simulation {
             self.now_ms,
             Some(request_id),
         ) {
-            Ok(view) => {
+            Ok(answer) => {
+                let view = self.engine.view(&answer).expect("viewed right away");
                 assert!(view.replayed, "retry must replay");
                 assert_eq!(view.reservation_id(), reservation_id);
                 self.count("replayed");
@@ -364,7 +366,8 @@ impl Simulation {
             .engine
             .commit(reservation_id, inputs.as_deref(), self.now_ms, None)
         {
-            Ok(view) => {
+            Ok(answer) => {
+                let view = self.engine.view(&answer).expect("viewed right away");
                 assert_eq!(view.status, Status::Committed);
                 self.count("committed");
             }
@@ -380,7 +383,8 @@ impl Simulation {
 
     fn client_release(&mut self, index: usize, reservation_id: &str) {
         match self.engine.release(reservation_id, self.now_ms, None) {
-            Ok(view) => {
+            Ok(answer) => {
+                let view = self.engine.view(&answer).expect("viewed right away");
                 assert!(matches!(view.status, Status::Released | Status::Expired));
                 self.count("released");
             }
@@ -392,7 +396,10 @@ impl Simulation {
 
     fn client_extend(&mut self, reservation_id: &str) {
         match self.engine.extend(reservation_id, 5_000, self.now_ms) {
-            Ok(view) => assert_eq!(view.expires_at_ms, self.now_ms + 5_000),
+            Ok(answer) => {
+                let view = self.engine.view(&answer).expect("viewed right away");
+                assert_eq!(view.expires_at_ms, self.now_ms + 5_000);
+            }
             Err(EngineError::WrongState { .. } | EngineError::UnknownReservation { .. }) => {}
             Err(other) => panic!("extend: unexpected {other:?}"),
         }
@@ -481,7 +488,10 @@ impl Simulation {
         let expired = self.engine.expire_due(self.now_ms, max_count).unwrap();
         for id in &expired {
             assert_eq!(
-                self.engine.get_reservation(id, self.now_ms).unwrap().status,
+                self.engine
+                    .get_reservation(id, self.now_ms)
+                    .unwrap()
+                    .status(),
                 Status::Expired
             );
         }

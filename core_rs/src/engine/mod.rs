@@ -25,11 +25,10 @@ use crate::limits::{
     JOURNAL_TAKE_OPERATIONS_MAX, RESERVATIONS_ACTIVE_MAX_DEFAULT,
     RESERVATIONS_TERMINAL_MAX_DEFAULT, TABLE_SIZE_MAX,
 };
-use crate::record::LineTexts;
-use crate::record::ReservationRecord;
-use crate::reservation::{HoldLine, HoldLines, Reservations};
+use crate::record::{LineTexts, RecordTexts};
+use crate::reservation::{HoldLine, Reservations, Status};
 use crate::validate;
-use crate::view::{LineRef, Outcome, ReservationView};
+use crate::view::{Answer, LineRef, Outcome, Receipt, ReplayedView, ReservationView};
 
 /// The bounds of every table, fixed when the engine is built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,47 +214,69 @@ impl Engine {
         Some(record)
     }
 
-    /// The view of the reservation at `slot` as a reader at `now_ms` sees it. Its ids and
-    /// lines are the reservation's shared record: building a view allocates nothing.
-    fn reservation_view(&self, slot: u32, now_ms: i64, lsn: u64) -> ReservationView {
-        let reservation = self.reservations.get(slot);
-        ReservationView {
-            record: reservation.record.clone(),
-            committed: reservation.committed.clone(),
+    /// The receipt of the reservation at `slot` as a reader at `now_ms` sees it, `lsn`
+    /// the change answered. Builds nothing: see `view`.
+    fn receipt(&self, slot: u32, now_ms: i64, lsn: u64) -> Receipt {
+        let (reservation, generation) = self.reservations.get_with_generation(slot);
+        Receipt {
+            slot,
+            generation,
             status: reservation.status_at(now_ms),
             expires_at_ms: reservation.expires_at_ms,
             lsn,
-            replayed: false,
         }
     }
 
-    /// A new reservation's fixed part, holding `holds`, created at `created_at_ms`.
-    fn record(
-        &self,
-        reservation_id: &str,
-        order_id: &str,
-        request_id: Option<&str>,
-        holds: &[HoldLine],
-        created_at_ms: i64,
-    ) -> Arc<ReservationRecord> {
-        let lines = holds.iter().map(|hold| {
+    /// The view of an operation's answer (ids and lines copied, the lines' names from the
+    /// item table). A receipt's reservation is read where the receipt says; None once that is no longer the same reservation (evicted, its slot perhaps
+    /// reused, or its expiry moved since). Call it before the engine changes again, as the
+    /// binding does under the same lock. Ids and lines never change, and committed lines
+    /// are shown only when the receipt says committed, so the view is the one the
+    /// operation answered.
+    pub fn view(&self, answer: &Answer) -> Option<ReservationView> {
+        let receipt = match answer {
+            Answer::Receipt(receipt) => receipt,
+            Answer::Replayed(view) => return Some(ReservationView::clone(view)),
+        };
+        let reservation = self
+            .reservations
+            .get_versioned(receipt.slot, receipt.generation)?;
+        let committed = match (receipt.status, &reservation.committed) {
+            (Status::Committed, Some(committed)) => Some(Box::new(committed.lines.clone())),
+            _ => None,
+        };
+        let record = &reservation.record;
+        let lines = self.line_refs(&record.holds);
+        Some(ReservationView {
+            texts: RecordTexts::of_record(record, lines),
+            committed,
+            status: receipt.status,
+            expires_at_ms: receipt.expires_at_ms,
+            lsn: receipt.lsn,
+            replayed: false,
+        })
+    }
+
+    /// The view of the reservation at `slot` answered now (`receipt`), for the
+    /// idempotency store, which keeps it.
+    fn outcome_view(&self, receipt: Receipt) -> ReservationView {
+        let view = self.view(&Answer::Receipt(receipt));
+        view.expect("a receipt just made names its reservation")
+    }
+
+    /// The lines of `holds` as views show them, names borrowed from the item table.
+    fn line_refs<'a>(
+        &'a self,
+        holds: &'a [HoldLine],
+    ) -> impl Iterator<Item = LineRef<'a>> + Clone + 'a {
+        holds.iter().map(|hold| {
             let item = self.items.get(hold.item);
             LineRef {
                 sku: &item.sku,
                 location: &self.items.locations[item.location as usize],
                 quantity: hold.quantity,
             }
-        });
-        // Made where it is kept: the record is large, and building it first and then
-        // moving it into its allocation would copy it.
-        Arc::new(ReservationRecord::of_lines(
-            reservation_id,
-            order_id,
-            request_id,
-            HoldLines::new(holds),
-            lines,
-            created_at_ms,
-        ))
+        })
     }
 
     /// Lines as views show them, with `quantities` per line (lines with 0 left out).
@@ -274,9 +295,9 @@ impl Engine {
 
 /// A reservation answer from the idempotency store, which only ever stores the kind the
 /// operation produced.
-fn reservation_outcome(outcome: Outcome) -> ReservationView {
+fn reservation_outcome(outcome: Outcome) -> Answer {
     match outcome {
-        Outcome::Reservation(view) => view,
+        Outcome::Reservation(view) => Answer::Replayed(ReplayedView::new(view)),
         Outcome::Levels(_) => unreachable!("reservation request id remembered a levels outcome"),
     }
 }

@@ -7,7 +7,7 @@ use crate::errors::{EngineError, EngineResult};
 use crate::idempotency::{outcome_from_json, IdempotencyRecord, Operation};
 use crate::item::ItemIndex;
 use crate::limits::ON_HAND_MAX;
-use crate::reservation::{HoldLine, IdHash, Reservation, Status};
+use crate::reservation::{HoldLine, IdHash, NewReservation, Status};
 use crate::validate;
 use crate::view::{LineView, Outcome};
 
@@ -164,16 +164,16 @@ impl Engine {
                     return Err(mismatch(format!("{what}: holds exceed on_hand")));
                 }
             }
-            let record = self.record(
-                &hold.reservation_id,
-                &hold.order_id,
-                None,
-                &lines,
-                hold.created_at_ms,
-            );
-            let slot = self
-                .reservations
-                .insert(Reservation::new(record, hold.expires_at_ms, 0), id_hash);
+            let new = NewReservation {
+                reservation_id: &hold.reservation_id,
+                order_id: &hold.order_id,
+                request_id: None,
+                holds: &lines,
+                created_at_ms: hold.created_at_ms,
+                expires_at_ms: hold.expires_at_ms,
+                lsn: 0,
+            };
+            let slot = self.reservations.insert(new, id_hash);
             self.schedule_holds(slot);
         }
         Ok(())

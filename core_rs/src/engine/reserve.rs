@@ -8,9 +8,9 @@ use crate::errors::{EngineError, EngineResult, Shortfall};
 use crate::fingerprint::Fingerprint;
 use crate::idempotency::Operation;
 use crate::journal::{LedgerEntry, LedgerKind};
-use crate::reservation::{HoldLine, IdHash, Reservation};
+use crate::reservation::{HoldLine, IdHash, NewReservation};
 use crate::validate::{self, LineInput};
-use crate::view::{Outcome, ReservationView};
+use crate::view::{Answer, Outcome};
 
 /// Up to this many distinct items, merging duplicate lines by linear search is cheaper than
 /// building a hash map.
@@ -87,13 +87,12 @@ impl Engine {
         ttl_ms: i64,
         now_ms: i64,
         request_id: Option<&str>,
-    ) -> EngineResult<ReservationView> {
+    ) -> EngineResult<Answer> {
         validate::id("reservation_id", reservation_id)?;
         // The id is new unless this is a mistake, so its index bucket is not cached: start
         // loading it now (a hint only; nothing is decided by it), and check the rest of
-        // the request, resolve the lines and build the new reservation's record (reads and
-        // an allocation only, nothing the engine keeps yet) while it loads. An existing id
-        // is still refused before any unknown item, and then the record is dropped.
+        // the request and resolve the lines (reads only) while it loads. An existing id
+        // is still refused before any unknown item.
         let id_hash = IdHash::of(reservation_id);
         self.reservations.prefetch_id(id_hash);
         validate::optional_id("order_id", order_id)?;
@@ -113,10 +112,14 @@ impl Engine {
             return Ok(reservation_outcome(outcome));
         }
         let holds = self.resolve_lines(lines);
-        let record = holds
-            .as_ref()
-            .ok()
-            .map(|holds| self.record(reservation_id, order_id, request_id, holds, now_ms));
+        // With no hold due on the items (the usual case) nothing changes before the hold,
+        // so the checks after the id's are all reads: they are made first, while its
+        // bucket still loads (perf: the probe of a new id's bucket was the costliest load
+        // of a reserve), and reported in the same order as before, an existing id first.
+        let checked = match &holds {
+            Ok(holds) if self.nothing_due(holds, now_ms) => Some(self.check_hold(holds)),
+            _ => None,
+        };
         if self
             .reservations
             .find_hashed(reservation_id, id_hash)
@@ -126,28 +129,55 @@ impl Engine {
             return Err(EngineError::ReservationExists { reservation_id });
         }
         let holds = holds?;
-        let record = record.expect("built when the lines resolved");
-        self.expire_items(holds.iter().map(|hold| hold.item), now_ms, 1)?;
+        match checked {
+            Some(checked) => checked?,
+            None => {
+                self.expire_items(holds.iter().map(|hold| hold.item), now_ms, 1)?;
+                self.check_hold(&holds)?;
+            }
+        }
+        let lsn = self.next_lsn();
+        self.hold_items(&holds, lsn);
+        let new = NewReservation {
+            reservation_id,
+            order_id,
+            request_id,
+            holds: &holds,
+            created_at_ms: now_ms,
+            expires_at_ms: now_ms.saturating_add(ttl_ms),
+            lsn,
+        };
+        let slot = self.reservations.insert(new, id_hash);
+        self.schedule_holds(slot);
+        let receipt = self.receipt(slot, now_ms, lsn);
+        let outcome = request_id.map(|_| Outcome::Reservation(self.outcome_view(receipt)));
+        let idempotency = outcome.and_then(|outcome| {
+            self.remember(request_id, Operation::Reserve, fingerprint, outcome, now_ms)
+        });
+        self.journal_reservation(slot, true, now_ms, lsn, idempotency);
+        Ok(Answer::Receipt(receipt))
+    }
+
+    /// Whether no hold on the items of `holds` is due at `now_ms`, read from the top of
+    /// each item's heap (an entry left there by a finished hold counts as due: the caller
+    /// then takes the general way, `expire_items`, which drops it).
+    fn nothing_due(&self, holds: &[HoldLine], now_ms: i64) -> bool {
+        holds.iter().all(|hold| {
+            let top = self.items.get(hold.item).holds.peek();
+            top.is_none_or(|top| top.expires_at_ms > now_ms)
+        })
+    }
+
+    /// What a reserve checks once due holds on its items have expired: room for its
+    /// journal operation, room for one more active reservation, and the stock. Reads only.
+    fn check_hold(&self, holds: &[HoldLine]) -> EngineResult<()> {
+        self.ensure_journal_room(1)?;
         if self.reservations.active_count >= self.config.reservations_active_max {
             return Err(EngineError::CapacityExceeded {
                 what: "reservations_active",
             });
         }
-        self.check_available(&holds)?;
-        let lsn = self.next_lsn();
-        self.hold_items(&holds, lsn);
-        let expires_at_ms = now_ms.saturating_add(ttl_ms);
-        let slot = self
-            .reservations
-            .insert(Reservation::new(record, expires_at_ms, lsn), id_hash);
-        self.schedule_holds(slot);
-        let view = self.reservation_view(slot, now_ms, lsn);
-        let outcome = request_id.map(|_| Outcome::Reservation(view.clone()));
-        let idempotency = outcome.and_then(|outcome| {
-            self.remember(request_id, Operation::Reserve, fingerprint, outcome, now_ms)
-        });
-        self.journal_reservation(slot, true, now_ms, lsn, idempotency);
-        Ok(view)
+        self.check_available(holds)
     }
 
     /// Adds the holds to their items' reserved quantities, one ledger entry each.

@@ -12,7 +12,7 @@ use crate::journal::{LedgerEntry, LedgerKind, OperationExtra, ReservationSnapsho
 use crate::record::CommittedLines;
 use crate::reservation::Status;
 use crate::validate::{self, LineInput};
-use crate::view::{Outcome, ReservationView};
+use crate::view::{Answer, Outcome};
 
 impl Engine {
     pub(super) fn find_reservation(&self, reservation_id: &str) -> EngineResult<u32> {
@@ -162,7 +162,7 @@ impl Engine {
         reservation_id: &str,
         now_ms: i64,
         request_id: Option<&str>,
-    ) -> EngineResult<ReservationView> {
+    ) -> EngineResult<Answer> {
         validate::id("reservation_id", reservation_id)?;
         validate::request_id(request_id)?;
         let fingerprint = match request_id {
@@ -177,13 +177,17 @@ impl Engine {
         match reservation.status {
             Status::Committed => return Err(self.wrong_state(slot, now_ms, "release")),
             Status::Released | Status::Expired => {
-                return Ok(self.reservation_view(slot, now_ms, reservation.last_lsn));
+                return Ok(Answer::Receipt(self.receipt(
+                    slot,
+                    now_ms,
+                    reservation.last_lsn,
+                )));
             }
             Status::Active if reservation.expires_at_ms <= now_ms => {
                 // Releasing an expired hold answers it unchanged; the expiry is journaled.
                 self.ensure_journal_room(1)?;
                 let lsn = self.expire_reservation(slot, now_ms);
-                return Ok(self.reservation_view(slot, now_ms, lsn));
+                return Ok(Answer::Receipt(self.receipt(slot, now_ms, lsn)));
             }
             Status::Active => {}
         }
@@ -203,7 +207,8 @@ impl Engine {
         )
     }
 
-    /// The common tail of an accepted commit or release: view, idempotency record, journal.
+    /// The common tail of an accepted commit or release: receipt, idempotency record,
+    /// journal.
     fn accept(
         &mut self,
         slot: u32,
@@ -212,14 +217,16 @@ impl Engine {
         request_id: Option<&str>,
         operation: Operation,
         fingerprint: i64,
-    ) -> EngineResult<ReservationView> {
-        let view = self.reservation_view(slot, now_ms, lsn);
-        let outcome = request_id.map(|_| Outcome::Reservation(view.clone()));
+    ) -> EngineResult<Answer> {
+        let receipt = self.receipt(slot, now_ms, lsn);
+        let outcome = request_id.map(|_| Outcome::Reservation(self.outcome_view(receipt)));
         let idempotency = outcome
             .and_then(|outcome| self.remember(request_id, operation, fingerprint, outcome, now_ms));
         self.journal_reservation(slot, false, now_ms, lsn, idempotency);
+        // Retiring evicts only older terminal reservations (at least one is retained), so
+        // the receipt stays good.
         self.retire(slot);
-        Ok(view)
+        Ok(Answer::Receipt(receipt))
     }
 
     pub fn commit(
@@ -228,7 +235,7 @@ impl Engine {
         lines: Option<&[LineInput<'_>]>,
         now_ms: i64,
         request_id: Option<&str>,
-    ) -> EngineResult<ReservationView> {
+    ) -> EngineResult<Answer> {
         validate::id("reservation_id", reservation_id)?;
         if let Some(lines) = lines {
             validate::lines(lines, true)?;
@@ -248,7 +255,11 @@ impl Engine {
         let reservation = self.reservations.get(slot);
         match reservation.status {
             Status::Committed => {
-                return Ok(self.reservation_view(slot, now_ms, reservation.last_lsn));
+                return Ok(Answer::Receipt(self.receipt(
+                    slot,
+                    now_ms,
+                    reservation.last_lsn,
+                )));
             }
             Status::Released | Status::Expired => {
                 return Err(self.wrong_state(slot, now_ms, "commit"));
@@ -264,7 +275,7 @@ impl Engine {
         self.settle_lines(slot, LedgerKind::Commit, Some(&quantities), lsn);
         let lines = self.line_views(self.reservations.get(slot).lines(), &quantities);
         let reservation = self.reservations.get_mut(slot);
-        reservation.committed = Some(Arc::new(CommittedLines {
+        reservation.committed = Some(Box::new(CommittedLines {
             quantities: quantities.into(),
             lines,
         }));
@@ -319,7 +330,7 @@ impl Engine {
         reservation_id: &str,
         ttl_ms: i64,
         now_ms: i64,
-    ) -> EngineResult<ReservationView> {
+    ) -> EngineResult<Answer> {
         validate::id("reservation_id", reservation_id)?;
         validate::ttl_ms(ttl_ms)?;
         let slot = self.find_reservation(reservation_id)?;
@@ -341,10 +352,10 @@ impl Engine {
         reservation.last_lsn = lsn;
         if moved {
             // The old entries go stale (a new generation); new ones replace them. Extend is
-            // rare: sharing the record keeps the lines readable while items change.
-            let record = reservation.record.clone();
+            // rare: a copy of the lines keeps them readable while items change.
+            let holds = reservation.record.holds.clone();
             self.reservations.new_generation(slot);
-            let lines = record.holds.iter();
+            let lines = holds.iter();
             for line in lines.clone() {
                 self.items.get_mut(line.item).holds.ended();
             }
@@ -353,18 +364,15 @@ impl Engine {
                 self.compact_item_holds(line.item);
             }
         }
-        let view = self.reservation_view(slot, now_ms, lsn);
+        let receipt = self.receipt(slot, now_ms, lsn);
         self.journal_reservation(slot, false, now_ms, lsn, None);
-        Ok(view)
+        Ok(Answer::Receipt(receipt))
     }
 
-    pub fn get_reservation(
-        &self,
-        reservation_id: &str,
-        now_ms: i64,
-    ) -> EngineResult<ReservationView> {
+    pub fn get_reservation(&self, reservation_id: &str, now_ms: i64) -> EngineResult<Answer> {
         validate::id("reservation_id", reservation_id)?;
         let slot = self.find_reservation(reservation_id)?;
-        Ok(self.reservation_view(slot, now_ms, self.reservations.get(slot).last_lsn))
+        let lsn = self.reservations.get(slot).last_lsn;
+        Ok(Answer::Receipt(self.receipt(slot, now_ms, lsn)))
     }
 }

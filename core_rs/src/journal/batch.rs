@@ -100,8 +100,8 @@ struct BatchLine {
 pub struct JournalBatch {
     pub lsn_first: u64,
     pub lsn_last: u64,
-    /// `(sku, location, on_hand, reserved)`: final values, one row per item touched.
-    pub items: Vec<(Arc<str>, Arc<str>, u64, u64)>,
+    /// Final levels, one row per item touched.
+    pub items: BatchItems,
     pub idempotency: Vec<IdempotencyRow>,
     operations: Vec<JournalOperation>,
     /// Per operation: its reservation row and its extra.
@@ -126,10 +126,10 @@ struct RowState {
 }
 
 impl JournalBatch {
-    fn snapshot(&self, operation: u32) -> &ReservationSnapshot {
+    fn snapshot(&self, operation: u32) -> ReservationSnapshot {
+        let lsn = self.lsn_first + u64::from(operation);
         self.operations[operation as usize]
-            .reservation
-            .as_ref()
+            .reservation(lsn)
             .expect("reservation rows come from reservation operations")
     }
 
@@ -162,7 +162,7 @@ impl JournalBatch {
     /// ones (an upsert on (reservation_id, sku, location)).
     pub fn reservation_lines(&self) -> impl ExactSizeIterator<Item = ReservationLineRow<'_>> {
         self.lines.iter().map(|line| {
-            let (sku, location, _, _) = &self.items[line.item_row as usize];
+            let ItemLevels { sku, location, .. } = self.items.get(line.item_row as usize);
             ReservationLineRow {
                 reservation_row: line.reservation_row as usize,
                 reservation_id: self.row_record(line.reservation_row).reservation_id,
@@ -180,7 +180,7 @@ impl JournalBatch {
         let positions = self.entries.iter().zip(&self.entry_positions);
         positions.map(|(entry, &(operation_index, item_row))| {
             let operation = &self.operations[operation_index as usize];
-            let (sku, location, _, _) = &self.items[item_row as usize];
+            let ItemLevels { sku, location, .. } = self.items.get(item_row as usize);
             let rows = self.operation_rows[operation_index as usize];
             let reservation_row = rows.reservation;
             let record = (reservation_row != NO_ROW).then(|| self.row_record(reservation_row));
@@ -225,7 +225,82 @@ pub(super) struct ItemRows {
     take: u32,
 }
 
-type ItemRow = (Arc<str>, Arc<str>, u64, u64);
+/// One item of a batch: its names and its final levels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ItemLevels<'a> {
+    pub sku: &'a str,
+    pub location: &'a str,
+    pub on_hand: u64,
+    pub reserved: u64,
+}
+
+/// The items a batch touched, one row each, names copied into one buffer: a batch shares
+/// nothing with the engine, so building it and dropping it (which the binding may do on
+/// any thread) take no reference count (the item table's shared names cost two atomic
+/// operations per item and batch, and two more at its drop).
+#[derive(Debug, Default)]
+pub struct BatchItems {
+    /// Each row's sku, then its location, back to back.
+    names: String,
+    /// Per row: where its sku and its location end in `names`, its final levels.
+    rows: Vec<(u32, u32, u64, u64)>,
+}
+
+impl BatchItems {
+    fn with_capacity(rows: usize) -> BatchItems {
+        BatchItems {
+            names: String::new(),
+            rows: Vec::with_capacity(rows),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Row `row`; panics beyond `len`.
+    pub fn get(&self, row: usize) -> ItemLevels<'_> {
+        let (sku_end, location_end, on_hand, reserved) = self.rows[row];
+        let sku_start = match row {
+            0 => 0,
+            _ => self.rows[row - 1].1,
+        };
+        ItemLevels {
+            sku: &self.names[sku_start as usize..sku_end as usize],
+            location: &self.names[sku_end as usize..location_end as usize],
+            on_hand,
+            reserved,
+        }
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = ItemLevels<'_>> {
+        (0..self.rows.len()).map(|row| self.get(row))
+    }
+
+    /// Adds a row for an item named `sku`, `location`; returns its position.
+    fn push(&mut self, sku: &str, location: &str) -> u32 {
+        // Names are bounded at the edge and a batch holds at most one row per entry.
+        assert!(
+            self.names.len() + sku.len() + location.len() <= u32::MAX as usize,
+            "item names beyond 4 GiB"
+        );
+        self.names.push_str(sku);
+        let sku_end = self.names.len() as u32;
+        self.names.push_str(location);
+        self.rows.push((sku_end, self.names.len() as u32, 0, 0));
+        (self.rows.len() - 1) as u32
+    }
+
+    /// Sets the levels of row `row` (the latest entry's wins).
+    fn set_levels(&mut self, row: u32, on_hand: u64, reserved: u64) {
+        let row = &mut self.rows[row as usize];
+        (row.2, row.3) = (on_hand, reserved);
+    }
+}
 
 impl ItemRows {
     fn start_take(&mut self) {
@@ -237,7 +312,7 @@ impl ItemRows {
     }
 
     /// The row of `item` in this take, added (with its names) on first touch.
-    fn row(&mut self, item: ItemIndex, items: &Items, rows: &mut Vec<ItemRow>) -> u32 {
+    fn row(&mut self, item: ItemIndex, items: &Items, rows: &mut BatchItems) -> u32 {
         let index = item as usize;
         if index >= self.stamps.len() {
             // Grows (amortized) to the highest item journaled, not to every item loaded.
@@ -247,9 +322,8 @@ impl ItemRows {
         if take == self.take {
             return row;
         }
-        let row = rows.len() as u32;
-        let (sku, location) = items.key(item);
-        rows.push((sku, location, 0, 0));
+        let location = items.location_of(item);
+        let row = rows.push(&items.get(item).sku, location);
         self.stamps[index] = (self.take, row);
         row
     }
@@ -276,7 +350,7 @@ impl JournalBatch {
             lsn_first,
             lsn_last: lsn_first + operations.len() as u64 - 1,
             // Sized up front (growing would copy): at most one row per entry or item.
-            items: Vec::with_capacity(entries.len().min(items.len())),
+            items: BatchItems::with_capacity(entries.len().min(items.len())),
             idempotency: Vec::new(),
             operations: Vec::new(),
             operation_rows: Vec::with_capacity(operations.len()),
@@ -296,17 +370,18 @@ impl JournalBatch {
         let mut extras_claimed = 0;
         for (index, operation) in operations.iter().enumerate() {
             let entries_start = batch.entry_positions.len();
-            for entry in operation_entries.by_ref().take(operation.rows as usize) {
+            for entry in operation_entries.by_ref().take(operation.rows()) {
                 let item_row = item_rows.row(entry.item, items, &mut batch.items);
-                let row = &mut batch.items[item_row as usize];
-                (row.2, row.3) = (entry.on_hand_after, entry.reserved_after);
+                let (on_hand, reserved) = (entry.on_hand_after, entry.reserved_after);
+                batch.items.set_levels(item_row, on_hand, reserved);
                 batch.entry_positions.push((index as u32, item_row));
             }
-            let reservation_row = match &operation.reservation {
+            let snapshot = operation.reservation(lsn_first + index as u64);
+            let reservation_row = match &snapshot {
                 Some(snapshot) => {
                     let row = batch.reservation_row(snapshot, index as u32);
                     let operation_lines = OperationLines {
-                        entries: &entries[entries_start..][..operation.rows as usize],
+                        entries: &entries[entries_start..][..operation.rows()],
                         positions: &batch.entry_positions[entries_start..],
                     };
                     lines_in_row_order &= add_lines(
@@ -320,7 +395,7 @@ impl JournalBatch {
                 }
                 None => NO_ROW,
             };
-            let extra = match operation.has_extra {
+            let extra = match operation.has_extra() {
                 true => {
                     extras_claimed += 1;
                     extras_claimed - 1
@@ -486,5 +561,29 @@ impl<'a> OperationLines<'a> {
             .iter()
             .zip(self.positions)
             .map(|(entry, &(_, item_row))| (entry, item_row))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_items_read_back_their_names_and_levels() {
+        let mut items = BatchItems::with_capacity(2);
+        let first = items.push("a-1", "");
+        let second = items.push("bé", "w1");
+        items.set_levels(second, 7, 3);
+        items.set_levels(first, 5, 0);
+        items.set_levels(second, 8, 2);
+        let read: Vec<_> = items.iter().collect();
+        let level = |sku, location, on_hand, reserved| ItemLevels {
+            sku,
+            location,
+            on_hand,
+            reserved,
+        };
+        assert_eq!(read, [level("a-1", "", 5, 0), level("bé", "w1", 8, 2)]);
+        assert_eq!(items.get(1), read[1]);
     }
 }

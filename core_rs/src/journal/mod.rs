@@ -14,13 +14,17 @@ mod records;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-pub use batch::{IdempotencyRow, JournalBatch, LedgerRow, ReservationLineRow, ReservationRow};
+pub use batch::{
+    BatchItems, IdempotencyRow, ItemLevels, JournalBatch, LedgerRow, ReservationLineRow,
+    ReservationRow,
+};
 pub use records::{CopiedRecord, RecordCopy};
 
 use records::{RecordQueue, Records};
 
 use crate::idempotency::IdempotencyRecord;
 use crate::item::{ItemIndex, Items};
+use crate::limits::{LINES_PER_REQUEST_MAX, TABLE_SIZE_MAX};
 use crate::prefetch::prefetch_after;
 use crate::record::ReservationRecord;
 use crate::reservation::Status;
@@ -106,14 +110,116 @@ impl OperationExtra {
 }
 
 /// Everything one LSN changed; its ledger entries are the next `rows` entries of the
-/// journal. Its LSN is its position.
+/// journal. Its LSN is its position. Packed into 32 bytes (half a cache line; every pair of
+/// a reserve and a release writes two, and a take reads them again): the reservation's
+/// state, when it has one, is unpacked by `reservation`.
 #[derive(Clone, Copy, Debug)]
 pub struct JournalOperation {
     pub at_ms: i64,
-    pub rows: u32,
-    /// Whether it has the next `OperationExtra` of the journal.
-    pub has_extra: bool,
-    pub reservation: Option<ReservationSnapshot>,
+    /// With a reservation (`HAS_RESERVATION`): its copy, its expiry, and how many LSNs back
+    /// its previous operation is (0: none, or not pending any more, which a journal of at
+    /// most TABLE_SIZE_MAX operations tells apart from any pending one).
+    record: RecordCopy,
+    expires_at_ms: i64,
+    previous_distance: u32,
+    rows: u16,
+    /// HAS_EXTRA, HAS_RESERVATION, CREATED, and the reservation's status from STATUS_SHIFT.
+    flags: u8,
+}
+
+/// Whether the operation has the next `OperationExtra` of the journal.
+const HAS_EXTRA: u8 = 1;
+const HAS_RESERVATION: u8 = 2;
+/// The operation created its reservation.
+const CREATED: u8 = 4;
+const STATUS_SHIFT: u32 = 3;
+const STATUSES: [Status; 4] = [
+    Status::Active,
+    Status::Committed,
+    Status::Released,
+    Status::Expired,
+];
+
+// Every operation's entries are counted in 16 bits: a request has at most
+// LINES_PER_REQUEST_MAX lines (one entry each), and a stock operation one.
+const _: () = assert!(LINES_PER_REQUEST_MAX <= u16::MAX as usize);
+// Pending operations lie less than 2^32 LSNs apart.
+const _: () = assert!(TABLE_SIZE_MAX < u32::MAX as usize);
+const _: () = assert!(std::mem::size_of::<JournalOperation>() == 32);
+
+impl JournalOperation {
+    /// Operation `lsn`, over `rows` ledger entries.
+    fn new(
+        lsn: u64,
+        at_ms: i64,
+        rows: u32,
+        has_extra: bool,
+        reservation: Option<ReservationSnapshot>,
+    ) -> JournalOperation {
+        let rows = u16::try_from(rows).expect("entries per operation bounded by the lines");
+        let mut operation = JournalOperation {
+            at_ms,
+            record: RecordCopy::default(),
+            expires_at_ms: 0,
+            previous_distance: 0,
+            rows,
+            flags: if has_extra { HAS_EXTRA } else { 0 },
+        };
+        if let Some(snapshot) = reservation {
+            assert!(
+                snapshot.previous_lsn < lsn,
+                "previous operation comes first"
+            );
+            let distance = match snapshot.previous_lsn {
+                0 => 0,
+                previous => u32::try_from(lsn - previous).unwrap_or(0),
+            };
+            let status = STATUSES
+                .iter()
+                .position(|&status| status == snapshot.status);
+            let status = status.expect("every status listed") as u8;
+            operation.record = snapshot.record;
+            operation.expires_at_ms = snapshot.expires_at_ms;
+            operation.previous_distance = distance;
+            operation.flags |= HAS_RESERVATION | (status << STATUS_SHIFT);
+            if snapshot.created {
+                operation.flags |= CREATED;
+            }
+        }
+        operation
+    }
+
+    /// The number of ledger entries of the operation.
+    pub fn rows(&self) -> usize {
+        usize::from(self.rows)
+    }
+
+    pub fn has_extra(&self) -> bool {
+        self.flags & HAS_EXTRA != 0
+    }
+
+    /// The reservation's state after the operation, which is operation `lsn`.
+    pub fn reservation(&self, lsn: u64) -> Option<ReservationSnapshot> {
+        if self.flags & HAS_RESERVATION == 0 {
+            return None;
+        }
+        let previous_lsn = match self.previous_distance {
+            0 => 0,
+            distance => lsn - u64::from(distance),
+        };
+        Some(ReservationSnapshot {
+            record: self.record,
+            status: STATUSES[usize::from(self.flags >> STATUS_SHIFT) & 3],
+            created: self.flags & CREATED != 0,
+            expires_at_ms: self.expires_at_ms,
+            previous_lsn,
+        })
+    }
+
+    /// The reservation's record copy, if it has a reservation.
+    fn record(&self) -> Option<RecordCopy> {
+        (self.flags & HAS_RESERVATION != 0).then_some(self.record)
+    }
 }
 
 /// How far ahead of its appends the journal starts loading its buffers: a few operations,
@@ -175,10 +281,9 @@ impl Journal {
         let first = self.first_pending_lsn();
         if previous_lsn >= first {
             let previous = &self.operations[(previous_lsn - first) as usize];
-            let snapshot = previous.reservation.as_ref();
-            return snapshot
-                .expect("previous operation carried the reservation")
-                .record;
+            return previous
+                .record()
+                .expect("previous operation carried the reservation");
         }
         self.records.push(record)
     }
@@ -217,12 +322,8 @@ impl Journal {
             assert!(!extra.is_empty(), "operations without extra have none");
             self.extras.push_back(extra);
         }
-        self.operations.push_back(JournalOperation {
-            at_ms,
-            rows: self.open_rows,
-            has_extra,
-            reservation,
-        });
+        let operation = JournalOperation::new(lsn, at_ms, self.open_rows, has_extra, reservation);
+        self.operations.push_back(operation);
         let last = self.operations.back().expect("just pushed");
         prefetch_after(last, WRITE_AHEAD_BYTES);
         self.open_rows = 0;
@@ -264,16 +365,14 @@ impl Journal {
     /// copy of their own.
     fn take_front(&mut self, count: usize) -> Taken {
         let operations: Vec<JournalOperation> = self.operations.drain(..count).collect();
-        let rows: usize = operations.iter().map(|o| o.rows as usize).sum();
-        let extras = operations.iter().filter(|o| o.has_extra).count();
+        let rows: usize = operations.iter().map(JournalOperation::rows).sum();
+        let extras = operations.iter().filter(|o| o.has_extra()).count();
         let entries = self.entries.drain(..rows).collect();
         let extras = self.extras.drain(..extras).collect();
         // Copies are appended in operation order, except those made again (below), which
         // come after later operations' own: the batch takes the queue up to the end of
         // the last copy any of its operations uses.
-        let copies = operations
-            .iter()
-            .filter_map(|o| Some(o.reservation?.record));
+        let copies = operations.iter().filter_map(JournalOperation::record);
         let end = copies.map(|copy| self.records.end_of(copy)).max();
         let records = match end {
             Some(end) => self.records.take_before(end),
@@ -281,9 +380,9 @@ impl Journal {
         };
         // Rare (a backlog beyond one batch), so every pending operation is looked at.
         for operation in &mut self.operations {
-            if let Some(snapshot) = &mut operation.reservation {
-                if !self.records.holds(snapshot.record) {
-                    snapshot.record = self.records.push_again(&records, snapshot.record);
+            if let Some(copy) = operation.record() {
+                if !self.records.holds(copy) {
+                    operation.record = self.records.push_again(&records, copy);
                 }
             }
         }

@@ -18,7 +18,7 @@ const _: () = assert!(ID_BYTES_MAX <= u8::MAX as usize);
 
 /// Where a copy is: its offset in the journal's byte stream (counted since the journal
 /// began, so that offsets stay valid when batches take the front of the queue).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RecordCopy(u64);
 
 /// A copy's header: creation time, the three ids' lengths, whether there is a request id.

@@ -18,7 +18,7 @@ use crate::limits::{
     RESERVATIONS_TERMINAL_MAX_DEFAULT, TTL_MS_MAX,
 };
 use crate::pg_columns;
-use crate::view;
+use crate::view::{self, Answer};
 use crate::wire::{self, BatchAnswer, Part};
 
 #[pyclass(frozen, module = "service._core")]
@@ -28,6 +28,16 @@ pub struct Engine {
 
 fn raise<T>(py: Python<'_>, result: EngineResult<T>) -> PyResult<T> {
     result.map_err(|error| to_py_err(py, &error))
+}
+
+/// The view of an operation's answer, built while the caller still holds the engine (the
+/// engine answers with a receipt, read back here before anything else can change it).
+#[inline]
+fn viewed(
+    engine: &RustEngine,
+    result: EngineResult<Answer>,
+) -> EngineResult<view::ReservationView> {
+    result.map(|answer| engine.view(&answer).expect("viewed under the same lock"))
 }
 
 fn reservation_result(
@@ -113,13 +123,16 @@ impl Engine {
         &self,
         py: Python<'py>,
         batch: &[R],
-        apply: impl Fn(&mut RustEngine, &R) -> EngineResult<view::ReservationView> + Sync,
+        apply: impl Fn(&mut RustEngine, &R) -> EngineResult<Answer> + Sync,
     ) -> PyResult<Bound<'py, PyList>> {
         let results: Vec<_> = py.detach(|| {
             let mut engine = self.inner.lock();
             batch
                 .iter()
-                .map(|request| apply(&mut engine, request))
+                .map(|request| {
+                    let answer = apply(&mut engine, request);
+                    viewed(&engine, answer)
+                })
                 .collect()
         });
         let objects: PyResult<Vec<_>> = results
@@ -174,7 +187,8 @@ impl Engine {
         let lines = conversions::lines(lines)?;
         let ttl_ms = integer(ttl_ms, "ttl_ms", TTL_MS_MAX as u64)?;
         let inputs = conversions::inputs(&lines);
-        let result = self.engine(py).reserve(
+        let mut engine = self.engine(py);
+        let answer = engine.reserve(
             reservation_id,
             order_id,
             &inputs,
@@ -182,6 +196,8 @@ impl Engine {
             now_ms,
             request_id,
         );
+        let result = viewed(&engine, answer);
+        drop(engine);
         raise(py, result).map(ReservationView::new)
     }
 
@@ -196,9 +212,10 @@ impl Engine {
     ) -> PyResult<ReservationView> {
         let lines = lines.map(conversions::lines).transpose()?;
         let inputs = lines.as_deref().map(conversions::inputs);
-        let result = self
-            .engine(py)
-            .commit(reservation_id, inputs.as_deref(), now_ms, request_id);
+        let mut engine = self.engine(py);
+        let answer = engine.commit(reservation_id, inputs.as_deref(), now_ms, request_id);
+        let result = viewed(&engine, answer);
+        drop(engine);
         raise(py, result).map(ReservationView::new)
     }
 
@@ -210,7 +227,10 @@ impl Engine {
         now_ms: i64,
         request_id: Option<&str>,
     ) -> PyResult<ReservationView> {
-        let result = self.engine(py).release(reservation_id, now_ms, request_id);
+        let mut engine = self.engine(py);
+        let answer = engine.release(reservation_id, now_ms, request_id);
+        let result = viewed(&engine, answer);
+        drop(engine);
         raise(py, result).map(ReservationView::new)
     }
 
@@ -222,7 +242,10 @@ impl Engine {
         now_ms: i64,
     ) -> PyResult<ReservationView> {
         let ttl_ms = integer(ttl_ms, "ttl_ms", TTL_MS_MAX as u64)?;
-        let result = self.engine(py).extend(reservation_id, ttl_ms, now_ms);
+        let mut engine = self.engine(py);
+        let answer = engine.extend(reservation_id, ttl_ms, now_ms);
+        let result = viewed(&engine, answer);
+        drop(engine);
         raise(py, result).map(ReservationView::new)
     }
 
@@ -232,7 +255,10 @@ impl Engine {
         reservation_id: &str,
         now_ms: i64,
     ) -> PyResult<ReservationView> {
-        let result = self.engine(py).get_reservation(reservation_id, now_ms);
+        let engine = self.engine(py);
+        let answer = engine.get_reservation(reservation_id, now_ms);
+        let result = viewed(&engine, answer);
+        drop(engine);
         raise(py, result).map(ReservationView::new)
     }
 

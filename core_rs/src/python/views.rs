@@ -376,9 +376,9 @@ impl JournalBatch {
     ) -> PyResult<JournalBatch> {
         let mut objects = Objects::new(py, &batch);
         let mut items = Vec::with_capacity(batch.items.len());
-        for (row, (sku, location, on_hand, reserved)) in batch.items.iter().enumerate() {
-            let (sku, location) = objects.item(row, sku, location);
-            items.push(row_tuple4(py, sku, location, *on_hand, *reserved)?);
+        for (row, item) in batch.items.iter().enumerate() {
+            let (sku, location) = objects.item(row, item.sku, item.location);
+            items.push(row_tuple4(py, sku, location, item.on_hand, item.reserved)?);
         }
         Ok(JournalBatch {
             lsn_first: batch.lsn_first,

@@ -13,6 +13,8 @@ use crate::prefetch::prefetch;
 const EMPTY: u64 = 0;
 /// The smallest array allocated (a fresh engine).
 const BUCKETS_MIN: usize = 16;
+/// Buckets (8 bytes each) per 64-byte cache line.
+const BUCKETS_PER_LINE: usize = 8;
 
 #[derive(Debug)]
 pub(super) struct IdIndex {
@@ -64,9 +66,13 @@ impl IdIndex {
         (spread >> (64 - self.bits)) as usize
     }
 
-    /// Starts loading the bucket `hash` is probed at.
+    /// Starts loading the bucket `hash` is probed at, and the one a cache line further:
+    /// a probe run (and a removal's backward shift, which scans to the run's end) often
+    /// crosses into the next line.
     pub(super) fn prefetch(&self, hash: u32) {
-        prefetch(&self.buckets[self.home(hash)]);
+        let home = self.home(hash);
+        prefetch(&self.buckets[home]);
+        prefetch(&self.buckets[(home + BUCKETS_PER_LINE) & self.mask]);
     }
 
     /// The slot of the entry with `hash` that `is_id` accepts. Every probe loop ends: the
