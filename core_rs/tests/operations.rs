@@ -1181,3 +1181,33 @@ fn a_receipt_views_the_reservation_as_answered_until_it_is_gone() {
         .unwrap();
     assert_eq!(engine.view(&reserved), None);
 }
+
+/// The global expiry queue keeps entries of ended holds while any hold is live (they are
+/// dropped lazily or by compaction), and is emptied when the last active hold ends; expiry
+/// works as before on the holds made afterwards.
+#[test]
+fn expiry_queue_is_emptied_when_no_hold_is_active() {
+    let mut engine = stocked(&[("a", 10)]);
+    let ttl = 1_000;
+    engine
+        .reserve("r1", "", &[line("a", 1)], ttl, NOW, None)
+        .unwrap();
+    engine
+        .reserve("r2", "", &[line("a", 1)], ttl, NOW, None)
+        .unwrap();
+    engine.release("r1", NOW, None).unwrap();
+    assert_eq!(engine.stats().expiry_queue_entries, 2, "r2 is still live");
+    engine.commit("r2", None, NOW, None).unwrap();
+    assert_eq!(engine.stats().reservations_active, 0);
+    assert_eq!(engine.stats().expiry_queue_entries, 0);
+    assert_eq!(engine.next_expiry_ms(), None);
+    engine
+        .reserve("r3", "", &[line("a", 2)], ttl, NOW, None)
+        .unwrap();
+    assert_eq!(engine.next_expiry_ms(), Some(NOW + ttl));
+    let expired = engine.expire_due(NOW + ttl, 10).unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(&*expired[0], "r3");
+    assert_eq!(engine.stats().expiry_queue_entries, 0);
+    assert_eq!(level(&engine, "a", NOW + ttl), (9, 0, 9));
+}

@@ -25,7 +25,7 @@ pub(super) fn hold_entry_live(reservations: &Reservations, entry: &HoldEntry) ->
     entry_live(reservations, entry.slot, entry.generation)
 }
 
-fn expiry_entry_live(reservations: &Reservations, entry: &ExpiryEntry) -> bool {
+pub(super) fn expiry_entry_live(reservations: &Reservations, entry: &ExpiryEntry) -> bool {
     entry_live(reservations, entry.slot, entry.generation)
 }
 

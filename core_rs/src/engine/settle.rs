@@ -141,6 +141,14 @@ impl Engine {
         }
         self.reservations
             .retire(slot, self.config.reservations_terminal_max);
+        // With no hold active, every entry of the global expiry queue is stale: dropped
+        // now, they need no compaction later, which would read each one's slot (long
+        // finished, seldom cached) to learn it.
+        if self.reservations.active_count == 0 && !self.expiry.is_empty() {
+            let reservations = &self.reservations;
+            self.expiry
+                .clear_stale(|entry| super::expire::expiry_entry_live(reservations, entry));
+        }
     }
 
     /// Commit of a hold that became due: it expires (journaled) and the caller is refused.
