@@ -213,17 +213,18 @@ class SloSearch:
     run per rate on a shared host: a noisy run can misplace the bracket, so the result is a
     figure to compare systems in one run, not a guarantee."""
 
-    def __init__(self, closed_maximum: float, runs: list[dict]):
+    def __init__(self, closed_maximum: float, fraction_runs: list[dict]):
         self.closed_maximum = closed_maximum
-        self.runs = list(runs)
+        self.fraction_runs = fraction_runs
         self.searched: list[dict] = []
 
     def bracket(self) -> tuple[int, int]:
-        met = [run["offered_rate"] for run in self.runs if within_slo(run)]
+        met, missed = [], []
+        for run in (*self.fraction_runs, *self.searched):
+            (met if within_slo(run) else missed).append(run["offered_rate"])
         low = max(met, default=0)
-        missed = [run["offered_rate"] for run in self.runs
-                  if not within_slo(run) and run["offered_rate"] > low]
-        return low, min(missed, default=int(self.closed_maximum))
+        return low, min((rate for rate in missed if rate > low),
+                        default=int(self.closed_maximum))
 
     def next_rate(self) -> int | None:
         low, high = self.bracket()
@@ -231,7 +232,6 @@ class SloSearch:
         return rate if low < rate < high else None
 
     def record(self, result: dict) -> None:
-        self.runs.append(result)
         self.searched.append(result)
 
     def summary(self) -> dict:

@@ -56,7 +56,6 @@ impl ExpiryQueue {
     /// builds).
     pub fn clear_stale(&mut self, is_live: impl Fn(&ExpiryEntry) -> bool) {
         debug_assert!(self.heap.iter().all(|entry| !is_live(&entry.0)));
-        let _ = is_live;
         self.heap.clear();
     }
 }

@@ -1189,12 +1189,11 @@ fn a_receipt_views_the_reservation_as_answered_until_it_is_gone() {
 fn expiry_queue_is_emptied_when_no_hold_is_active() {
     let mut engine = stocked(&[("a", 10)]);
     let ttl = 1_000;
-    engine
-        .reserve("r1", "", &[line("a", 1)], ttl, NOW, None)
-        .unwrap();
-    engine
-        .reserve("r2", "", &[line("a", 1)], ttl, NOW, None)
-        .unwrap();
+    for id in ["r1", "r2"] {
+        engine
+            .reserve(id, "", &[line("a", 1)], ttl, NOW, None)
+            .unwrap();
+    }
     engine.release("r1", NOW, None).unwrap();
     assert_eq!(engine.stats().expiry_queue_entries, 2, "r2 is still live");
     engine.commit("r2", None, NOW, None).unwrap();
