@@ -21,6 +21,8 @@ from google.protobuf import any_pb2
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
+from service.config import Config
+from service.front import Front
 from service.gen.stock.v1 import stock_pb2, stock_pb2_grpc
 
 # Remembered request ids are bounded like the engine's idempotency store; the fake forgets all
@@ -28,6 +30,8 @@ from service.gen.stock.v1 import stock_pb2, stock_pb2_grpc
 IDEMPOTENCY_RECORDS_MAX = 1_000_000
 BATCH_REQUESTS_MAX = 1_000
 TTL_MS_DEFAULT = 900_000
+# As many gRPC servers on the port as the service runs by default (STOCK_GRPC_ACCEPTORS).
+ACCEPTORS_DEFAULT = Config.grpc_acceptors
 STATUS = stock_pb2.ReservationStatus
 ItemKey = tuple[str, str]
 
@@ -231,18 +235,20 @@ class EmptyStockServicer(stock_pb2_grpc.StockServiceServicer):
 
 
 async def start(
-    listen: str, servicer: stock_pb2_grpc.StockServiceServicer
-) -> tuple[grpc.aio.Server, int]:
-    """Starts a grpc.aio server for `servicer`; returns it and its port (port 0 picks one)."""
-    server = grpc.aio.server()
-    stock_pb2_grpc.add_StockServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port(listen)
-    await server.start()
-    return server, port
+    listen: str, servicer: stock_pb2_grpc.StockServiceServicer,
+    acceptors: int = ACCEPTORS_DEFAULT,
+) -> tuple[Front, int]:
+    """Starts the same gRPC front as the service's (`acceptors` servers on one port) for
+    `servicer`; returns it and its port (port 0 picks one)."""
+    front = Front(acceptors, lambda server: stock_pb2_grpc.add_StockServiceServicer_to_server(
+        servicer, server))
+    port = front.bind(listen)
+    await front.start()
+    return front, port
 
 
-async def main(listen: str) -> None:
-    server, _ = await start(listen, EmptyStockServicer())
+async def main(listen: str, acceptors: int) -> None:
+    server, _ = await start(listen, EmptyStockServicer(), acceptors)
     print(f"empty_server listening on {listen}", flush=True)
     await server.wait_for_termination()
 
@@ -250,5 +256,7 @@ async def main(listen: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listen", default="127.0.0.1:50061")
+    parser.add_argument("--acceptors", type=int, default=ACCEPTORS_DEFAULT)
+    arguments = parser.parse_args()
     # The same event loop as the service (service/__main__.py): a fair front.
-    uvloop.run(main(parser.parse_args().listen))
+    uvloop.run(main(arguments.listen, arguments.acceptors))

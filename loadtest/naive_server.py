@@ -19,7 +19,7 @@ import asyncpg
 import grpc
 import uvloop
 
-from loadtest.empty_server import TTL_MS_DEFAULT, start
+from loadtest.empty_server import ACCEPTORS_DEFAULT, TTL_MS_DEFAULT, start
 from service.gen.stock.v1 import stock_pb2, stock_pb2_grpc
 
 # Enough connections to keep PostgreSQL busy on 2 cores without thrashing it.
@@ -101,12 +101,12 @@ class NaiveStockServicer(stock_pb2_grpc.StockServiceServicer):
             available=r["on_hand"] - r["reserved"]) for r in rows])
 
 
-async def main(listen: str, database_url: str) -> None:
+async def main(listen: str, database_url: str, acceptors: int) -> None:
     pool = await asyncpg.create_pool(
         database_url, min_size=4, max_size=POOL_CONNECTIONS_MAX,
         command_timeout=STATEMENT_TIMEOUT_S)
     await pool.execute(SCHEMA)
-    server, _ = await start(listen, NaiveStockServicer(pool))
+    server, _ = await start(listen, NaiveStockServicer(pool), acceptors)
     print(f"naive_server listening on {listen}", flush=True)
     try:
         await server.wait_for_termination()
@@ -118,6 +118,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listen", default="127.0.0.1:50062")
     parser.add_argument("--database-url", required=True)
+    parser.add_argument("--acceptors", type=int, default=ACCEPTORS_DEFAULT)
     arguments = parser.parse_args()
     # The same event loop as the service (service/__main__.py): a fair front.
-    uvloop.run(main(arguments.listen, arguments.database_url))
+    uvloop.run(main(arguments.listen, arguments.database_url, arguments.acceptors))

@@ -24,6 +24,7 @@ from service.auth import OperatorAuth
 from service.committer import Committer
 from service.config import Config
 from service.engine import prefault_memory
+from service.front import Front
 from service.gen.stock.v1 import stock_pb2
 from service.invalidation import Invalidator
 from service.persistence import Persistence
@@ -66,11 +67,21 @@ class App:
         self.sweeper = Sweeper(self.committer, self.persistence,
                                interval_ms=config.sweep_interval_ms,
                                idempotency_retention_ms=config.idempotency_retention_ms)
-        self.server = grpc.aio.server(
-            # Beyond this many concurrent calls gRPC answers RESOURCE_EXHAUSTED itself.
-            maximum_concurrent_rpcs=config.inflight_calls_max,
-            options=server_options(config))
+        self.servicer = StockServicer(self.committer, self.persistence,
+                                      OperatorAuth(config.admin_token))
+        # Beyond its share of concurrent calls each server answers RESOURCE_EXHAUSTED itself.
+        self.front = Front(config.grpc_acceptors, self._register,
+                           maximum_concurrent_rpcs=inflight_share(config),
+                           options=server_options(config))
         self.port = 0
+
+    def _register(self, server: grpc.aio.Server) -> None:
+        """Adds the stock API, health and reflection to one server of the front."""
+        add_to_server(self.servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME), server)
 
     async def _set_serving(self, serving: bool) -> None:
         status = (health_pb2.HealthCheckResponse.SERVING if serving
@@ -89,15 +100,9 @@ class App:
         if self.config.metrics_listen:
             metrics.serve(self.config.metrics_listen)
         await self._set_serving(False)
-        add_to_server(StockServicer(self.committer, self.persistence,
-                                    OperatorAuth(self.config.admin_token)), self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME), self.server)
-        self.port = self.server.add_insecure_port(self.config.listen)
+        self.port = self.front.bind(self.config.listen)
         await self.invalidator.start()
-        await self.server.start()
+        await self.front.start()
         log.info("listening on %s", self.config.listen)
         self.committer.start()
         self.projector.start()
@@ -110,7 +115,8 @@ class App:
         started = time.monotonic()
         grace_s = self.config.shutdown_grace_ms / 1000
         await self.committer.drain(grace_s)
-        await self.server.stop(max(SERVER_STOP_GRACE_MIN_S, grace_s - (time.monotonic() - started)))
+        await self.front.stop(max(SERVER_STOP_GRACE_MIN_S,
+                                  grace_s - (time.monotonic() - started)))
         await self.projector.stop()  # what is left, the next start's recovery projects
         await self.committer.stop()
         await self.invalidator.stop(INVALIDATOR_STOP_TIMEOUT_S)
@@ -118,13 +124,18 @@ class App:
         log.info("stopped")
 
 
+def inflight_share(config: Config) -> int:
+    """Each gRPC server's share of STOCK_INFLIGHT_CALLS_MAX (the shares never add up to more)."""
+    return config.inflight_calls_max // config.grpc_acceptors
+
+
 def server_options(config: Config) -> list[tuple[str, int]]:
     """gRPC core cancels (CANCELLED, not RESOURCE_EXHAUSTED) calls arriving while more than
     `grpc.server.max_pending_requests` (default 1,000) wait to be picked up by the event loop;
     a burst of 2,000 calls met that. Raise it to our own bound, which answers properly."""
-    return [("grpc.server.max_pending_requests", config.inflight_calls_max),
-            ("grpc.server.max_pending_requests_hard_limit",
-             config.inflight_calls_max * PENDING_HARD_LIMIT_FACTOR)]
+    share = inflight_share(config)
+    return [("grpc.server.max_pending_requests", share),
+            ("grpc.server.max_pending_requests_hard_limit", share * PENDING_HARD_LIMIT_FACTOR)]
 
 
 async def serve(config: Config) -> None:

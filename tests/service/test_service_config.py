@@ -7,6 +7,7 @@ import pytest
 
 from service.config import (
     DATABASE_WRITERS_MAX,
+    GRPC_ACCEPTORS_MAX,
     JOURNAL_LOG_MAX_OPERATIONS_BOUND,
     Config,
     ConfigError,
@@ -44,6 +45,8 @@ def test_integers_are_parsed_and_other_variables_ignored():
     ("STOCK_DATABASE_TIMEOUT_MS", 0),
     ("STOCK_MEMORY_PREFAULT_MIB", -1),
     ("STOCK_MEMORY_PREFAULT_MIB", PREFAULT_MIB_MAX + 1),
+    ("STOCK_GRPC_ACCEPTORS", 0),
+    ("STOCK_GRPC_ACCEPTORS", GRPC_ACCEPTORS_MAX + 1),
 ])
 def test_out_of_bounds_values_are_refused_by_name(name, value):
     with pytest.raises(ConfigError, match=name):
@@ -56,3 +59,12 @@ def test_the_bounds_themselves_are_accepted():
                                   JOURNAL_LOG_MAX_OPERATIONS_BOUND),
                               "STOCK_DATABASE_WRITERS": str(DATABASE_WRITERS_MAX)})
     assert config.journal_log_max_operations == JOURNAL_LOG_MAX_OPERATIONS_BOUND
+
+
+def test_every_grpc_acceptor_gets_a_share_of_the_in_flight_bound():
+    assert Config.from_env(URL).grpc_acceptors == 4
+    config = Config.from_env({**URL, "STOCK_GRPC_ACCEPTORS": str(GRPC_ACCEPTORS_MAX),
+                              "STOCK_INFLIGHT_CALLS_MAX": str(GRPC_ACCEPTORS_MAX)})
+    assert (config.grpc_acceptors, config.inflight_calls_max) == (GRPC_ACCEPTORS_MAX,) * 2
+    with pytest.raises(ConfigError, match="STOCK_INFLIGHT_CALLS_MAX must be at least"):
+        Config.from_env({**URL, "STOCK_GRPC_ACCEPTORS": "4", "STOCK_INFLIGHT_CALLS_MAX": "3"})

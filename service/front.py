@@ -1,0 +1,50 @@
+"""The gRPC front: several grpc.aio servers in the one process, all on one port.
+
+grpc.aio accepts the calls of each method one at a time per server: every acceptance is a
+round trip through gRPC's completion-queue thread and a few turns of the event loop, and
+meanwhile further calls wait inside gRPC before any handler runs. Under load that wait, not
+the handlers, made most of the slow calls (docs/BENCHMARKS.md, "Where the slow calls wait").
+With several servers listening on the same port (SO_REUSEPORT, which gRPC sets on Linux), the
+kernel gives each new client connection to one of them and each accepts on its own, on the
+same event loop: the handlers, the engine and everything else stay shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+
+class Front:
+    """`acceptors` grpc.aio servers built alike (`register` adds the servicers to each)."""
+
+    def __init__(self, acceptors: int, register: Callable[[grpc.aio.Server], None],
+                 **server_arguments: Any):
+        assert acceptors >= 1, "a front needs at least one server"
+        self.servers = [grpc.aio.server(**server_arguments) for _ in range(acceptors)]
+        for server in self.servers:
+            register(server)
+        self.port = 0
+
+    def bind(self, listen: str) -> int:
+        """Binds every server to `listen` (host:port); port 0 picks a free one, which the
+        others then share. Returns the port."""
+        self.port = self.servers[0].add_insecure_port(listen)
+        host = listen.rpartition(":")[0]
+        for server in self.servers[1:]:
+            if server.add_insecure_port(f"{host}:{self.port}") != self.port:
+                raise RuntimeError(f"gRPC servers could not share port {self.port}")
+        return self.port
+
+    async def start(self) -> None:
+        for server in self.servers:
+            await server.start()
+
+    async def stop(self, grace: float | None) -> None:
+        await asyncio.gather(*(server.stop(grace) for server in self.servers))
+
+    async def wait_for_termination(self) -> None:
+        await asyncio.gather(*(server.wait_for_termination() for server in self.servers))
