@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
+from service.front import is_unix_socket
 from service.validation import limit
 
 # More writers than cores buys nothing but connections and row-lock waits.
@@ -153,6 +154,8 @@ class Config:
                 raise ConfigError(f"STOCK_{name.upper()} must be positive")
         if not 1 <= self.grpc_acceptors <= GRPC_ACCEPTORS_MAX:
             raise ConfigError(f"STOCK_GRPC_ACCEPTORS must be 1..{GRPC_ACCEPTORS_MAX}")
+        if is_unix_socket(self.listen) and self.grpc_acceptors != 1:
+            raise ConfigError("STOCK_GRPC_ACCEPTORS must be 1 when STOCK_LISTEN is a unix socket")
         if self.inflight_calls_max < self.grpc_acceptors:
             raise ConfigError("STOCK_INFLIGHT_CALLS_MAX must be at least STOCK_GRPC_ACCEPTORS")
         if not 1 <= self.database_writers <= DATABASE_WRITERS_MAX:

@@ -31,7 +31,10 @@ class Front:
 
     def bind(self, listen: str) -> int:
         """Binds every server to `listen` (host:port); port 0 picks a free one, which the
-        others then share. Returns the port."""
+        others then share. Returns the port. A unix socket cannot be shared this way (gRPC
+        would unlink the first server's socket to bind the next), so it takes one server."""
+        if is_unix_socket(listen) and len(self.servers) > 1:
+            raise ValueError(f"{listen}: a unix socket is served by one gRPC server only")
         self.port = self.servers[0].add_insecure_port(listen)
         host = listen.rpartition(":")[0]
         for server in self.servers[1:]:
@@ -48,3 +51,8 @@ class Front:
 
     async def wait_for_termination(self) -> None:
         await asyncio.gather(*(server.wait_for_termination() for server in self.servers))
+
+
+def is_unix_socket(listen: str) -> bool:
+    """Whether `listen` names a unix socket (gRPC's unix: and unix-abstract: schemes)."""
+    return listen.startswith(("unix:", "unix-abstract:"))

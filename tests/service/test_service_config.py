@@ -68,3 +68,11 @@ def test_every_grpc_acceptor_gets_a_share_of_the_in_flight_bound():
     assert (config.grpc_acceptors, config.inflight_calls_max) == (GRPC_ACCEPTORS_MAX,) * 2
     with pytest.raises(ConfigError, match="STOCK_INFLIGHT_CALLS_MAX must be at least"):
         Config.from_env({**URL, "STOCK_GRPC_ACCEPTORS": "4", "STOCK_INFLIGHT_CALLS_MAX": "3"})
+
+
+def test_a_unix_socket_is_served_by_one_acceptor():
+    """gRPC would unlink one server's unix socket to bind the next: refused, not half-served."""
+    with pytest.raises(ConfigError, match="STOCK_GRPC_ACCEPTORS must be 1 when STOCK_LISTEN"):
+        Config.from_env({**URL, "STOCK_LISTEN": "unix:/tmp/stock.sock"})
+    assert Config.from_env({**URL, "STOCK_LISTEN": "unix:/tmp/stock.sock",
+                            "STOCK_GRPC_ACCEPTORS": "1"}).grpc_acceptors == 1
