@@ -33,6 +33,7 @@ from pathlib import Path
 import asyncpg
 
 from loadtest import processes
+from service.config import Config
 from service.persistence import wait_projected
 
 LOADGEN = processes.ROOT / "loadtest" / "loadgen" / "target" / "release" / "loadgen"
@@ -75,6 +76,9 @@ PROJECTION_WAIT_S = 300.0
 # The service touches this much memory before serving (STOCK_MEMORY_PREFAULT_MIB), as a
 # production deployment sized for its peak would: more than any one run's holds grow it by.
 SERVICE_PREFAULT_MIB = int(os.environ.get("BENCH_SERVICE_PREFAULT_MIB", "1024"))
+# Every system serves through the same gRPC front of this many servers on its port
+# (STOCK_GRPC_ACCEPTORS for the service, --acceptors for the baselines; service/front.py).
+GRPC_ACCEPTORS = int(os.environ.get("BENCH_GRPC_ACCEPTORS", str(Config.grpc_acceptors)))
 CLIENT_CALLERS = 2_000  # coroutines calling StockClient.reserve at once
 LOADGEN_TIMEOUT_S = 120
 SUB_BENCH_TIMEOUT_S = 300
@@ -306,11 +310,13 @@ def serving(system: str, token: str, tmp: Path, part: str):
     log(f"{system} on {listen} ({part})")
     with processes.fresh_database(f"bench_{system}") as database:
         env = processes.service_env(listen, database, token, STOCK_LOG_LEVEL="WARNING",
-                                    STOCK_MEMORY_PREFAULT_MIB=str(SERVICE_PREFAULT_MIB))
+                                    STOCK_MEMORY_PREFAULT_MIB=str(SERVICE_PREFAULT_MIB),
+                                    STOCK_GRPC_ACCEPTORS=str(GRPC_ACCEPTORS))
+        front = ["--acceptors", str(GRPC_ACCEPTORS)]
         arguments = {
-            "empty": ["-m", "loadtest.empty_server", "--listen", listen],
+            "empty": ["-m", "loadtest.empty_server", "--listen", listen, *front],
             "naive": ["-m", "loadtest.naive_server", "--listen", listen,
-                      "--database-url", database],
+                      "--database-url", database, *front],
             "service": ["-m", "service"],
         }[system]
         with processes.server(arguments, env=env, health=(system == "service"),
@@ -456,7 +462,8 @@ def main() -> int:
                      "open_duration_s": OPEN_DURATION_S,
                      "warmup_s": WARMUP_S, "load_fractions": LOAD_FRACTIONS,
                      "batch_sizes": BATCH_SIZES, "batch_concurrency": BATCH_CONCURRENCY,
-                     "service_prefault_mib": SERVICE_PREFAULT_MIB},
+                     "service_prefault_mib": SERVICE_PREFAULT_MIB,
+                     "grpc_acceptors": GRPC_ACCEPTORS},
         "systems": systems, "targets": targets(systems),
         "latency_capacity": latency_capacity(systems),
         "engine": sub_bench("bench_engine", []),
