@@ -15,7 +15,7 @@ from service.validation import limit
 # More writers than cores buys nothing but connections and row-lock waits.
 DATABASE_WRITERS_MAX = 8
 # gRPC servers sharing the listening port (SO_REUSEPORT); each accepts calls on its own.
-GRPC_ACCEPTORS_MAX = 16
+GRPC_ACCEPTORS_MAX = 64
 # A longer log would make a restart spend minutes projecting it before serving.
 JOURNAL_LOG_MAX_OPERATIONS_BOUND = 10_000_000
 
@@ -79,19 +79,21 @@ class Config:
     PostgreSQL (and so are not reloaded after a restart)."""
 
     inflight_calls_max: int = 10_000
-    """STOCK_INFLIGHT_CALLS_MAX: concurrent RPCs; beyond it calls get RESOURCE_EXHAUSTED
-    (enforced per gRPC server: each of STOCK_GRPC_ACCEPTORS takes an equal share)."""
+    """STOCK_INFLIGHT_CALLS_MAX: concurrent stock RPCs in the process; beyond it calls get
+    RESOURCE_EXHAUSTED at once (each gRPC server of the front also caps its own calls, health
+    and reflection included, at this number)."""
 
-    grpc_acceptors: int = 4
-    """STOCK_GRPC_ACCEPTORS: gRPC servers (1..16) in the one process, all on the listening
+    grpc_acceptors: int = 16
+    """STOCK_GRPC_ACCEPTORS: gRPC servers (1..64) in the one process, all on the listening
     port (SO_REUSEPORT), sharing the engine and the event loop; the kernel gives each new
     client connection to one of them. grpc.aio accepts the calls of a method one at a time
     per server, each acceptance a round trip through gRPC's completion-queue thread, so
     under load calls queued there before their handler started. At 2,400 calls/s over 4
-    client connections, 4 servers against 1: median p99 75 against 165 ms (one hot SKU) and
-    36 against 104 ms (10,000 SKUs) (docs/BENCHMARKS.md, "Where the slow calls wait").
-    A single client connection is served by one of them only. STOCK_INFLIGHT_CALLS_MAX is
-    shared out equally among them."""
+    client connections (median p99 of 5-6 alternating runs): 165 ms with 1 server against 75
+    with 4 (one hot SKU), 104 against 36 ms (10,000 SKUs); then 26 ms with 4 against 17 with
+    16 (hot) and 48 against 14.7 ms (10,000 SKUs): more servers than connections leave
+    fewer connections sharing one (docs/BENCHMARKS.md, "Where the slow calls wait"). A
+    single client connection is served by one of them only. 1 with a unix socket."""
 
     sweep_interval_ms: int = 250
     """STOCK_SWEEP_INTERVAL_MS: longest pause between two expiry sweeps."""
@@ -156,8 +158,6 @@ class Config:
             raise ConfigError(f"STOCK_GRPC_ACCEPTORS must be 1..{GRPC_ACCEPTORS_MAX}")
         if is_unix_socket(self.listen) and self.grpc_acceptors != 1:
             raise ConfigError("STOCK_GRPC_ACCEPTORS must be 1 when STOCK_LISTEN is a unix socket")
-        if self.inflight_calls_max < self.grpc_acceptors:
-            raise ConfigError("STOCK_INFLIGHT_CALLS_MAX must be at least STOCK_GRPC_ACCEPTORS")
         if not 1 <= self.database_writers <= DATABASE_WRITERS_MAX:
             raise ConfigError(f"STOCK_DATABASE_WRITERS must be 1..{DATABASE_WRITERS_MAX}")
         if not 0 <= self.journal_log_max_operations <= JOURNAL_LOG_MAX_OPERATIONS_BOUND:

@@ -68,10 +68,12 @@ class App:
                                interval_ms=config.sweep_interval_ms,
                                idempotency_retention_ms=config.idempotency_retention_ms)
         self.servicer = StockServicer(self.committer, self.persistence,
-                                      OperatorAuth(config.admin_token))
-        # Beyond its share of concurrent calls each server answers RESOURCE_EXHAUSTED itself.
+                                      OperatorAuth(config.admin_token),
+                                      inflight_calls_max=config.inflight_calls_max)
+        # The servicer bounds the stock calls in flight for the whole process; each server's
+        # own bound (the same number) also covers health and reflection calls.
         self.front = Front(config.grpc_acceptors, self._register,
-                           maximum_concurrent_rpcs=inflight_share(config),
+                           maximum_concurrent_rpcs=config.inflight_calls_max,
                            options=server_options(config))
         self.port = 0
 
@@ -124,18 +126,13 @@ class App:
         log.info("stopped")
 
 
-def inflight_share(config: Config) -> int:
-    """Each gRPC server's share of STOCK_INFLIGHT_CALLS_MAX (the shares never add up to more)."""
-    return config.inflight_calls_max // config.grpc_acceptors
-
-
 def server_options(config: Config) -> list[tuple[str, int]]:
     """gRPC core cancels (CANCELLED, not RESOURCE_EXHAUSTED) calls arriving while more than
     `grpc.server.max_pending_requests` (default 1,000) wait to be picked up by the event loop;
     a burst of 2,000 calls met that. Raise it to our own bound, which answers properly."""
-    share = inflight_share(config)
-    return [("grpc.server.max_pending_requests", share),
-            ("grpc.server.max_pending_requests_hard_limit", share * PENDING_HARD_LIMIT_FACTOR)]
+    return [("grpc.server.max_pending_requests", config.inflight_calls_max),
+            ("grpc.server.max_pending_requests_hard_limit",
+             config.inflight_calls_max * PENDING_HARD_LIMIT_FACTOR)]
 
 
 async def serve(config: Config) -> None:

@@ -9,9 +9,10 @@ looked up in PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import grpc
 
@@ -56,7 +57,8 @@ def rpc(handler: Callable) -> Callable:
         started = observer.started()
         code = grpc.StatusCode.OK
         try:
-            return await handler(self, request, context)
+            with self._admitted():
+                return await handler(self, request, context)
         except grpc.aio.AbortError:
             code = context.code() or grpc.StatusCode.UNKNOWN
             raise
@@ -128,10 +130,28 @@ def is_unknown_reservation(outcome) -> bool:
 
 
 class StockServicer(stock_pb2_grpc.StockServiceServicer):
-    def __init__(self, committer: Committer, persistence: Persistence, auth: OperatorAuth):
+    def __init__(self, committer: Committer, persistence: Persistence, auth: OperatorAuth,
+                 inflight_calls_max: int):
         self._committer = committer
         self._persistence = persistence
         self._auth = auth
+        # One bound for the process: gRPC's own (maximum_concurrent_rpcs) is per server, and
+        # the front runs several (service/front.py).
+        self._inflight_calls_max = inflight_calls_max
+        self._inflight = 0
+
+    @contextlib.contextmanager
+    def _admitted(self) -> Iterator[None]:
+        """Counts a call in flight for its duration; beyond the bound it is refused at once."""
+        if self._inflight >= self._inflight_calls_max:
+            raise errors.Overloaded(
+                f"more than STOCK_INFLIGHT_CALLS_MAX={self._inflight_calls_max} calls in "
+                "flight; retry later")
+        self._inflight += 1
+        try:
+            yield
+        finally:
+            self._inflight -= 1
 
     async def _durable(self, result, generation: int):
         await self._committer.wait_durable(result.lsn, generation)

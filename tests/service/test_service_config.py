@@ -61,13 +61,10 @@ def test_the_bounds_themselves_are_accepted():
     assert config.journal_log_max_operations == JOURNAL_LOG_MAX_OPERATIONS_BOUND
 
 
-def test_every_grpc_acceptor_gets_a_share_of_the_in_flight_bound():
-    assert Config.from_env(URL).grpc_acceptors == 4
-    config = Config.from_env({**URL, "STOCK_GRPC_ACCEPTORS": str(GRPC_ACCEPTORS_MAX),
-                              "STOCK_INFLIGHT_CALLS_MAX": str(GRPC_ACCEPTORS_MAX)})
-    assert (config.grpc_acceptors, config.inflight_calls_max) == (GRPC_ACCEPTORS_MAX,) * 2
-    with pytest.raises(ConfigError, match="STOCK_INFLIGHT_CALLS_MAX must be at least"):
-        Config.from_env({**URL, "STOCK_GRPC_ACCEPTORS": "4", "STOCK_INFLIGHT_CALLS_MAX": "3"})
+def test_grpc_acceptors_default_and_bound():
+    assert Config.from_env(URL).grpc_acceptors == 16
+    config = Config.from_env({**URL, "STOCK_GRPC_ACCEPTORS": str(GRPC_ACCEPTORS_MAX)})
+    assert config.grpc_acceptors == GRPC_ACCEPTORS_MAX
 
 
 def test_a_unix_socket_is_served_by_one_acceptor():

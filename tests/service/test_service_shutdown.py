@@ -12,7 +12,9 @@ import pytest
 from conftest import ADMIN_TOKEN, create_database, drop_database, service_runner
 from stock_helpers import line, unique
 
+from service import errors
 from service.gen.stock.v1 import stock_pb2, stock_pb2_grpc
+from service.servicer import StockServicer
 
 CALLS = 400
 METADATA = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
@@ -84,3 +86,16 @@ async def test_calls_beyond_the_in_flight_bound_are_resource_exhausted(fresh_dat
     codes = Counter(code for code, _ in outcomes)
     assert codes[grpc.StatusCode.RESOURCE_EXHAUSTED] > 0, codes
     assert codes[grpc.StatusCode.OK] > 0, codes
+
+
+def test_the_in_flight_bound_is_one_count_for_the_whole_process():
+    """The servicer counts every stock call in flight, whichever gRPC server of the front
+    accepted it; one beyond the bound is refused with a message naming the setting, and a
+    finished call (or a refused one) frees its place."""
+    servicer = StockServicer(None, None, None, inflight_calls_max=2)
+    with servicer._admitted(), servicer._admitted():
+        with pytest.raises(errors.Overloaded, match="STOCK_INFLIGHT_CALLS_MAX=2"):
+            with servicer._admitted():
+                pass
+    with servicer._admitted(), servicer._admitted():
+        pass
