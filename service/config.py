@@ -84,16 +84,10 @@ class Config:
     and reflection included, at this number)."""
 
     grpc_acceptors: int = 16
-    """STOCK_GRPC_ACCEPTORS: gRPC servers (1..64) in the one process, all on the listening
-    port (SO_REUSEPORT), sharing the engine and the event loop; the kernel gives each new
-    client connection to one of them. grpc.aio accepts the calls of a method one at a time
-    per server, each acceptance a round trip through gRPC's completion-queue thread, so
-    under load calls queued there before their handler started. At 2,400 calls/s over 4
-    client connections (median p99 of 5-6 alternating runs): 165 ms with 1 server against 75
-    with 4 (one hot SKU), 104 against 36 ms (10,000 SKUs); then 26 ms with 4 against 17 with
-    16 (hot) and 48 against 14.7 ms (10,000 SKUs): more servers than connections leave
-    fewer connections sharing one (docs/BENCHMARKS.md, "Where the slow calls wait"). A
-    single client connection is served by one of them only. 1 with a unix socket."""
+    """STOCK_GRPC_ACCEPTORS: gRPC servers (1..64; 1 with a unix socket) in the one process,
+    all on the listening port, each accepting the calls of the client connections the kernel
+    gives it (service/front.py says why; the measurements that chose 16 are in
+    docs/BENCHMARKS.md, "Where the slow calls wait")."""
 
     sweep_interval_ms: int = 250
     """STOCK_SWEEP_INTERVAL_MS: longest pause between two expiry sweeps."""

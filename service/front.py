@@ -27,7 +27,6 @@ class Front:
         self.servers = [grpc.aio.server(**server_arguments) for _ in range(acceptors)]
         for server in self.servers:
             register(server)
-        self.port = 0
 
     def bind(self, listen: str) -> int:
         """Binds every server to `listen` (host:port); port 0 picks a free one, which the
@@ -35,12 +34,12 @@ class Front:
         would unlink the first server's socket to bind the next), so it takes one server."""
         if is_unix_socket(listen) and len(self.servers) > 1:
             raise ValueError(f"{listen}: a unix socket is served by one gRPC server only")
-        self.port = self.servers[0].add_insecure_port(listen)
+        port = self.servers[0].add_insecure_port(listen)
         host = listen.rpartition(":")[0]
         for server in self.servers[1:]:
-            if server.add_insecure_port(f"{host}:{self.port}") != self.port:
-                raise RuntimeError(f"gRPC servers could not share port {self.port}")
-        return self.port
+            if server.add_insecure_port(f"{host}:{port}") != port:
+                raise RuntimeError(f"gRPC servers could not share port {port}")
+        return port
 
     async def start(self) -> None:
         for server in self.servers:

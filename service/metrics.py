@@ -21,6 +21,7 @@ BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 1000
 REQUESTS = Counter("stock_requests_total", "RPCs answered", ["method", "code"])
 REQUEST_SECONDS = Histogram("stock_request_seconds", "RPC latency", ["method"],
                             buckets=LATENCY_BUCKETS_S)
+# Set by the servicer, which counts the calls in flight to bound them (service/servicer.py).
 INFLIGHT = Gauge("stock_requests_inflight", "RPCs being served")
 BATCH_OPERATIONS = Histogram("stock_commit_batch_operations",
                              "Engine operations (LSNs) per PostgreSQL transaction",
@@ -97,11 +98,9 @@ class CallObserver:
         self._counts: dict[str, Counter] = {}
 
     def started(self) -> float:
-        INFLIGHT.inc()
         return time.monotonic()
 
     def finished(self, started: float, code) -> None:
-        INFLIGHT.dec()
         name = code_name(code)
         counter = self._counts.get(name)
         if counter is None:

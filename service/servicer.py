@@ -142,16 +142,19 @@ class StockServicer(stock_pb2_grpc.StockServiceServicer):
 
     @contextlib.contextmanager
     def _admitted(self) -> Iterator[None]:
-        """Counts a call in flight for its duration; beyond the bound it is refused at once."""
+        """Counts a call in flight for its duration (the one count: it also sets the
+        `stock_requests_inflight` gauge); beyond the bound it is refused at once."""
         if self._inflight >= self._inflight_calls_max:
             raise errors.Overloaded(
                 f"more than STOCK_INFLIGHT_CALLS_MAX={self._inflight_calls_max} calls in "
                 "flight; retry later")
         self._inflight += 1
+        metrics.INFLIGHT.set(self._inflight)
         try:
             yield
         finally:
             self._inflight -= 1
+            metrics.INFLIGHT.set(self._inflight)
 
     async def _durable(self, result, generation: int):
         await self._committer.wait_durable(result.lsn, generation)

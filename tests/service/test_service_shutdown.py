@@ -10,6 +10,7 @@ import asyncpg
 import grpc
 import pytest
 from conftest import ADMIN_TOKEN, create_database, drop_database, service_runner
+from prometheus_client import REGISTRY
 from stock_helpers import line, unique
 
 from service import errors
@@ -94,8 +95,10 @@ def test_the_in_flight_bound_is_one_count_for_the_whole_process():
     finished call (or a refused one) frees its place."""
     servicer = StockServicer(None, None, None, inflight_calls_max=2)
     with servicer._admitted(), servicer._admitted():
+        assert REGISTRY.get_sample_value("stock_requests_inflight") == 2  # the same count
         with pytest.raises(errors.Overloaded, match="STOCK_INFLIGHT_CALLS_MAX=2"):
             with servicer._admitted():
                 pass
     with servicer._admitted(), servicer._admitted():
         pass
+    assert REGISTRY.get_sample_value("stock_requests_inflight") == 0
