@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from service import metrics, recovery
+from service.batch_window import BatchWindow
 from service.engine import Engine
 from service.errors import Unavailable
 from service.persistence import Persistence
@@ -82,11 +83,12 @@ class Flight:
 class Committer:
     def __init__(self, persistence: Persistence, invalidator: Any, *, window_ms: int,
                  operations_max: int, backoff_initial_ms: int, backoff_max_ms: int,
+                 window_max_ms: int | None = None,
                  on_serving: Callable[[bool], Awaitable[None]], writers: int = 1,
                  journal_log_max_operations: int = 0):
         self._persistence = persistence
         self._invalidator = invalidator
-        self._window_s = window_ms / 1000
+        self._window = BatchWindow(window_ms, window_max_ms)
         self._operations_max = operations_max
         self._backoff_initial_s = backoff_initial_ms / 1000
         self._backoff_max_s = backoff_max_ms / 1000
@@ -222,7 +224,7 @@ class Committer:
             # Let concurrent calls join this batch: at most one batch starts per window,
             # so under load each batch carries a window's worth of calls and the fixed cost
             # of a transaction (and of a cache invalidation) is shared by all of them.
-            linger_s = self._window_s - (time.monotonic() - self._batch_started_at)
+            linger_s = self._window.seconds - (time.monotonic() - self._batch_started_at)
             if linger_s > 0:
                 return linger_s
         return 0.0
@@ -240,9 +242,10 @@ class Committer:
             self._start_write()
 
     async def _tick_loop(self) -> None:
-        """Wakes the committer loop at least every IDLE_WAKE_S."""
+        """Wakes the committer loop at least every IDLE_WAKE_S, and sizes the batch window."""
         while True:
             await asyncio.sleep(IDLE_WAKE_S)
+            self._window.update()
             self._wake.set()
 
     async def _probe_loop(self) -> None:
@@ -264,7 +267,7 @@ class Committer:
         """Wait the window only under concurrency (more than one call waiting, or the last
         batch held more than one change): a lone call is written at once, so a quiet service
         answers in one commit time instead of one window plus one commit."""
-        if self._stopping or not self._window_s or self._pending() >= self._operations_max:
+        if self._stopping or not self._window.seconds or self._pending() >= self._operations_max:
             return False
         return len(self._waiters) > 1 or self._last_batch_changes > 1
 

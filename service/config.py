@@ -16,6 +16,8 @@ from service.validation import limit
 DATABASE_WRITERS_MAX = 8
 # gRPC servers sharing the listening port (SO_REUSEPORT); each accepts calls on its own.
 GRPC_ACCEPTORS_MAX = 64
+# A batch window longer than this would hold every call for a visible pause.
+BATCH_WINDOW_MS_MAX = 1_000
 # A longer log would make a restart spend minutes projecting it before serving.
 JOURNAL_LOG_MAX_OPERATIONS_BOUND = 10_000_000
 
@@ -48,6 +50,12 @@ class Config:
     """STOCK_BATCH_WINDOW_MS: under concurrency, at most one batch starts per window (the
     committer waits out the rest of it for more changes): a few ms of latency for far fewer
     PostgreSQL transactions. A lone call does not wait."""
+
+    batch_window_max_ms: int = 8
+    """STOCK_BATCH_WINDOW_MAX_MS: the window stretches from STOCK_BATCH_WINDOW_MS up to this as
+    the machine's processors become busy (service/batch_window.py): larger batches cost less
+    processor time per call when that is what limits throughput. Equal to
+    STOCK_BATCH_WINDOW_MS (or 0): a fixed window."""
 
     batch_operations_max: int = 10_000
     """STOCK_BATCH_OPERATIONS_MAX: journal operations per PostgreSQL transaction (at most the
@@ -160,5 +168,8 @@ class Config:
         prefault_max = limit("PREFAULT_MIB_MAX")
         if not 0 <= self.memory_prefault_mib <= prefault_max:
             raise ConfigError(f"STOCK_MEMORY_PREFAULT_MIB must be 0..{prefault_max}")
-        if self.batch_window_ms < 0 or self.shutdown_grace_ms < 0:
-            raise ConfigError("STOCK_BATCH_WINDOW_MS and STOCK_SHUTDOWN_GRACE_MS must be >= 0")
+        if self.shutdown_grace_ms < 0:
+            raise ConfigError("STOCK_SHUTDOWN_GRACE_MS must be >= 0")
+        for name in ("batch_window_ms", "batch_window_max_ms"):
+            if not 0 <= getattr(self, name) <= BATCH_WINDOW_MS_MAX:
+                raise ConfigError(f"STOCK_{name.upper()} must be 0..{BATCH_WINDOW_MS_MAX}")

@@ -47,6 +47,8 @@ COMMIT_FAILURES = Counter("stock_commit_failures_total", "Batch transactions tha
 REBUILDS = Counter("stock_engine_rebuilds_total", "Engine rebuilds from PostgreSQL")
 JOURNAL_PENDING = Gauge("stock_journal_pending", "Journal operations not yet in PostgreSQL")
 DURABILITY_WAITERS = Gauge("stock_durability_waiters", "Calls waiting for their group commit")
+BATCH_WINDOW_SECONDS = Gauge("stock_batch_window_seconds",
+                             "How long the committer lets calls gather into one batch now")
 EXPIRATIONS = Counter("stock_expirations_total", "Reservations expired by the sweeper")
 INVALIDATION_QUEUE = Gauge("stock_invalidation_queue_keys", "Cache keys waiting for deletion")
 INVALIDATION_DROPPED = Gauge("stock_invalidation_dropped_keys",

@@ -56,6 +56,7 @@ class App:
         self.health = health.aio.HealthServicer()
         self.committer = Committer(
             self.persistence, self.invalidator, window_ms=config.batch_window_ms,
+            window_max_ms=config.batch_window_max_ms,
             operations_max=config.batch_operations_max, writers=config.database_writers,
             backoff_initial_ms=config.rebuild_backoff_initial_ms,
             backoff_max_ms=config.rebuild_backoff_max_ms, on_serving=self._set_serving,

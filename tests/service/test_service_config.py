@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from service.config import (
+    BATCH_WINDOW_MS_MAX,
     DATABASE_WRITERS_MAX,
     GRPC_ACCEPTORS_MAX,
     JOURNAL_LOG_MAX_OPERATIONS_BOUND,
@@ -23,6 +24,7 @@ def test_defaults_need_only_a_database():
     assert config.database_url == URL["STOCK_DATABASE_URL"]
     assert config.journal_log_max_operations == 1_000_000
     assert config.database_writers == 2
+    assert (config.batch_window_ms, config.batch_window_max_ms) == (3, 8)
     with pytest.raises(ConfigError, match="STOCK_DATABASE_URL"):
         Config.from_env({})
 
@@ -42,6 +44,9 @@ def test_integers_are_parsed_and_other_variables_ignored():
     ("STOCK_DATABASE_WRITERS", DATABASE_WRITERS_MAX + 1),
     ("STOCK_BATCH_OPERATIONS_MAX", 0),
     ("STOCK_BATCH_WINDOW_MS", -1),
+    ("STOCK_BATCH_WINDOW_MS", BATCH_WINDOW_MS_MAX + 1),
+    ("STOCK_BATCH_WINDOW_MAX_MS", -1),
+    ("STOCK_BATCH_WINDOW_MAX_MS", BATCH_WINDOW_MS_MAX + 1),
     ("STOCK_DATABASE_TIMEOUT_MS", 0),
     ("STOCK_MEMORY_PREFAULT_MIB", -1),
     ("STOCK_MEMORY_PREFAULT_MIB", PREFAULT_MIB_MAX + 1),
