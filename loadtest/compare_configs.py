@@ -1,0 +1,142 @@
+"""Two configurations of the service side by side: both serve at once (each on its own port,
+database and Redis prefix), and load generator runs alternate between them (A B, B A, ...), so
+a busy moment of the shared host falls on both alike. Prints one JSON line per run and a
+summary per rate; the figures are per call: the service's, PostgreSQL's and the load
+generator's CPU, the machine's busy share and the event loop thread's.
+
+    python -m loadtest.compare_configs --b STOCK_BATCH_WINDOW_MAX_MS=3 --scenario hot
+    python -m loadtest.compare_configs --b STOCK_BATCH_WINDOW_MAX_MS=3 --mode open \
+        --rates 2000,4200 --rounds 2
+
+Not a test and not part of `make bench`: a tool for the experiments docs/BENCHMARKS.md
+reports (for example "The batch window"). Needs the load generator built
+(`cargo build --release --manifest-path loadtest/loadgen/Cargo.toml`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from loadtest import bench, processes
+
+TOKEN = "compare-configs"
+FIGURES = ("calls_per_s", "p50_ms", "p99_ms", "service_cpu_us", "postgres_cpu_us",
+           "loadgen_cpu_us", "machine_busy", "loop_busy")
+
+
+def machine_times() -> tuple[int, int]:
+    """(total, idle + iowait) jiffies of all processors, from /proc/stat."""
+    values = [int(field) for field in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return sum(values), values[3] + values[4]
+
+
+def main_thread_cpu_s(pid: int) -> float:
+    """CPU seconds of a process's main thread: the service's event loop thread."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        name, separator, value = pair.partition("=")
+        if not separator or not name.startswith("STOCK_"):
+            raise SystemExit(f"--a/--b take STOCK_NAME=value, not {pair!r}")
+        env[name] = value
+    return env
+
+
+@contextlib.contextmanager
+def serving(name: str, extra: dict[str, str], logs: Path):
+    listen = f"{processes.HOST}:{processes.free_port()}"
+    with processes.fresh_database(f"compare_{name.lower()}") as database:
+        env = processes.service_env(
+            listen, database, TOKEN, STOCK_LOG_LEVEL="WARNING",
+            STOCK_MEMORY_PREFAULT_MIB=str(bench.SERVICE_PREFAULT_MIB), **extra)
+        with processes.server(["-m", "service"], env=env, health=True,
+                              log_path=logs / f"{name}.log") as process:
+            bench.loadgen(["seed", "--target", listen, "--token", TOKEN, "--skus",
+                           str(bench.SKUS), "--on-hand", str(bench.ON_HAND)], process.pid)
+            yield listen, process
+
+
+def measure(address: str, process, arguments: argparse.Namespace, rate: int | None) -> dict:
+    load = ["run", *bench.scenario_arguments(address, arguments.scenario),
+            "--duration-s", str(arguments.duration_s)]
+    if rate is None:
+        load += ["--mode", "closed", "--concurrency", str(bench.CLOSED_CONCURRENCY)]
+    else:
+        load += ["--mode", "open", "--rate", str(rate), "--concurrency",
+                 str(bench.OPEN_IN_FLIGHT_MAX)]
+    total_before, idle_before = machine_times()
+    loop_before, wall_before = main_thread_cpu_s(process.pid), time.monotonic()
+    result = bench.loadgen(load, process.pid)
+    total_after, idle_after = machine_times()
+    wall = time.monotonic() - wall_before
+    loop = main_thread_cpu_s(process.pid) - loop_before
+    # CPU counters span the warm-up too: per call over warm-up plus measured time.
+    calls = result["calls_ok_per_s"] * (arguments.duration_s + bench.WARMUP_S)
+    per_call_us = 1e6 / max(calls, 1.0)
+    return {
+        "calls_per_s": result["calls_ok_per_s"],
+        "p50_ms": result["latency_ms"]["p50"],
+        "p99_ms": result["latency_ms"]["p99"],
+        "service_cpu_us": result["server_cpu_s"] * per_call_us,
+        "postgres_cpu_us": result["postgres_cpu_s"] * per_call_us,
+        "loadgen_cpu_us": result["loadgen_cpu_s"] * per_call_us,
+        "machine_busy": 1 - (idle_after - idle_before) / max(total_after - total_before, 1),
+        "loop_busy": loop / wall,
+    }
+
+
+def b_better(a: dict, b: dict, closed: bool) -> bool:
+    """More calls/s in the closed loop; a lower p99 at a fixed rate."""
+    return b["calls_per_s"] > a["calls_per_s"] if closed else b["p99_ms"] < a["p99_ms"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--a", nargs="*", default=[], help="STOCK_NAME=value for A")
+    parser.add_argument("--b", nargs="*", default=[], help="STOCK_NAME=value for B")
+    parser.add_argument("--scenario", choices=bench.SCENARIOS, default="hot")
+    parser.add_argument("--mode", choices=("closed", "open"), default="closed")
+    parser.add_argument("--rates", default="2000", help="open loop: calls/s, comma-separated")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--duration-s", type=int, default=5)
+    arguments = parser.parse_args()
+    configs = {"A": parse_env(arguments.a), "B": parse_env(arguments.b)}
+    rates: list[int | None] = ([None] if arguments.mode == "closed"
+                               else [int(rate) for rate in arguments.rates.split(",")])
+    with tempfile.TemporaryDirectory() as logs, contextlib.ExitStack() as stack:
+        servers = {name: stack.enter_context(serving(name, env, Path(logs)))
+                   for name, env in configs.items()}
+        for rate in rates:
+            runs: dict[str, list[dict]] = {"A": [], "B": []}
+            for round_number in range(arguments.rounds):
+                for name in ("AB" if round_number % 2 == 0 else "BA"):
+                    run = measure(*servers[name], arguments, rate)
+                    runs[name].append(run)
+                    print(json.dumps({"config": name, "env": configs[name], "rate": rate,
+                                      "scenario": arguments.scenario, **run}), flush=True)
+            wins = sum(b_better(a, b, rate is None)
+                       for a, b in zip(runs["A"], runs["B"], strict=True))
+            for name in "AB":
+                medians = ", ".join(
+                    f"{figure} {statistics.median(run[figure] for run in runs[name]):,.2f}"
+                    for figure in FIGURES)
+                print(f"{arguments.scenario} {arguments.mode} {rate or ''} {name} {configs[name]}:"
+                      f" median {medians}", file=sys.stderr)
+            print(f"B better in {wins} of {arguments.rounds} rounds", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
