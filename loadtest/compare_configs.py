@@ -1,12 +1,14 @@
-"""Two configurations of the service side by side: both serve at once (each on its own port,
-database and Redis prefix), and load generator runs alternate between them (A B, B A, ...), so
-a busy moment of the shared host falls on both alike. Prints one JSON line per run and a
-summary per rate; the figures are per call: the service's, PostgreSQL's and the load
-generator's CPU, the machine's busy share and the event loop thread's.
+"""Two configurations (or two checkouts) of the service side by side: both serve at once (each
+on its own port, database and Redis prefix), and load generator runs alternate between them
+(A B, B A, ...), so a busy moment of the shared host falls on both alike. Prints one JSON line
+per run and a summary per rate; the figures are per call: the service's, PostgreSQL's and the
+load generator's CPU, the machine's busy share and the event loop thread's.
 
     python -m loadtest.compare_configs --b STOCK_BATCH_WINDOW_MAX_MS=3 --scenario hot
     python -m loadtest.compare_configs --b STOCK_BATCH_WINDOW_MAX_MS=3 --mode open \
         --rates 2000,4200 --rounds 2
+    git worktree add /tmp/base HEAD~1 && make -C /tmp/base build
+    python -m loadtest.compare_configs --a-checkout /tmp/base --scenario spread
 
 Not a test and not part of `make bench`: a tool for the experiments docs/BENCHMARKS.md
 reports (for example "The batch window"). Needs the load generator built
@@ -55,14 +57,14 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def serving(name: str, extra: dict[str, str], logs: Path):
+def serving(name: str, extra: dict[str, str], logs: Path, checkout: Path):
     listen = f"{processes.HOST}:{processes.free_port()}"
     with processes.fresh_database(f"compare_{name.lower()}") as database:
         env = processes.service_env(
             listen, database, TOKEN, STOCK_LOG_LEVEL="WARNING",
             STOCK_MEMORY_PREFAULT_MIB=str(bench.SERVICE_PREFAULT_MIB), **extra)
         with processes.server(["-m", "service"], env=env, health=True,
-                              log_path=logs / f"{name}.log") as process:
+                              log_path=logs / f"{name}.log", checkout=checkout) as process:
             bench.loadgen(["seed", "--target", listen, "--token", TOKEN, "--skus",
                            str(bench.SKUS), "--on-hand", str(bench.ON_HAND)], process.pid)
             yield listen, process
@@ -106,35 +108,49 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--a", nargs="*", default=[], help="STOCK_NAME=value for A")
     parser.add_argument("--b", nargs="*", default=[], help="STOCK_NAME=value for B")
+    parser.add_argument("--a-checkout", type=Path, default=processes.ROOT,
+                        help="run A from this checkout (its .venv built: `make build`)")
+    parser.add_argument("--b-checkout", type=Path, default=processes.ROOT)
     parser.add_argument("--scenario", choices=bench.SCENARIOS, default="hot")
     parser.add_argument("--mode", choices=("closed", "open"), default="closed")
     parser.add_argument("--rates", default="2000", help="open loop: calls/s, comma-separated")
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--pairs", type=int, default=3, help="fresh pairs of instances")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each per pair and rate")
     parser.add_argument("--duration-s", type=int, default=5)
     arguments = parser.parse_args()
     configs = {"A": parse_env(arguments.a), "B": parse_env(arguments.b)}
     rates: list[int | None] = ([None] if arguments.mode == "closed"
                                else [int(rate) for rate in arguments.rates.split(",")])
-    with tempfile.TemporaryDirectory() as logs, contextlib.ExitStack() as stack:
-        servers = {name: stack.enter_context(serving(name, env, Path(logs)))
-                   for name, env in configs.items()}
-        for rate in rates:
-            runs: dict[str, list[dict]] = {"A": [], "B": []}
-            for round_number in range(arguments.rounds):
-                for name in ("AB" if round_number % 2 == 0 else "BA"):
-                    run = measure(*servers[name], arguments, rate)
-                    runs[name].append(run)
-                    print(json.dumps({"config": name, "env": configs[name], "rate": rate,
-                                      "scenario": arguments.scenario, **run}), flush=True)
-            wins = sum(b_better(a, b, rate is None)
-                       for a, b in zip(runs["A"], runs["B"], strict=True))
-            for name in "AB":
-                medians = ", ".join(
-                    f"{figure} {statistics.median(run[figure] for run in runs[name]):,.2f}"
-                    for figure in FIGURES)
-                print(f"{arguments.scenario} {arguments.mode} {rate or ''} {name} {configs[name]}:"
-                      f" median {medians}", file=sys.stderr)
-            print(f"B better in {wins} of {arguments.rounds} rounds", file=sys.stderr)
+    checkouts = {"A": arguments.a_checkout.resolve(), "B": arguments.b_checkout.resolve()}
+    runs: dict[int | None, dict[str, list[dict]]] = {rate: {"A": [], "B": []} for rate in rates}
+    with tempfile.TemporaryDirectory() as logs:
+        # Two instances of the same configuration differed by up to 15 % in calls/s (their
+        # placement on the cores, their databases): each pair of instances is new, started
+        # in alternating order, and the summary takes every pair's rounds together.
+        for pair in range(arguments.pairs):
+            with contextlib.ExitStack() as stack:
+                servers = {name: stack.enter_context(
+                    serving(name, configs[name], Path(logs), checkouts[name]))
+                    for name in ("AB" if pair % 2 == 0 else "BA")}
+                for rate in rates:
+                    for round_number in range(arguments.rounds):
+                        for name in ("AB" if round_number % 2 == 0 else "BA"):
+                            run = measure(*servers[name], arguments, rate)
+                            runs[rate][name].append(run)
+                            print(json.dumps({"config": name, "env": configs[name], "pair": pair,
+                                              "rate": rate, "scenario": arguments.scenario,
+                                              **run}), flush=True)
+    for rate in rates:
+        by_name = runs[rate]
+        wins = sum(b_better(a, b, rate is None)
+                   for a, b in zip(by_name["A"], by_name["B"], strict=True))
+        for name in "AB":
+            medians = ", ".join(
+                f"{figure} {statistics.median(run[figure] for run in by_name[name]):,.2f}"
+                for figure in FIGURES)
+            print(f"{arguments.scenario} {arguments.mode} {rate or ''} {name} {configs[name]}:"
+                  f" median {medians}", file=sys.stderr)
+        print(f"B better in {wins} of {len(by_name['B'])} runs", file=sys.stderr)
     return 0
 
 

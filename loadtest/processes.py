@@ -86,10 +86,13 @@ def wait_until_serving(target: str, process: subprocess.Popen, *, health: bool) 
 
 
 @contextmanager
-def server(arguments: list[str], *, env: dict[str, str], health: bool, log_path: Path):
-    """Runs `python <arguments>` from the repository root; yields the process once serving."""
+def server(arguments: list[str], *, env: dict[str, str], health: bool, log_path: Path,
+           checkout: Path = ROOT):
+    """Runs `python <arguments>` from the repository root (or from another checkout, with
+    that checkout's .venv); yields the process once serving."""
+    python = sys.executable if checkout == ROOT else str(checkout / ".venv" / "bin" / "python")
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, *arguments], cwd=ROOT, env=env,
+        process = subprocess.Popen([python, *arguments], cwd=checkout, env=env,
                                    stdout=log, stderr=subprocess.STDOUT)
         try:
             target = env["STOCK_LISTEN"]

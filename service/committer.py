@@ -98,6 +98,8 @@ class Committer:
         self._generation = 0
         self._durable_lsn = 0
         self._waiters: list[tuple[int, int, asyncio.Future]] = []
+        # Read when scraped, not set on every call.
+        metrics.DURABILITY_WAITERS.set_function(lambda: len(self._waiters))
         self._order = itertools.count()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -144,7 +146,6 @@ class Committer:
             return
         waiter = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (lsn, next(self._order), waiter))
-        metrics.DURABILITY_WAITERS.set(len(self._waiters))
         self._wake.set()
         await waiter
 
@@ -387,14 +388,12 @@ class Committer:
             _, _, waiter = heapq.heappop(self._waiters)
             if not waiter.done():  # a cancelled call (deadline) no longer waits
                 waiter.set_result(None)
-        metrics.DURABILITY_WAITERS.set(len(self._waiters))
 
     def _fail_waiters(self, message: str) -> None:
         waiters, self._waiters = self._waiters, []
         for _, _, waiter in waiters:
             if not waiter.done():
                 waiter.set_exception(Unavailable(message))
-        metrics.DURABILITY_WAITERS.set(0)
 
     async def _discard_engine(self) -> None:
         self._engine = None

@@ -94,11 +94,13 @@ def test_the_in_flight_bound_is_one_count_for_the_whole_process():
     accepted it; one beyond the bound is refused with a message naming the setting, and a
     finished call (or a refused one) frees its place."""
     servicer = StockServicer(None, None, None, inflight_calls_max=2)
-    with servicer._admitted(), servicer._admitted():
-        assert REGISTRY.get_sample_value("stock_requests_inflight") == 2  # the same count
-        with pytest.raises(errors.Overloaded, match="STOCK_INFLIGHT_CALLS_MAX=2"):
-            with servicer._admitted():
-                pass
-    with servicer._admitted(), servicer._admitted():
-        pass
+    servicer._admit()
+    servicer._admit()
+    assert REGISTRY.get_sample_value("stock_requests_inflight") == 2  # the same count
+    with pytest.raises(errors.Overloaded, match="STOCK_INFLIGHT_CALLS_MAX=2"):
+        servicer._admit()
+    servicer._inflight -= 2  # as `rpc` does when each call ends
+    servicer._admit()
+    servicer._admit()
+    servicer._inflight -= 2
     assert REGISTRY.get_sample_value("stock_requests_inflight") == 0
