@@ -33,10 +33,13 @@ STATUS = {
     "expired": stock_pb2.RESERVATION_STATUS_EXPIRED,
 }
 ACTOR_METADATA_KEY = "x-stock-actor"
-# The batch calls whose request and answer cross the boundary as protobuf bytes: the engine
-# module decodes and encodes them (core_rs/src/wire.rs), Python touches one bytes object per
-# call (`add_to_server` registers them without (de)serializers).
-WIRE_METHODS = frozenset({"ReserveBatch", "CommitBatch", "ReleaseBatch"})
+# The calls whose request and answer cross the boundary as protobuf bytes: the engine module
+# decodes and encodes them (core_rs/src/wire.rs), Python touches one bytes object per call
+# (`add_to_server` registers them without (de)serializers). Reserve goes as a batch of one.
+WIRE_METHODS = frozenset({"Reserve", "ReserveBatch", "CommitBatch", "ReleaseBatch"})
+# Protobuf wire type 2 (length-delimited) of field 1: a ReserveBatchRequest's `requests`, a
+# batch response's `results` and a ReservationResult's `reservation` all start so.
+FIELD_1_BYTES = 0x0A
 # Who an operator change is booked to when the caller does not name itself.
 ACTOR_DEFAULT = "admin-token"
 # Stored states in which a repeated operation returns the reservation unchanged.
@@ -190,11 +193,19 @@ class StockServicer(stock_pb2_grpc.StockServiceServicer):
             return await self._stored(reservation_id, operation, exc)
 
     @rpc
-    async def Reserve(self, request, context):
-        request_id, order_id, lines, ttl_ms = validation.reserve(request)
-        view = await self._apply(lambda engine: engine.reserve(
-            new_reservation_id(), order_id, lines, ttl_ms, now_ms(), request_id))
-        return reservation_proto(view)
+    async def Reserve(self, request: bytes, context) -> bytes:
+        """One reservation through the batch wire path, as a batch of one request: no request
+        or answer object is built in Python (through the binding, 6.0 us per call with them,
+        1.6 us without). A refusal waits for what it may rest on (as in `_apply`) and is
+        answered as before: a field error of the request as validation.py names it, else the
+        engine's refusal."""
+        engine, generation = self._committer.engine()
+        (part,), lsn = engine.batch_wire("reserve", batch_of_one(request), now_ms())
+        await self._committer.wait_durable(lsn, generation)
+        if isinstance(part, bytes):
+            return field_1(field_1(part))  # results[0].reservation
+        validation.reserve(stock_pb2.ReserveRequest.FromString(request))
+        raise part
 
     @rpc
     async def Commit(self, request, context):
@@ -293,6 +304,36 @@ class StockServicer(stock_pb2_grpc.StockServiceServicer):
                     outcome = exc
             pieces.append(result_bytes(outcome))
         return b"".join(pieces)
+
+
+def batch_of_one(request: bytes) -> bytes:
+    """A ReserveBatchRequest holding the one ReserveRequest `request` (its bytes)."""
+    return bytes((FIELD_1_BYTES,)) + varint(len(request)) + request
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def field_1(message: bytes) -> bytes:
+    """The payload of a message that is exactly one length-delimited field 1 (as the engine
+    encodes a batch of one's result)."""
+    assert message[0] == FIELD_1_BYTES, "a length-delimited field 1"
+    length, shift, position = 0, 0, 1
+    while True:
+        byte = message[position]
+        position += 1
+        length |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            break
+        shift += 7
+    assert position + length == len(message), "one field, nothing after it"
+    return message[position:]
 
 
 def result_bytes(outcome) -> bytes:
