@@ -96,9 +96,11 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), to show who used the 2 cores."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User + system CPU time of a process, or of one of its threads (Linux /proc), to show
+    who used the 2 cores."""
+    stat = Path(f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -301,17 +303,20 @@ def measure_client(address: str) -> dict:
 
 
 @contextlib.contextmanager
-def serving(system: str, token: str, tmp: Path, part: str):
+def serving(system: str, token: str, tmp: Path, part: str, *,
+            extra_env: dict[str, str] | None = None, checkout: Path = processes.ROOT):
     """`system` on a free port and a fresh database, seeded: (address, process, database).
     Every part of a system's measurement gets its own, so that the holds one part leaves
     (they live 10 minutes) never fill the next part's engine (2,000,000 active holds at
-    most: a bound, answered RESOURCE_EXHAUSTED)."""
+    most: a bound, answered RESOURCE_EXHAUSTED). `extra_env` (STOCK_ settings) and
+    `checkout` (another checkout's service) are for loadtest/compare_configs.py."""
     listen = f"{processes.HOST}:{processes.free_port()}"
     log(f"{system} on {listen} ({part})")
     with processes.fresh_database(f"bench_{system}") as database:
-        env = processes.service_env(listen, database, token, STOCK_LOG_LEVEL="WARNING",
-                                    STOCK_MEMORY_PREFAULT_MIB=str(SERVICE_PREFAULT_MIB),
-                                    STOCK_GRPC_ACCEPTORS=str(GRPC_ACCEPTORS))
+        settings = {"STOCK_LOG_LEVEL": "WARNING",
+                    "STOCK_MEMORY_PREFAULT_MIB": str(SERVICE_PREFAULT_MIB),
+                    "STOCK_GRPC_ACCEPTORS": str(GRPC_ACCEPTORS), **(extra_env or {})}
+        env = processes.service_env(listen, database, token, **settings)
         front = ["--acceptors", str(GRPC_ACCEPTORS)]
         arguments = {
             "empty": ["-m", "loadtest.empty_server", "--listen", listen, *front],
@@ -320,7 +325,8 @@ def serving(system: str, token: str, tmp: Path, part: str):
             "service": ["-m", "service"],
         }[system]
         with processes.server(arguments, env=env, health=(system == "service"),
-                              log_path=tmp / f"{system}-{part}.log") as process:
+                              log_path=tmp / f"{system}-{part}.log",
+                              checkout=checkout) as process:
             seeded = loadgen(["seed", "--target", listen, "--token", token, "--skus", str(SKUS),
                               "--on-hand", str(ON_HAND)], process.pid)
             log(f"  seeded {seeded['seeded']} items in {seeded['seconds']:.1f} s")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -40,12 +39,6 @@ def machine_times() -> tuple[int, int]:
     return sum(values), values[3] + values[4]
 
 
-def main_thread_cpu_s(pid: int) -> float:
-    """CPU seconds of a process's main thread: the service's event loop thread."""
-    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def parse_env(pairs: list[str]) -> dict[str, str]:
     env = {}
     for pair in pairs:
@@ -54,20 +47,6 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
             raise SystemExit(f"--a/--b take STOCK_NAME=value, not {pair!r}")
         env[name] = value
     return env
-
-
-@contextlib.contextmanager
-def serving(name: str, extra: dict[str, str], logs: Path, checkout: Path):
-    listen = f"{processes.HOST}:{processes.free_port()}"
-    with processes.fresh_database(f"compare_{name.lower()}") as database:
-        env = processes.service_env(
-            listen, database, TOKEN, STOCK_LOG_LEVEL="WARNING",
-            STOCK_MEMORY_PREFAULT_MIB=str(bench.SERVICE_PREFAULT_MIB), **extra)
-        with processes.server(["-m", "service"], env=env, health=True,
-                              log_path=logs / f"{name}.log", checkout=checkout) as process:
-            bench.loadgen(["seed", "--target", listen, "--token", TOKEN, "--skus",
-                           str(bench.SKUS), "--on-hand", str(bench.ON_HAND)], process.pid)
-            yield listen, process
 
 
 def measure(address: str, process, arguments: argparse.Namespace, rate: int | None) -> dict:
@@ -79,11 +58,11 @@ def measure(address: str, process, arguments: argparse.Namespace, rate: int | No
         load += ["--mode", "open", "--rate", str(rate), "--concurrency",
                  str(bench.OPEN_IN_FLIGHT_MAX)]
     total_before, idle_before = machine_times()
-    loop_before, wall_before = main_thread_cpu_s(process.pid), time.monotonic()
+    loop_before, wall_before = bench.cpu_seconds(process.pid, thread=process.pid), time.monotonic()
     result = bench.loadgen(load, process.pid)
     total_after, idle_after = machine_times()
     wall = time.monotonic() - wall_before
-    loop = main_thread_cpu_s(process.pid) - loop_before
+    loop = bench.cpu_seconds(process.pid, thread=process.pid) - loop_before
     # CPU counters span the warm-up too: per call over warm-up plus measured time.
     calls = result["calls_ok_per_s"] * (arguments.duration_s + bench.WARMUP_S)
     per_call_us = 1e6 / max(calls, 1.0)
@@ -129,8 +108,10 @@ def main() -> int:
         # in alternating order, and the summary takes every pair's rounds together.
         for pair in range(arguments.pairs):
             with contextlib.ExitStack() as stack:
-                servers = {name: stack.enter_context(
-                    serving(name, configs[name], Path(logs), checkouts[name]))
+                # (address, process) of each; its main thread is its event loop's.
+                servers = {name: stack.enter_context(bench.serving(
+                    "service", TOKEN, Path(logs), f"{name}{pair}", extra_env=configs[name],
+                    checkout=checkouts[name]))[:2]
                     for name in ("AB" if pair % 2 == 0 else "BA")}
                 for rate in rates:
                     for round_number in range(arguments.rounds):

@@ -27,7 +27,7 @@ class BatchWindow:
         metrics.BATCH_WINDOW_SECONDS.set(self.seconds)
 
     def update(self) -> None:
-        """Samples how busy the processors were since the last update; sets `seconds`."""
+        """Samples how busy the event loop's thread was since the last update; sets `seconds`."""
         if self._busy is None:
             return
         busy = self._busy.sample()

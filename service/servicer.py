@@ -35,11 +35,8 @@ STATUS = {
 ACTOR_METADATA_KEY = "x-stock-actor"
 # The calls whose request and answer cross the boundary as protobuf bytes: the engine module
 # decodes and encodes them (core_rs/src/wire.rs), Python touches one bytes object per call
-# (`add_to_server` registers them without (de)serializers). Reserve goes as a batch of one.
+# (`add_to_server` registers them without (de)serializers).
 WIRE_METHODS = frozenset({"Reserve", "ReserveBatch", "CommitBatch", "ReleaseBatch"})
-# Protobuf wire type 2 (length-delimited) of field 1: a ReserveBatchRequest's `requests`, a
-# batch response's `results` and a ReservationResult's `reservation` all start so.
-FIELD_1_BYTES = 0x0A
 # Who an operator change is booked to when the caller does not name itself.
 ACTOR_DEFAULT = "admin-token"
 # Stored states in which a repeated operation returns the reservation unchanged.
@@ -194,16 +191,15 @@ class StockServicer(stock_pb2_grpc.StockServiceServicer):
 
     @rpc
     async def Reserve(self, request: bytes, context) -> bytes:
-        """One reservation through the batch wire path, as a batch of one request: no request
-        or answer object is built in Python (through the binding, 6.0 us per call with them,
-        1.6 us without). A refusal waits for what it may rest on (as in `_apply`) and is
-        answered as before: a field error of the request as validation.py names it, else the
-        engine's refusal."""
+        """One reservation on the wire (`Engine.reserve_wire`): no request or answer object
+        is built in Python (6.0 us per call through the binding with them, 1.6 us without).
+        A refusal waits for what it may rest on (as in `_apply`) and is answered as before:
+        a field error of the request as validation.py names it, else the engine's refusal."""
         engine, generation = self._committer.engine()
-        (part,), lsn = engine.batch_wire("reserve", batch_of_one(request), now_ms())
+        (part,), lsn = engine.reserve_wire(request, now_ms())
         await self._committer.wait_durable(lsn, generation)
         if isinstance(part, bytes):
-            return field_1(field_1(part))  # results[0].reservation
+            return part
         validation.reserve(stock_pb2.ReserveRequest.FromString(request))
         raise part
 
@@ -304,36 +300,6 @@ class StockServicer(stock_pb2_grpc.StockServiceServicer):
                     outcome = exc
             pieces.append(result_bytes(outcome))
         return b"".join(pieces)
-
-
-def batch_of_one(request: bytes) -> bytes:
-    """A ReserveBatchRequest holding the one ReserveRequest `request` (its bytes)."""
-    return bytes((FIELD_1_BYTES,)) + varint(len(request)) + request
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def field_1(message: bytes) -> bytes:
-    """The payload of a message that is exactly one length-delimited field 1 (as the engine
-    encodes a batch of one's result)."""
-    assert message[0] == FIELD_1_BYTES, "a length-delimited field 1"
-    length, shift, position = 0, 0, 1
-    while True:
-        byte = message[position]
-        position += 1
-        length |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            break
-        shift += 7
-    assert position + length == len(message), "one field, nothing after it"
-    return message[position:]
 
 
 def result_bytes(outcome) -> bytes:

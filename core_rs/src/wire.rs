@@ -189,24 +189,57 @@ pub fn reserve_batch(
     check_call(batch.requests.len(), lines)?;
     let mut ids = ReservationIds::new(now_ms, batch.requests.len());
     Ok(answer(engine, &batch.requests, |engine, each| {
-        if each.order_id.is_empty() {
-            let message = format!("required, 1..{ID_BYTES_MAX} bytes");
-            return Err(invalid("order_id", message));
-        }
-        let ttl_ms = if each.ttl_ms == 0 {
-            TTL_MS_DEFAULT
-        } else {
-            each.ttl_ms
-        };
-        engine.reserve(
-            &ids.next_id(),
-            &each.order_id,
-            &inputs(&each.lines),
-            ttl_ms,
-            now_ms,
-            optional(&each.request_id),
-        )
+        reserve_request(engine, each, &ids.next_id(), now_ms)
     }))
+}
+
+/// A ReserveRequest (the single Reserve call): one part, the encoded Reservation message
+/// itself (not a batch result) or the refusal.
+pub fn reserve_one(engine: &mut Engine, request: &[u8], now_ms: i64) -> EngineResult<BatchAnswer> {
+    let request: proto::ReserveRequest = decode(request, "ReserveRequest")?;
+    let reservation_id = ReservationIds::new(now_ms, 1).next_id();
+    Ok(
+        match reserve_request(engine, &request, &reservation_id, now_ms) {
+            Ok(answer) => {
+                let view = engine.view(&answer).expect("viewed right away");
+                BatchAnswer {
+                    parts: vec![Part::Encoded(reservation(&view).encode_to_vec())],
+                    lsn: answer.lsn(),
+                }
+            }
+            Err(error) => BatchAnswer {
+                parts: vec![Part::Refused(error)],
+                lsn: engine.lsn_last(),
+            },
+        },
+    )
+}
+
+/// One ReserveRequest under the API's conventions (order id required, ttl 0 = default,
+/// empty request id = none).
+fn reserve_request(
+    engine: &mut Engine,
+    request: &proto::ReserveRequest,
+    reservation_id: &str,
+    now_ms: i64,
+) -> EngineResult<Answer> {
+    if request.order_id.is_empty() {
+        let message = format!("required, 1..{ID_BYTES_MAX} bytes");
+        return Err(invalid("order_id", message));
+    }
+    let ttl_ms = if request.ttl_ms == 0 {
+        TTL_MS_DEFAULT
+    } else {
+        request.ttl_ms
+    };
+    engine.reserve(
+        reservation_id,
+        &request.order_id,
+        &inputs(&request.lines),
+        ttl_ms,
+        now_ms,
+        optional(&request.request_id),
+    )
 }
 
 /// A CommitBatchRequest: no lines commits everything held.
@@ -358,6 +391,33 @@ mod tests {
         assert_eq!(first.status, proto::ReservationStatus::Active as i32);
         let expires_at = first.expires_at.unwrap();
         assert_eq!(expires_at.seconds * 1_000, NOW_MS + TTL_MS_DEFAULT);
+    }
+
+    #[test]
+    fn reserve_one_answers_the_reservation_itself_or_the_refusal() {
+        let mut engine = engine();
+        let request = reserve_request("o1", 3).encode_to_vec();
+        let answer = reserve_one(&mut engine, &request, NOW_MS).unwrap();
+        assert_eq!(answer.lsn, engine.lsn_last());
+        let [Part::Encoded(bytes)] = &answer.parts[..] else {
+            panic!("one encoded part");
+        };
+        let reserved = proto::Reservation::decode(&bytes[..]).unwrap();
+        assert_eq!(
+            (reserved.order_id.as_str(), reserved.lines.len()),
+            ("o1", 1)
+        );
+        assert_eq!(reserved.lines[0].quantity, 3);
+        // 2 left: refused, nothing changed, the refusal waits for the last change.
+        let short = reserve_request("o2", 3).encode_to_vec();
+        let answer = reserve_one(&mut engine, &short, NOW_MS).unwrap();
+        assert!(matches!(
+            &answer.parts[..],
+            [Part::Refused(EngineError::ShortStock { .. })]
+        ));
+        assert_eq!(answer.lsn, engine.lsn_last());
+        let error = reserve_one(&mut engine, &[0xff, 0xff], NOW_MS).unwrap_err();
+        assert_eq!(error.code(), "invalid_request");
     }
 
     #[test]

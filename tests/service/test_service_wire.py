@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from service import errors, validation
 from service.engine import Engine, EngineError
 from service.gen.stock.v1 import stock_pb2
-from service.servicer import STATUS, batch_of_one, field_1, new_reservation_id
+from service.servicer import STATUS, new_reservation_id
 
 NOW_MS = 1_700_000_000_000
 SKUS = ["a", "b", "c"]
@@ -97,15 +97,19 @@ def test_wire_batches_answer_as_the_python_edge_and_the_engine_did(requests):
 
 
 @pytest.mark.parametrize("lines", [1, 3, 1_000])
-def test_a_single_reserve_travels_as_a_batch_of_one(lines):
-    """Reserve's request bytes framed as a ReserveBatchRequest of one request, and a batch
-    answer's single field read back, whatever the length of its varint (1 to 3 bytes)."""
+def test_a_single_reserve_travels_on_the_wire(lines):
+    """Reserve's request bytes in, the Reservation message's bytes out, whatever the size of
+    the messages (their length prefixes take 1 to 3 bytes); a refusal is its EngineError."""
+    engine = Engine()
+    skus = [f"sku-{n:06d}" for n in range(lines)]
+    for sku in skus:
+        engine.set_stock(sku, "", 10 * lines, None, NOW_MS)
     request = stock_pb2.ReserveRequest(order_id="o", ttl_ms=60_000, lines=[
-        stock_pb2.Line(sku=f"sku-{n:06d}", quantity=n + 1) for n in range(lines)])
-    raw = request.SerializeToString()
-    batch = stock_pb2.ReserveBatchRequest.FromString(batch_of_one(raw))
-    assert list(batch.requests) == [request]
-    reservation = stock_pb2.Reservation(reservation_id="r", lines=request.lines)
-    answer = stock_pb2.ReserveBatchResponse(
-        results=[stock_pb2.ReservationResult(reservation=reservation)]).SerializeToString()
-    assert stock_pb2.Reservation.FromString(field_1(field_1(answer))) == reservation
+        stock_pb2.Line(sku=sku, quantity=n + 1) for n, sku in enumerate(skus)])
+    (part,), lsn = engine.reserve_wire(request.SerializeToString(), NOW_MS)
+    assert lsn == engine.lsn_last()
+    reservation = stock_pb2.Reservation.FromString(part)
+    assert reservation.order_id == "o" and list(reservation.lines) == list(request.lines)
+    request.lines[0].quantity = 10 * lines  # more than is left
+    (refused,), _ = engine.reserve_wire(request.SerializeToString(), NOW_MS)
+    assert isinstance(refused, EngineError) and refused.code == "short_stock"

@@ -106,6 +106,14 @@ impl Engine {
         call: impl FnOnce(&mut RustEngine, &[u8]) -> EngineResult<BatchAnswer> + Send,
     ) -> PyResult<(Bound<'py, PyList>, u64)> {
         let answer = py.detach(|| call(&mut self.inner.lock(), request));
+        Self::answer_to_py(py, answer)
+    }
+
+    /// The parts of a wire answer as bytes and exception objects, with its LSN.
+    fn answer_to_py<'py>(
+        py: Python<'py>,
+        answer: EngineResult<BatchAnswer>,
+    ) -> PyResult<(Bound<'py, PyList>, u64)> {
         let BatchAnswer { parts, lsn } = raise(py, answer)?;
         let objects: PyResult<Vec<Bound<'py, PyAny>>> = parts
             .iter()
@@ -454,6 +462,19 @@ impl Engine {
             }
         };
         self.wire_batch(py, request, |engine, request| call(engine, request, now_ms))
+    }
+
+    /// The single Reserve call on the wire: a ReserveRequest's bytes in; ([the Reservation
+    /// message's bytes or the refusal], lsn) out. A single reservation takes about a
+    /// microsecond, so the interpreter is not released around it.
+    fn reserve_wire<'py>(
+        &self,
+        py: Python<'py>,
+        request: &[u8],
+        now_ms: i64,
+    ) -> PyResult<(Bound<'py, PyList>, u64)> {
+        let answer = wire::reserve_one(&mut self.engine(py), request, now_ms);
+        Self::answer_to_py(py, answer)
     }
 
     fn take_journal(
