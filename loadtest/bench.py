@@ -59,6 +59,13 @@ CLOSED_DURATION_S = 2 if QUICK else 5
 OPEN_DURATION_S = 2 if QUICK else 6
 WARMUP_S = 1 if QUICK else 2
 LOAD_FRACTIONS = (0.7,) if QUICK else (0.3, 0.5, 0.7, 0.9)
+# The fraction the p99 target is judged at, and how many open-loop runs it gets per system
+# (alternating with the other systems'): the target is judged on their median p99. On this
+# shared 2-core host one pause of 100 ms (another process, a slow fsync) inside a 6 s run puts
+# a few hundred calls behind it and alone decides that run's p99, for every system alike
+# (docs/BENCHMARKS.md, "The p99 at 70 %: several runs").
+TARGET_FRACTION = 0.7
+TARGET_FRACTION_RUNS = 1 if QUICK else 3
 # The highest offered rate each system serves with p99 <= TARGET_P99_MS_AT_70 is bracketed by
 # the fractions above and narrowed by this many bisection runs (`SloSearch`).
 SLO_SEARCH_STEPS = 1 if QUICK else 3
@@ -169,12 +176,13 @@ def measure_scenario(servers: dict[str, tuple], scenario: str) -> dict[str, dict
             f"{closed['latency_ms']['p99']} ms, codes {closed['codes']})")
         results[system] = {"closed": closed, "closed_rounds": runs, "open": []}
     for fraction in LOAD_FRACTIONS:
-        for system, (address, process) in servers.items():
-            rate = max(1, int(results[system]["closed"]["calls_ok_per_s"] * fraction))
-            result = open_loop(address, process, scenario, rate)
-            result["fraction_of_saturation"] = fraction
-            log_open(system, f"{fraction:.0%} = {rate:,}/s", result)
-            results[system]["open"].append(result)
+        for trial in range(TARGET_FRACTION_RUNS if fraction == TARGET_FRACTION else 1):
+            for system, (address, process) in servers.items():
+                rate = max(1, int(results[system]["closed"]["calls_ok_per_s"] * fraction))
+                result = open_loop(address, process, scenario, rate)
+                result.update(fraction_of_saturation=fraction, trial=trial)
+                log_open(system, f"{fraction:.0%} = {rate:,}/s", result)
+                results[system]["open"].append(result)
     searches = {system: SloSearch(results[system]["closed"]["calls_ok_per_s"],
                                   results[system]["open"]) for system in servers}
     for _ in range(SLO_SEARCH_STEPS):
@@ -199,10 +207,19 @@ def open_loop(address: str, process, scenario: str, rate: int) -> dict:
                     "--duration-s", str(OPEN_DURATION_S)], process.pid)
 
 
+def slow_windows(result: dict) -> int:
+    """How many of the run's timeline windows (loadgen: 100 ms of intended sends each) held a
+    call slower than TARGET_P99_MS_AT_70: a handful means the p99 came from a few stalls."""
+    timeline = result.get("timeline") or {"max_ms": []}
+    return sum(1 for slowest in timeline["max_ms"] if slowest > TARGET_P99_MS_AT_70)
+
+
 def log_open(system: str, what: str, result: dict) -> None:
     latency = result["latency_ms"]
+    windows = len((result.get("timeline") or {"max_ms": []})["max_ms"])
     log(f"    {system} open {what}: p50 {latency['p50']} p99 {latency['p99']} p99.9 "
-        f"{latency['p999']} ms, achieved {result['calls_ok_per_s']:,.0f}/s")
+        f"{latency['p999']} ms, achieved {result['calls_ok_per_s']:,.0f}/s, windows over "
+        f"{TARGET_P99_MS_AT_70} ms: {slow_windows(result)} of {windows}")
 
 
 def within_slo(result: dict) -> bool:
@@ -210,6 +227,11 @@ def within_slo(result: dict) -> bool:
     offered = result["offered_rate"]
     return (result["latency_ms"]["p99"] <= TARGET_P99_MS_AT_70
             and result["calls_ok_per_s"] >= SLO_ACHIEVED_FRACTION_MIN * offered)
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median p99 (the lower middle one of an even count)."""
+    return sorted(runs, key=lambda run: run["latency_ms"]["p99"])[(len(runs) - 1) // 2]
 
 
 class SloSearch:
@@ -226,8 +248,11 @@ class SloSearch:
 
     def bracket(self) -> tuple[int, int]:
         met, missed = [], []
+        by_rate: dict[int, list[dict]] = {}
         for run in (*self.fraction_runs, *self.searched):
-            (met if within_slo(run) else missed).append(run["offered_rate"])
+            by_rate.setdefault(run["offered_rate"], []).append(run)
+        for rate, runs in by_rate.items():  # a rate run several times: its median run decides
+            (met if within_slo(median_run(runs)) else missed).append(rate)
         low = max(met, default=0)
         return low, min((rate for rate in missed if rate > low),
                         default=int(self.closed_maximum))
@@ -393,11 +418,16 @@ def saturation(systems: dict, system: str, scenario: str) -> float | None:
     return systems[system]["scenarios"][scenario]["closed"]["calls_ok_per_s"]
 
 
+def runs_at_70(systems: dict, scenario: str) -> list[dict]:
+    """The service's open-loop runs at TARGET_FRACTION, in run order."""
+    runs = systems.get("service", {}).get("scenarios", {}).get(scenario, {}).get("open", [])
+    return [run for run in runs if run["fraction_of_saturation"] == TARGET_FRACTION]
+
+
 def p99_at_70(systems: dict, scenario: str) -> float | None:
-    for run in systems.get("service", {}).get("scenarios", {}).get(scenario, {}).get("open", []):
-        if run["fraction_of_saturation"] == 0.7:
-            return run["latency_ms"]["p99"]
-    return None
+    """The p99 of the median run of `runs_at_70`."""
+    runs = runs_at_70(systems, scenario)
+    return median_run(runs)["latency_ms"]["p99"] if runs else None
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -417,8 +447,9 @@ def targets(systems: dict) -> dict:
                            saturation(systems, "empty", scenario))
         found[f"service_over_empty_{scenario}"] = target(over_empty, TARGET_SERVICE_OVER_EMPTY,
                                                          True)
-        found[f"service_p99_ms_at_70pct_{scenario}"] = target(
-            p99_at_70(systems, scenario), TARGET_P99_MS_AT_70, False)
+        found[f"service_p99_ms_at_70pct_{scenario}"] = {
+            **target(p99_at_70(systems, scenario), TARGET_P99_MS_AT_70, False),
+            "runs": [run["latency_ms"]["p99"] for run in runs_at_70(systems, scenario)]}
     over_naive = ratio(saturation(systems, "service", "hot"), saturation(systems, "naive", "hot"))
     found["service_over_naive_hot"] = target(over_naive, TARGET_SERVICE_OVER_NAIVE_HOT, True)
     # The target is the batch API's rate for a run of BATCH_DURATION_S; the sustained run is

@@ -93,7 +93,7 @@ def summary_markdown(report: dict) -> str:
     if capacity:
         bound = report["targets"]["service_p99_ms_at_70pct_hot"]["target"]
         lines += ["", f"Highest offered rate served with p99 <= {bound} ms (bisection, one run"
-                  " per rate):",
+                  " per rate, the median of the runs at 70 %):",
                   "", "| scenario | " + " | ".join(report["systems"]) + " | service / empty |",
                   "|---|" + "---:|" * (len(report["systems"]) + 1)]
         for scenario, found in capacity.items():
@@ -130,6 +130,8 @@ def summary_markdown(report: dict) -> str:
     lines += ["", "| target | measured | goal | met |", "|---|---:|---:|---|"]
     for name, target in report["targets"].items():
         value = "not measured" if target["value"] is None else target["value"]
+        if len(target.get("runs", [])) > 1:
+            value = f"{value} (median of {', '.join(str(run) for run in target['runs'])})"
         lines.append(f"| {name} | {value} | {target['target']} | "
                      f"{'yes' if target['met'] else 'no'} |")
     return "\n".join(lines) + "\n"

@@ -31,7 +31,8 @@ def test_targets_are_ratios_from_the_same_run():
     found = bench.targets(systems)
     assert found["service_over_empty_hot"] == {"value": 0.9, "target": 0.8, "met": True}
     assert found["service_over_naive_hot"] == {"value": 9.0, "target": 2.0, "met": True}
-    assert found["service_p99_ms_at_70pct_spread"] == {"value": 12.0, "target": 15.0, "met": True}
+    assert found["service_p99_ms_at_70pct_spread"] == {"value": 12.0, "target": 15.0, "met": True,
+                                                        "runs": [12.0]}
     assert found["service_batch_reservations_per_s"] == {
         "value": 120_000, "target": 100_000, "met": True}
 
@@ -105,3 +106,36 @@ def test_latency_capacity_compares_service_and_empty_in_the_summary(tmp_path):
               "latency_capacity": capacity}
     charts.write_all(report, tmp_path)
     assert "| hot | 4,000 | 3,000 | 0.75 |" in (tmp_path / "summary.md").read_text()
+
+
+def test_the_p99_target_is_judged_on_the_median_of_the_runs_at_70_percent(tmp_path):
+    systems = {"empty": system(10_000, 5.0), "service": system(9_000, 12.0)}
+    open_runs = systems["service"]["scenarios"]["hot"]["open"]
+    open_runs += [run(9_000, 90.0, 0.7), run(9_000, 14.0, 0.7)]  # 12.0 is the first
+    found = bench.targets(systems)["service_p99_ms_at_70pct_hot"]
+    assert found == {"value": 14.0, "target": 15.0, "met": True, "runs": [12.0, 90.0, 14.0]}
+    open_runs.append(run(9_000, 40.0, 0.7))  # an even count: the lower middle run
+    assert bench.targets(systems)["service_p99_ms_at_70pct_hot"]["value"] == 14.0
+    open_runs.append(run(9_000, 50.0, 0.7))
+    assert not bench.targets(systems)["service_p99_ms_at_70pct_hot"]["met"]
+    report = {"started_at": "2026-01-01T00:00:00Z", "quick": False, "seconds": 1.0,
+              "machine": {"cpus": 2}, "systems": systems, "targets": bench.targets(systems)}
+    charts.write_all(report, tmp_path)
+    assert ("| service_p99_ms_at_70pct_hot | 40.0 (median of 12.0, 90.0, 14.0, 40.0, 50.0) "
+            "| 15.0 | no |") in (tmp_path / "summary.md").read_text()
+
+
+def test_latency_search_judges_a_rate_run_several_times_by_its_median_run():
+    stalled = open_run(5_000, 80.0)
+    search = bench.SloSearch(10_000, [open_run(3_000, 9.0), open_run(5_000, 12.0), stalled,
+                                      open_run(5_000, 13.0), open_run(7_000, 300.0)])
+    assert search.bracket() == (5_000, 7_000)
+    search = bench.SloSearch(10_000, [open_run(3_000, 9.0), open_run(5_000, 12.0), stalled,
+                                      open_run(5_000, 70.0), open_run(7_000, 300.0)])
+    assert search.bracket() == (3_000, 5_000)
+
+
+def test_slow_windows_count_the_timeline_windows_over_the_bound():
+    result = {"timeline": {"window_ms": 100, "calls": [5, 5, 5], "max_ms": [3.0, 15.5, 15.0]}}
+    assert bench.slow_windows(result) == 1
+    assert bench.slow_windows({"timeline": None}) == 0

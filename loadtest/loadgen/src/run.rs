@@ -186,7 +186,7 @@ async fn open_loop(
                 client: clients[(sent_count % options.connections) as usize].clone(),
                 prepared: workload.next_call(options.batch),
                 intended,
-                counted: intended >= measure_from,
+                counted_from: (intended >= measure_from).then_some(measure_from),
             };
             tokio::spawn(task.send(in_flight.clone(), samples.clone(), finished.clone()));
             intended += interval;
@@ -219,7 +219,8 @@ struct OpenCall {
     client: Client,
     prepared: Call,
     intended: Instant,
-    counted: bool,
+    /// The start of the measured window, for a call sent inside it (others are not counted).
+    counted_from: Option<Instant>,
 }
 
 impl OpenCall {
@@ -231,12 +232,13 @@ impl OpenCall {
     ) {
         if let Ok(_permit) = in_flight.acquire_owned().await {
             let outcome = send(&mut self.client, self.prepared).await;
-            if self.counted {
+            if let Some(measure_from) = self.counted_from {
                 let latency_us = self.intended.elapsed().as_micros() as u64;
+                let offset_us = (self.intended - measure_from).as_micros() as u64;
                 samples
                     .lock()
                     .expect("samples lock")
-                    .record(latency_us, &outcome);
+                    .record_at(offset_us, latency_us, &outcome);
             }
         }
         finished.fetch_add(1, Ordering::Release);
