@@ -153,10 +153,11 @@ class Engine:
     def batch_wire(
         self, operation: str, request: bytes, now_ms: int
     ) -> tuple[list[bytes | EngineError], int]: ...
-    # The single Reserve call on the wire: a ReserveRequest's bytes in; ([the Reservation
-    # message's bytes, or the refusal's EngineError], lsn) out. Undecodable bytes raise.
-    def reserve_wire(
-        self, request: bytes, now_ms: int
+    # A single Reserve, Commit or Release call on the wire (`operation` as for batch_wire):
+    # its request message's bytes in; ([the Reservation message's bytes, or the refusal's
+    # EngineError], lsn) out. Undecodable bytes raise.
+    def call_wire(
+        self, operation: str, request: bytes, now_ms: int
     ) -> tuple[list[bytes | EngineError], int]: ...
     def take_journal(self, max_operations: int) -> JournalBatch | None: ...
     def journal_pending(self) -> int: ...

@@ -36,7 +36,13 @@ ACTOR_METADATA_KEY = "x-stock-actor"
 # The calls whose request and answer cross the boundary as protobuf bytes: the engine module
 # decodes and encodes them (core_rs/src/wire.rs), Python touches one bytes object per call
 # (`add_to_server` registers them without (de)serializers).
-WIRE_METHODS = frozenset({"Reserve", "ReserveBatch", "CommitBatch", "ReleaseBatch"})
+WIRE_METHODS = frozenset({"Reserve", "Commit", "Release", "ReserveBatch", "CommitBatch",
+                          "ReleaseBatch"})
+# The single calls on the wire: their request message, and the validation.py check that names
+# a refused request's bad field.
+WIRE_CALL_REQUESTS = {"reserve": (stock_pb2.ReserveRequest, validation.reserve),
+                      "commit": (stock_pb2.CommitRequest, validation.commit),
+                      "release": (stock_pb2.ReleaseRequest, validation.release)}
 # Who an operator change is booked to when the caller does not name itself.
 ACTOR_DEFAULT = "admin-token"
 # Stored states in which a repeated operation returns the reservation unchanged.
@@ -191,31 +197,15 @@ class StockServicer(stock_pb2_grpc.StockServiceServicer):
 
     @rpc
     async def Reserve(self, request: bytes, context) -> bytes:
-        """One reservation on the wire (`Engine.reserve_wire`): no request or answer object
-        is built in Python (6.0 us per call through the binding with them, 1.6 us without).
-        A refusal waits for what it may rest on (as in `_apply`) and is answered as before:
-        a field error of the request as validation.py names it, else the engine's refusal."""
-        engine, generation = self._committer.engine()
-        (part,), lsn = engine.reserve_wire(request, now_ms())
-        await self._committer.wait_durable(lsn, generation)
-        if isinstance(part, bytes):
-            return part
-        validation.reserve(stock_pb2.ReserveRequest.FromString(request))
-        raise part
+        return await self._wire_call(request, "reserve")
 
     @rpc
-    async def Commit(self, request, context):
-        reservation_id, request_id, lines = validation.commit(request)
-        view = await self._with_fallback(reservation_id, "commit", lambda engine: engine.commit(
-            reservation_id, lines, now_ms(), request_id))
-        return reservation_proto(view)
+    async def Commit(self, request: bytes, context) -> bytes:
+        return await self._wire_call(request, "commit")
 
     @rpc
-    async def Release(self, request, context):
-        reservation_id, request_id = validation.release(request)
-        view = await self._with_fallback(reservation_id, "release", lambda engine: engine.release(
-            reservation_id, now_ms(), request_id))
-        return reservation_proto(view)
+    async def Release(self, request: bytes, context) -> bytes:
+        return await self._wire_call(request, "release")
 
     @rpc
     async def Extend(self, request, context):
@@ -276,6 +266,25 @@ class StockServicer(stock_pb2_grpc.StockServiceServicer):
     @rpc
     async def ReleaseBatch(self, request: bytes, context) -> bytes:
         return await self._wire_batch(request, "release")
+
+    async def _wire_call(self, request: bytes, operation: str) -> bytes:
+        """One Reserve, Commit or Release on the wire (`Engine.call_wire`): no request or
+        answer object is built in Python (6.0 us per Reserve through the binding with them,
+        1.6 us without). A refusal waits for what it may rest on (as in `_apply`) and is
+        answered as before: a field error of the request as validation.py names it, else the
+        engine's refusal, except that a reservation the engine no longer holds is looked up
+        in PostgreSQL (`_stored`)."""
+        engine, generation = self._committer.engine()
+        (part,), lsn = engine.call_wire(operation, request, now_ms())
+        await self._committer.wait_durable(lsn, generation)
+        if isinstance(part, bytes):
+            return part
+        message, validate = WIRE_CALL_REQUESTS[operation]
+        validate(message.FromString(request))
+        if operation in REPEATABLE_IN and is_unknown_reservation(part):
+            stored = await self._stored(part.reservation_id, operation, part)
+            return reservation_proto(stored).SerializeToString()
+        raise part
 
     async def _wire_batch(self, request: bytes, operation: str) -> bytes:
         """Runs a batch call's request bytes in one engine call (each request on its own, in

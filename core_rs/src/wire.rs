@@ -198,21 +198,40 @@ pub fn reserve_batch(
 pub fn reserve_one(engine: &mut Engine, request: &[u8], now_ms: i64) -> EngineResult<BatchAnswer> {
     let request: proto::ReserveRequest = decode(request, "ReserveRequest")?;
     let reservation_id = ReservationIds::new(now_ms, 1).next_id();
-    Ok(
-        match reserve_request(engine, &request, &reservation_id, now_ms) {
-            Ok(answer) => {
-                let view = engine.view(&answer).expect("viewed right away");
-                BatchAnswer {
-                    parts: vec![Part::Encoded(reservation(&view).encode_to_vec())],
-                    lsn: answer.lsn(),
-                }
+    let answer = reserve_request(engine, &request, &reservation_id, now_ms);
+    Ok(one(engine, answer))
+}
+
+/// A CommitRequest (the single Commit call), answered as `reserve_one` answers.
+pub fn commit_one(engine: &mut Engine, request: &[u8], now_ms: i64) -> EngineResult<BatchAnswer> {
+    let request: proto::CommitRequest = decode(request, "CommitRequest")?;
+    let answer = commit_request(engine, &request, now_ms);
+    Ok(one(engine, answer))
+}
+
+/// A ReleaseRequest (the single Release call), answered as `reserve_one` answers.
+pub fn release_one(engine: &mut Engine, request: &[u8], now_ms: i64) -> EngineResult<BatchAnswer> {
+    let request: proto::ReleaseRequest = decode(request, "ReleaseRequest")?;
+    let answer = release_request(engine, &request, now_ms);
+    Ok(one(engine, answer))
+}
+
+/// A single call's answer: the Reservation message (its lsn), or the refusal (the lsn of the
+/// whole journal so far: the refusal may rest on any change not yet durable).
+fn one(engine: &Engine, answer: EngineResult<Answer>) -> BatchAnswer {
+    match answer {
+        Ok(answer) => {
+            let view = engine.view(&answer).expect("viewed right away");
+            BatchAnswer {
+                parts: vec![Part::Encoded(reservation(&view).encode_to_vec())],
+                lsn: answer.lsn(),
             }
-            Err(error) => BatchAnswer {
-                parts: vec![Part::Refused(error)],
-                lsn: engine.lsn_last(),
-            },
+        }
+        Err(error) => BatchAnswer {
+            parts: vec![Part::Refused(error)],
+            lsn: engine.lsn_last(),
         },
-    )
+    }
 }
 
 /// One ReserveRequest under the API's conventions (order id required, ttl 0 = default,
@@ -242,20 +261,29 @@ fn reserve_request(
     )
 }
 
-/// A CommitBatchRequest: no lines commits everything held.
+/// A CommitBatchRequest.
 pub fn commit_batch(engine: &mut Engine, request: &[u8], now_ms: i64) -> EngineResult<BatchAnswer> {
     let batch: proto::CommitBatchRequest = decode(request, "CommitBatchRequest")?;
     let lines = batch.requests.iter().map(|each| each.lines.len()).sum();
     check_call(batch.requests.len(), lines)?;
     Ok(answer(engine, &batch.requests, |engine, each| {
-        let lines = inputs(&each.lines);
-        engine.commit(
-            &each.reservation_id,
-            (!lines.is_empty()).then_some(&lines[..]),
-            now_ms,
-            optional(&each.request_id),
-        )
+        commit_request(engine, each, now_ms)
     }))
+}
+
+/// One CommitRequest: no lines commits everything held.
+fn commit_request(
+    engine: &mut Engine,
+    request: &proto::CommitRequest,
+    now_ms: i64,
+) -> EngineResult<Answer> {
+    let lines = inputs(&request.lines);
+    engine.commit(
+        &request.reservation_id,
+        (!lines.is_empty()).then_some(&lines[..]),
+        now_ms,
+        optional(&request.request_id),
+    )
 }
 
 /// A ReleaseBatchRequest.
@@ -267,8 +295,20 @@ pub fn release_batch(
     let batch: proto::ReleaseBatchRequest = decode(request, "ReleaseBatchRequest")?;
     check_call(batch.requests.len(), 0)?;
     Ok(answer(engine, &batch.requests, |engine, each| {
-        engine.release(&each.reservation_id, now_ms, optional(&each.request_id))
+        release_request(engine, each, now_ms)
     }))
+}
+
+fn release_request(
+    engine: &mut Engine,
+    request: &proto::ReleaseRequest,
+    now_ms: i64,
+) -> EngineResult<Answer> {
+    engine.release(
+        &request.reservation_id,
+        now_ms,
+        optional(&request.request_id),
+    )
 }
 
 fn status(status: Status) -> proto::ReservationStatus {
@@ -417,6 +457,61 @@ mod tests {
         ));
         assert_eq!(answer.lsn, engine.lsn_last());
         let error = reserve_one(&mut engine, &[0xff, 0xff], NOW_MS).unwrap_err();
+        assert_eq!(error.code(), "invalid_request");
+    }
+
+    #[test]
+    fn commit_one_and_release_one_answer_the_reservation_or_the_refusal() {
+        let mut engine = engine();
+        let reserve = |engine: &mut Engine, order_id| {
+            let request = reserve_request(order_id, 2).encode_to_vec();
+            let answer = reserve_one(engine, &request, NOW_MS).unwrap();
+            let [Part::Encoded(bytes)] = &answer.parts[..] else {
+                panic!("reserved");
+            };
+            proto::Reservation::decode(&bytes[..])
+                .unwrap()
+                .reservation_id
+        };
+        let (first, second) = (reserve(&mut engine, "o1"), reserve(&mut engine, "o2"));
+        let commit = proto::CommitRequest {
+            reservation_id: first.clone(),
+            lines: vec![proto::Line {
+                sku: "a".into(),
+                quantity: 1,
+                location: String::new(),
+            }],
+            ..Default::default()
+        };
+        let answer = commit_one(&mut engine, &commit.encode_to_vec(), NOW_MS).unwrap();
+        assert_eq!(answer.lsn, engine.lsn_last());
+        let [Part::Encoded(bytes)] = &answer.parts[..] else {
+            panic!("one encoded part");
+        };
+        let committed = proto::Reservation::decode(&bytes[..]).unwrap();
+        assert_eq!(committed.status, proto::ReservationStatus::Committed as i32);
+        assert_eq!(committed.committed_lines[0].quantity, 1);
+        let release = |id: &str| proto::ReleaseRequest {
+            reservation_id: id.into(),
+            ..Default::default()
+        };
+        let answer = release_one(&mut engine, &release(&second).encode_to_vec(), NOW_MS).unwrap();
+        let [Part::Encoded(bytes)] = &answer.parts[..] else {
+            panic!("one encoded part");
+        };
+        let released = proto::Reservation::decode(&bytes[..]).unwrap();
+        assert_eq!(released.status, proto::ReservationStatus::Released as i32);
+        // Releasing the committed one is refused; the refusal waits for the last change.
+        let lsn_before = engine.lsn_last();
+        let answer = release_one(&mut engine, &release(&first).encode_to_vec(), NOW_MS).unwrap();
+        assert!(matches!(
+            &answer.parts[..],
+            [Part::Refused(EngineError::WrongState { .. })]
+        ));
+        assert_eq!((answer.lsn, engine.lsn_last()), (lsn_before, lsn_before));
+        let error = commit_one(&mut engine, &[0xff, 0xff], NOW_MS).unwrap_err();
+        assert_eq!(error.code(), "invalid_request");
+        let error = release_one(&mut engine, &[0xff, 0xff], NOW_MS).unwrap_err();
         assert_eq!(error.code(), "invalid_request");
     }
 

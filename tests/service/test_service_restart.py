@@ -114,3 +114,10 @@ async def check_restored(app: App, port: int, before: dict) -> None:
         assert list(fetched.lines) == list(active.lines)
         committed = await stub.Commit(stock_pb2.CommitRequest(reservation_id=before["committed"]))
         assert committed.status == stock_pb2.RESERVATION_STATUS_COMMITTED
+        # Known only to PostgreSQL now: releasing it is refused as the engine would refuse it.
+        try:
+            await stub.Release(stock_pb2.ReleaseRequest(reservation_id=before["committed"]))
+            raise AssertionError("released a committed reservation")
+        except grpc.aio.AioRpcError as refused:
+            assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert refused.details().endswith("is committed: cannot release")

@@ -106,10 +106,32 @@ def test_a_single_reserve_travels_on_the_wire(lines):
         engine.set_stock(sku, "", 10 * lines, None, NOW_MS)
     request = stock_pb2.ReserveRequest(order_id="o", ttl_ms=60_000, lines=[
         stock_pb2.Line(sku=sku, quantity=n + 1) for n, sku in enumerate(skus)])
-    (part,), lsn = engine.reserve_wire(request.SerializeToString(), NOW_MS)
+    (part,), lsn = engine.call_wire("reserve", request.SerializeToString(), NOW_MS)
     assert lsn == engine.lsn_last()
     reservation = stock_pb2.Reservation.FromString(part)
     assert reservation.order_id == "o" and list(reservation.lines) == list(request.lines)
     request.lines[0].quantity = 10 * lines  # more than is left
-    (refused,), _ = engine.reserve_wire(request.SerializeToString(), NOW_MS)
+    (refused,), _ = engine.call_wire("reserve", request.SerializeToString(), NOW_MS)
     assert isinstance(refused, EngineError) and refused.code == "short_stock"
+
+
+def test_single_commit_and_release_travel_on_the_wire():
+    engine = Engine()
+    engine.set_stock("a", "", 5, None, NOW_MS)
+    reserve = stock_pb2.ReserveRequest(order_id="o", lines=[stock_pb2.Line(sku="a", quantity=2)])
+    ids = [stock_pb2.Reservation.FromString(
+        engine.call_wire("reserve", reserve.SerializeToString(), NOW_MS)[0][0]).reservation_id
+        for _ in range(2)]
+    commit = stock_pb2.CommitRequest(reservation_id=ids[0])
+    (part,), lsn = engine.call_wire("commit", commit.SerializeToString(), NOW_MS)
+    assert lsn == engine.lsn_last()
+    assert stock_pb2.Reservation.FromString(part).status == stock_pb2.RESERVATION_STATUS_COMMITTED
+    release = stock_pb2.ReleaseRequest(reservation_id=ids[1])
+    (part,), _ = engine.call_wire("release", release.SerializeToString(), NOW_MS)
+    assert stock_pb2.Reservation.FromString(part).status == stock_pb2.RESERVATION_STATUS_RELEASED
+    # (sku, location, on_hand, reserved, available): 1 unit left, 1 back.
+    assert engine.get_stock(["a"], "", NOW_MS).levels == [("a", "", 3, 0, 3)]
+    (refused,), _ = engine.call_wire("release", commit.SerializeToString(), NOW_MS)
+    assert isinstance(refused, EngineError) and refused.code == "wrong_state"
+    with pytest.raises(EngineError, match="is not reserve, commit or release"):
+        engine.call_wire("extend", release.SerializeToString(), NOW_MS)

@@ -449,32 +449,31 @@ impl Engine {
         request: &[u8],
         now_ms: i64,
     ) -> PyResult<(Bound<'py, PyList>, u64)> {
-        let call: fn(&mut RustEngine, &[u8], i64) -> EngineResult<BatchAnswer> = match operation {
-            "reserve" => wire::reserve_batch,
-            "commit" => wire::commit_batch,
-            "release" => wire::release_batch,
-            _ => {
-                let error = EngineError::InvalidRequest {
-                    field: "operation",
-                    message: format!("{operation:?} is not reserve, commit or release"),
-                };
-                return Err(to_py_err(py, &error));
-            }
-        };
+        let call = wire_call(
+            py,
+            operation,
+            [wire::reserve_batch, wire::commit_batch, wire::release_batch],
+        )?;
         self.wire_batch(py, request, |engine, request| call(engine, request, now_ms))
     }
 
-    /// The single Reserve call on the wire: a ReserveRequest's bytes in; ([the Reservation
-    /// message's bytes or the refusal], lsn) out. A single reservation takes about a
-    /// microsecond, so the interpreter is not released around it.
-    fn reserve_wire<'py>(
+    /// A single Reserve, Commit or Release call on the wire (`operation` as for
+    /// `batch_wire`): its request message's bytes in; ([the Reservation message's bytes or
+    /// the refusal], lsn) out. One call takes about a microsecond, so the interpreter is not
+    /// released around it.
+    fn call_wire<'py>(
         &self,
         py: Python<'py>,
+        operation: &str,
         request: &[u8],
         now_ms: i64,
     ) -> PyResult<(Bound<'py, PyList>, u64)> {
-        let answer = wire::reserve_one(&mut self.engine(py), request, now_ms);
-        Self::answer_to_py(py, answer)
+        let call = wire_call(
+            py,
+            operation,
+            [wire::reserve_one, wire::commit_one, wire::release_one],
+        )?;
+        Self::answer_to_py(py, call(&mut self.engine(py), request, now_ms))
     }
 
     fn take_journal(
@@ -542,5 +541,24 @@ impl Engine {
         dict.set_item("lsn_last", stats.lsn_last)?;
         dict.set_item("expiry_queue_entries", stats.expiry_queue_entries)?;
         Ok(dict)
+    }
+}
+
+type WireCall = fn(&mut RustEngine, &[u8], i64) -> EngineResult<BatchAnswer>;
+
+/// The one of `[reserve, commit, release]` that `operation` names.
+fn wire_call(py: Python<'_>, operation: &str, calls: [WireCall; 3]) -> PyResult<WireCall> {
+    let [reserve, commit, release] = calls;
+    match operation {
+        "reserve" => Ok(reserve),
+        "commit" => Ok(commit),
+        "release" => Ok(release),
+        _ => {
+            let error = EngineError::InvalidRequest {
+                field: "operation",
+                message: format!("{operation:?} is not reserve, commit or release"),
+            };
+            Err(to_py_err(py, &error))
+        }
     }
 }
