@@ -59,6 +59,11 @@ GC_PAUSE_SECONDS = Histogram("stock_gc_pause_seconds",
                              "Python garbage collector pauses (the event loop stands still)",
                              ["generation"], buckets=GC_PAUSE_BUCKETS_S)
 
+LOOP_LAG_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1)
+LOOP_LAG_SECONDS = Histogram("stock_event_loop_lag_seconds",
+                             "How late the event loop ran a timer due every 50 ms "
+                             "(service/loop_lag.py)", buckets=LOOP_LAG_BUCKETS_S)
+
 
 class GcPauseObserver:
     """Times every collection of Python's cyclic garbage collector (a `gc.callbacks` entry):

@@ -27,6 +27,7 @@ from service.engine import prefault_memory
 from service.front import Front
 from service.gen.stock.v1 import stock_pb2
 from service.invalidation import Invalidator
+from service.loop_lag import LoopLagProbe
 from service.persistence import Persistence
 from service.projector import Projector
 from service.servicer import StockServicer, add_to_server
@@ -76,6 +77,7 @@ class App:
         self.front = Front(config.grpc_acceptors, self._register,
                            maximum_concurrent_rpcs=config.inflight_calls_max,
                            options=server_options(config))
+        self.loop_lag = LoopLagProbe()
         self.port = 0
 
     def _register(self, server: grpc.aio.Server) -> None:
@@ -110,9 +112,11 @@ class App:
         self.committer.start()
         self.projector.start()
         self.sweeper.start()
+        self.loop_lag.start()
 
     async def stop(self) -> None:
         log.info("shutting down")
+        await self.loop_lag.stop()
         await self.sweeper.stop()
         await self.health.enter_graceful_shutdown()
         started = time.monotonic()
