@@ -183,6 +183,15 @@ def measure_scenario(servers: dict[str, tuple], scenario: str) -> dict[str, dict
                 result.update(fraction_of_saturation=fraction, trial=trial)
                 log_open(system, f"{fraction:.0%} = {rate:,}/s", result)
                 results[system]["open"].append(result)
+            if fraction == TARGET_FRACTION and {"empty", "service"} <= servers.keys():
+                # The floor at the very rate the service's target is judged at: what the
+                # Python gRPC front and this host give at that rate without any work.
+                rate = results["service"]["open"][-1]["offered_rate"]
+                address, process = servers["empty"]
+                result = open_loop(address, process, scenario, rate)
+                result.update(trial=trial)
+                log_open("empty", f"at the service's {fraction:.0%} rate, {rate:,}/s", result)
+                results["empty"].setdefault("at_service_target_rate", []).append(result)
     searches = {system: SloSearch(results[system]["closed"]["calls_ok_per_s"],
                                   results[system]["open"]) for system in servers}
     for _ in range(SLO_SEARCH_STEPS):
@@ -447,9 +456,13 @@ def targets(systems: dict) -> dict:
                            saturation(systems, "empty", scenario))
         found[f"service_over_empty_{scenario}"] = target(over_empty, TARGET_SERVICE_OVER_EMPTY,
                                                          True)
+        floor = (systems.get("empty", {}).get("scenarios", {}).get(scenario, {})
+                 .get("at_service_target_rate", []))
         found[f"service_p99_ms_at_70pct_{scenario}"] = {
             **target(p99_at_70(systems, scenario), TARGET_P99_MS_AT_70, False),
-            "runs": [run["latency_ms"]["p99"] for run in runs_at_70(systems, scenario)]}
+            "runs": [run["latency_ms"]["p99"] for run in runs_at_70(systems, scenario)],
+            "empty_server_at_the_same_rate": (median_run(floor)["latency_ms"]["p99"]
+                                              if floor else None)}
     over_naive = ratio(saturation(systems, "service", "hot"), saturation(systems, "naive", "hot"))
     found["service_over_naive_hot"] = target(over_naive, TARGET_SERVICE_OVER_NAIVE_HOT, True)
     # The target is the batch API's rate for a run of BATCH_DURATION_S; the sustained run is

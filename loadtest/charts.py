@@ -132,6 +132,9 @@ def summary_markdown(report: dict) -> str:
         value = "not measured" if target["value"] is None else target["value"]
         if len(target.get("runs", [])) > 1:
             value = f"{value} (median of {', '.join(str(run) for run in target['runs'])})"
+        floor = target.get("empty_server_at_the_same_rate")
+        if floor is not None:
+            value = f"{value}; empty server at the same rate: {floor}"
         lines.append(f"| {name} | {value} | {target['target']} | "
                      f"{'yes' if target['met'] else 'no'} |")
     return "\n".join(lines) + "\n"

@@ -12,6 +12,8 @@ Run: python -m loadtest.empty_server --listen 127.0.0.1:50061
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
 import itertools
 import time
 
@@ -32,6 +34,13 @@ BATCH_REQUESTS_MAX = 1_000
 TTL_MS_DEFAULT = 900_000
 # As many gRPC servers on the port as the service runs by default (STOCK_GRPC_ACCEPTORS).
 ACCEPTORS_DEFAULT = Config.grpc_acceptors
+# Every reservation this fake makes stays in a dictionary as a protobuf object: a state the
+# service keeps in Rust, out of the garbage collector's sight. Left to the collector, it made
+# every full collection walk all of it (pauses of 8 ms growing to 142 ms within 4 runs of 6 s
+# at 4,216 calls/s), which is this fake's cost, not the Python gRPC floor's. So what has
+# survived so far is frozen (`gc.freeze`, as the service freezes its start-up state) this
+# often, and collections only walk what is younger.
+FREEZE_INTERVAL_S = 0.5
 STATUS = stock_pb2.ReservationStatus
 ItemKey = tuple[str, str]
 
@@ -247,10 +256,18 @@ async def start(
     return front, port
 
 
+async def freeze_survivors() -> None:
+    while True:
+        gc.freeze()
+        await asyncio.sleep(FREEZE_INTERVAL_S)
+
+
 async def main(listen: str, acceptors: int) -> None:
     server, _ = await start(listen, EmptyStockServicer(), acceptors)
     print(f"empty_server listening on {listen}", flush=True)
+    freezer = asyncio.create_task(freeze_survivors())
     await server.wait_for_termination()
+    freezer.cancel()
 
 
 if __name__ == "__main__":
