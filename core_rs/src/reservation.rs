@@ -10,7 +10,7 @@ use std::hash::BuildHasher;
 use id_index::IdIndex;
 
 use crate::item::ItemIndex;
-use crate::prefetch::prefetch_range;
+use crate::prefetch::prefetch_lines;
 use crate::record::{CommittedLines, ReservationRecord};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -161,7 +161,11 @@ pub struct NewReservation<'a> {
     pub lsn: u64,
 }
 
+/// Aligned to a cache line and three lines long (asserted below), so that a reserve, which
+/// writes a whole slot, and an eviction, which reads it, touch three lines: at 208 bytes
+/// (before the record's spilled ids took a thin pointer) every slot spanned four.
 #[derive(Debug, Default)]
+#[repr(align(64))]
 struct Slot {
     generation: u32,
     /// The id hash of the reservation stored (meaningless when empty), so that evicting it
@@ -169,6 +173,10 @@ struct Slot {
     id_hash: u32,
     reservation: Option<Reservation>,
 }
+
+/// The cache lines of a slot.
+const SLOT_LINES: usize = 3;
+const _: () = assert!(std::mem::size_of::<Slot>() == SLOT_LINES * 64);
 
 /// The slab grows in chunks of this many slots: growing never copies the slots already
 /// there (a million reservations would otherwise be copied, and their pages touched
@@ -366,9 +374,7 @@ impl Reservations {
     /// index bucket of the next, whose slot was loaded last time).
     fn prefetch_evictions(&self) {
         if let Some(&(slot, _)) = self.terminal_order.get(1) {
-            let entry = &self.slots[slot];
-            let start = (entry as *const Slot).cast::<u8>();
-            prefetch_range(start, std::mem::size_of::<Slot>());
+            prefetch_lines::<Slot, SLOT_LINES>(&self.slots[slot]);
         }
         let Some(&(slot, _)) = self.terminal_order.front() else {
             return;
