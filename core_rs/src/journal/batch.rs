@@ -452,51 +452,74 @@ impl OperationAggregate {
             lines: Vec::with_capacity(entries.len()),
             extras: 0,
         };
+        aggregate.add_rows(operations);
+        aggregate.add_lines(operations, entries, entry_item_rows);
+        aggregate
+    }
+
+    /// Each operation's reservation row and extra. A loop of its own, apart from the lines
+    /// (`add_lines`): with both in one loop, its state did not fit in registers.
+    #[inline(never)]
+    fn add_rows(&mut self, operations: &[JournalOperation]) {
+        for (index, operation) in operations.iter().enumerate() {
+            let index = index as u32;
+            let reservation = match operation.has_reservation() {
+                true => self.reservation_row(operation, index),
+                false => NO_ROW,
+            };
+            let extra = match operation.has_extra() {
+                true => {
+                    self.extras += 1;
+                    self.extras - 1
+                }
+                false => NO_ROW,
+            };
+            self.operation_rows
+                .push(OperationRows { reservation, extra });
+        }
+    }
+
+    /// The lines of the reservation rows (`add_rows` found them), from the entries of the
+    /// operations that create or commit them.
+    #[inline(never)]
+    fn add_lines(
+        &mut self,
+        operations: &[JournalOperation],
+        entries: &[LedgerEntry],
+        entry_item_rows: &[u32],
+    ) {
         // Lines are pushed per reservation when it is created or committed; they are kept
         // in row order (a row's lines together, in line order), which a reservation first
         // touched by another operation and committed later can break.
         let mut lines_in_row_order = true;
         let mut entries_claimed = 0;
-        for (index, operation) in operations.iter().enumerate() {
-            let index = index as u32;
+        for (operation, rows) in operations.iter().zip(&self.operation_rows) {
             let entries_start = entries_claimed;
             entries_claimed += operation.rows();
-            let reservation_row = match operation.has_reservation() {
-                true => {
-                    let row = aggregate.reservation_row(operation, index);
-                    let operation_lines = OperationLines {
-                        entries: &entries[entries_start..entries_claimed],
-                        item_rows: &entry_item_rows[entries_start..entries_claimed],
-                    };
-                    lines_in_row_order &= add_lines(
-                        &mut aggregate.reservation_rows[row as usize],
-                        &mut aggregate.lines,
-                        row,
-                        operation,
-                        operation_lines,
-                    );
-                    row
-                }
-                false => NO_ROW,
+            let row = rows.reservation;
+            // Only a reservation's creation and its commit have lines; a batch is mostly
+            // other operations (a release, an expiry), so they are passed over first.
+            let committed = operation.status() == Status::Committed;
+            if row == NO_ROW || !(operation.created() || committed) {
+                continue;
+            }
+            let operation_lines = OperationLines {
+                entries: &entries[entries_start..entries_claimed],
+                item_rows: &entry_item_rows[entries_start..entries_claimed],
             };
-            let extra = match operation.has_extra() {
-                true => {
-                    aggregate.extras += 1;
-                    aggregate.extras - 1
-                }
-                false => NO_ROW,
-            };
-            aggregate.operation_rows.push(OperationRows {
-                reservation: reservation_row,
-                extra,
-            });
+            lines_in_row_order &= add_lines(
+                &mut self.reservation_rows[row as usize],
+                &mut self.lines,
+                row,
+                operation.created(),
+                operation_lines,
+            );
         }
         assert_eq!(entries_claimed, entries.len(), "entries unclaimed");
         if !lines_in_row_order {
             // Stable: each row's lines stay in line order.
-            aggregate.lines.sort_by_key(|line| line.reservation_row);
+            self.lines.sort_by_key(|line| line.reservation_row);
         }
-        aggregate
     }
 
     /// The row of the reservation of `operation`, at position `index`, now pointing at it
@@ -592,7 +615,8 @@ impl Iterator for EntryOperations<'_> {
 impl ExactSizeIterator for EntryOperations<'_> {}
 
 /// Lines of reservations created in this batch, and committed quantities of committed
-/// ones, from the ledger entries of the operation that creates or commits them: a
+/// ones, from the ledger entries of the operation that creates (`created`) or else commits
+/// them: a
 /// reserve journals one entry per line, in the order of the reservation's lines,
 /// holding its quantity; a commit one per line too, in the same order, giving back the
 /// quantity held and taking the quantity committed from on-hand stock. The records,
@@ -602,16 +626,12 @@ fn add_lines(
     state: &mut RowState,
     lines: &mut Vec<BatchLine>,
     row: u32,
-    journaled: &JournalOperation,
+    created: bool,
     operation: OperationLines<'_>,
 ) -> bool {
-    let (created, committed) = (journaled.created(), journaled.status() == Status::Committed);
-    if !created && !committed {
-        return true;
-    }
     if state.first_line != NO_ROW {
         // Created in this batch and now committed: its lines are there.
-        assert!(committed && !created, "lines added once per reservation");
+        assert!(!created, "lines added once per reservation");
         let first = state.first_line as usize;
         let count = operation.entries.len();
         assert!(
