@@ -62,6 +62,8 @@ pub enum HoldLines {
 }
 
 impl HoldLines {
+    // Always inlined: left to the compiler, it was called out of line (callgrind).
+    #[inline(always)]
     pub fn new(lines: &[HoldLine]) -> HoldLines {
         match lines {
             [line] => HoldLines::One([*line]),
@@ -135,6 +137,8 @@ impl Reservation {
     }
 
     /// Moves to a terminal status, asserting the transition is legal.
+    // Always inlined: left to the compiler, it was called out of line (callgrind).
+    #[inline(always)]
     pub fn finish(&mut self, next: Status, now_ms: i64, lsn: u64) {
         assert!(
             self.status.can_become(next),
@@ -193,6 +197,8 @@ struct Slab {
 impl std::ops::Index<u32> for Slab {
     type Output = Slot;
 
+    // Always inlined: left to the compiler, it was called out of line (callgrind).
+    #[inline(always)]
     fn index(&self, slot: u32) -> &Slot {
         let slot = slot as usize;
         &self.chunks[slot / SLOTS_PER_CHUNK][slot % SLOTS_PER_CHUNK]
@@ -200,6 +206,8 @@ impl std::ops::Index<u32> for Slab {
 }
 
 impl std::ops::IndexMut<u32> for Slab {
+    // Always inlined: left to the compiler, it was called out of line (callgrind).
+    #[inline(always)]
     fn index_mut(&mut self, slot: u32) -> &mut Slot {
         let slot = slot as usize;
         &mut self.chunks[slot / SLOTS_PER_CHUNK][slot % SLOTS_PER_CHUNK]
@@ -281,6 +289,8 @@ impl Reservations {
         self.by_id.prefetch(hash);
     }
 
+    // Always inlined: left to the compiler, it was called out of line (callgrind).
+    #[inline(always)]
     pub fn get(&self, slot: u32) -> &Reservation {
         self.slots[slot]
             .reservation
@@ -288,6 +298,8 @@ impl Reservations {
             .expect("occupied slot")
     }
 
+    // Always inlined: left to the compiler, it was called out of line (callgrind).
+    #[inline(always)]
     pub fn get_mut(&mut self, slot: u32) -> &mut Reservation {
         self.slots[slot]
             .reservation
