@@ -254,9 +254,15 @@ impl ReservationRecord {
         self.id(0)
     }
 
-    /// The reservation id as bytes, for comparing without decoding.
+    /// The reservation id as bytes, for comparing without decoding: the first id, read
+    /// without summing the lengths before it or after it (`id_bytes`), as every release,
+    /// commit and read compares it once to find its reservation.
     pub fn reservation_id_bytes(&self) -> &[u8] {
-        self.id_bytes(0)
+        let length = usize::from(self.lengths[0]);
+        match &self.ids_spilled {
+            Some(ids) => &ids[..length],
+            None => &self.ids_inline[..length],
+        }
     }
 
     pub fn order_id(&self) -> &str {
