@@ -24,14 +24,19 @@ pub fn prefetch<T>(value: &T) {
     prefetch_address((value as *const T).cast());
 }
 
-/// Starts loading every cache line of the `bytes` bytes from `start`, which need not be
-/// dereferenceable (the addresses are only computed, never read).
+/// Starts loading the `LINES` cache lines of `value`, which is aligned to a cache line: no
+/// offset is computed and, the count being known when compiled, no loop is left (a
+/// general range, offset and length known only when run, kept a loop of 4 instructions
+/// per line).
 #[inline(always)]
-pub fn prefetch_range(start: *const u8, bytes: usize) {
-    let offset = start as usize % LINE;
-    let first = start.wrapping_sub(offset);
-    for line in 0..(offset + bytes).div_ceil(LINE) {
-        prefetch_address(first.wrapping_add(line * LINE));
+pub fn prefetch_lines<T, const LINES: usize>(value: &T) {
+    let start = (value as *const T).cast::<u8>();
+    debug_assert!(
+        (start as usize).is_multiple_of(LINE),
+        "aligned to a cache line"
+    );
+    for line in 0..LINES {
+        prefetch_address(start.wrapping_add(line * LINE));
     }
 }
 

@@ -33,7 +33,9 @@ impl Engine {
     }
 
     /// Gives back every hold of the reservation at `slot`; `committed` (per line) leaves
-    /// on-hand stock as well.
+    /// on-hand stock as well. Always inlined: called out of line (each release, commit and
+    /// expiry), it cost 23 instructions more per reserve + release pair (callgrind).
+    #[inline(always)]
     pub(super) fn settle_lines(
         &mut self,
         slot: u32,

@@ -109,8 +109,9 @@ pub struct JournalBatch {
     extras: Vec<OperationExtra>,
     records: Records,
     entries: Vec<LedgerEntry>,
-    /// Per entry: its operation and its item row.
-    entry_positions: Vec<(u32, u32)>,
+    /// Per entry: its item row. (Its operation is found by counting each operation's
+    /// entries, see `EntryOperations`.)
+    entry_item_rows: Vec<u32>,
     reservation_rows: Vec<RowState>,
     lines: Vec<BatchLine>,
 }
@@ -177,8 +178,13 @@ impl JournalBatch {
 
     /// One row per item change, in LSN order.
     pub fn ledger(&self) -> impl ExactSizeIterator<Item = LedgerRow<'_>> {
-        let positions = self.entries.iter().zip(&self.entry_positions);
-        positions.map(|(entry, &(operation_index, item_row))| {
+        let operations = EntryOperations::new(&self.operations, self.entries.len());
+        let positions = self
+            .entries
+            .iter()
+            .zip(&self.entry_item_rows)
+            .zip(operations);
+        positions.map(|((entry, &item_row), operation_index)| {
             let operation = &self.operations[operation_index as usize];
             let ItemLevels { sku, location, .. } = self.items.get(item_row as usize);
             let rows = self.operation_rows[operation_index as usize];
@@ -311,20 +317,34 @@ impl ItemRows {
         self.take += 1;
     }
 
-    /// The row of `item` in this take, added (with its names) on first touch.
+    /// Makes room for a stamp per item of a table of `items` items, once per take, so
+    /// that finding a row needs no check for it per entry. Grows (amortized) to the items
+    /// loaded, which journal entries never exceed.
+    fn cover(&mut self, items: usize) {
+        if items > self.stamps.len() {
+            self.stamps.resize(items, (0, 0));
+        }
+    }
+
+    /// The row of `item` in this take, added (with its names) on first touch. `cover`
+    /// was called for a table that holds it.
     fn row(&mut self, item: ItemIndex, items: &Items, rows: &mut BatchItems) -> u32 {
         let index = item as usize;
-        if index >= self.stamps.len() {
-            // Grows (amortized) to the highest item journaled, not to every item loaded.
-            self.stamps.resize(index + 1, (0, 0));
-        }
         let (take, row) = self.stamps[index];
         if take == self.take {
             return row;
         }
+        self.add_row(item, items, rows)
+    }
+
+    /// The first touch of `item` in this take: a row with its names. Out of line, so that
+    /// the usual case, a row already there, keeps its loop's state in registers.
+    #[cold]
+    #[inline(never)]
+    fn add_row(&mut self, item: ItemIndex, items: &Items, rows: &mut BatchItems) -> u32 {
         let location = items.location_of(item);
         let row = rows.push(&items.get(item).sku, location);
-        self.stamps[index] = (self.take, row);
+        self.stamps[item as usize] = (self.take, row);
         row
     }
 }
@@ -346,116 +366,39 @@ impl JournalBatch {
         } = taken;
         assert!(!operations.is_empty(), "a batch is never empty");
         item_rows.start_take();
-        let mut batch = JournalBatch {
+        let mut batch_items = BatchItems::with_capacity(entries.len().min(items.len()));
+        let entry_item_rows = entry_item_rows(&entries, items, item_rows, &mut batch_items);
+        let aggregate = OperationAggregate::of(&operations, &entries, &entry_item_rows);
+        assert_eq!(aggregate.extras as usize, extras.len(), "extras unclaimed");
+        // Extras are in operation order, so their idempotency rows are too.
+        let idempotency = extras
+            .iter()
+            .filter_map(|extra| extra.idempotency.as_ref())
+            .map(|record| IdempotencyRow {
+                request_id: record.request_id.clone(),
+                fingerprint: record.fingerprint,
+                operation: record.operation.as_str(),
+                outcome_json: outcome_to_json(&record.outcome),
+                lsn: record.lsn,
+                created_at_ms: record.created_at_ms,
+            })
+            .collect();
+        let batch = JournalBatch {
             lsn_first,
             lsn_last: lsn_first + operations.len() as u64 - 1,
-            // Sized up front (growing would copy): at most one row per entry or item.
-            items: BatchItems::with_capacity(entries.len().min(items.len())),
-            idempotency: Vec::new(),
-            operations: Vec::new(),
-            operation_rows: Vec::with_capacity(operations.len()),
-            extras: Vec::new(),
+            items: batch_items,
+            idempotency,
+            operations,
+            operation_rows: aggregate.operation_rows,
+            extras,
             records,
-            entries: Vec::new(),
-            entry_positions: Vec::with_capacity(entries.len()),
-            reservation_rows: Vec::with_capacity(operations.len()),
-            // At most one line per ledger entry (of a reserve or a commit).
-            lines: Vec::with_capacity(entries.len()),
+            entries,
+            entry_item_rows,
+            reservation_rows: aggregate.reservation_rows,
+            lines: aggregate.lines,
         };
-        let mut operation_entries = entries.iter();
-        // Lines are pushed per reservation when it is created or committed; they are kept
-        // in row order (a row's lines together, in line order), which a reservation first
-        // touched by another operation and committed later can break.
-        let mut lines_in_row_order = true;
-        let mut extras_claimed = 0;
-        for (index, operation) in operations.iter().enumerate() {
-            let entries_start = batch.entry_positions.len();
-            for entry in operation_entries.by_ref().take(operation.rows()) {
-                let item_row = item_rows.row(entry.item, items, &mut batch.items);
-                let (on_hand, reserved) = (entry.on_hand_after, entry.reserved_after);
-                batch.items.set_levels(item_row, on_hand, reserved);
-                batch.entry_positions.push((index as u32, item_row));
-            }
-            let snapshot = operation.reservation(lsn_first + index as u64);
-            let reservation_row = match &snapshot {
-                Some(snapshot) => {
-                    let row = batch.reservation_row(snapshot, index as u32);
-                    let operation_lines = OperationLines {
-                        entries: &entries[entries_start..][..operation.rows()],
-                        positions: &batch.entry_positions[entries_start..],
-                    };
-                    lines_in_row_order &= add_lines(
-                        &mut batch.reservation_rows[row as usize],
-                        &mut batch.lines,
-                        row,
-                        snapshot,
-                        operation_lines,
-                    );
-                    row
-                }
-                None => NO_ROW,
-            };
-            let extra = match operation.has_extra() {
-                true => {
-                    extras_claimed += 1;
-                    extras_claimed - 1
-                }
-                false => NO_ROW,
-            };
-            batch.operation_rows.push(OperationRows {
-                reservation: reservation_row,
-                extra,
-            });
-            let extra = extras.get(extra as usize);
-            if let Some(record) = extra.and_then(|extra| extra.idempotency.as_ref()) {
-                batch.idempotency.push(IdempotencyRow {
-                    request_id: record.request_id.clone(),
-                    fingerprint: record.fingerprint,
-                    operation: record.operation.as_str(),
-                    outcome_json: outcome_to_json(&record.outcome),
-                    lsn: record.lsn,
-                    created_at_ms: record.created_at_ms,
-                });
-            }
-        }
-        assert_eq!(
-            batch.entry_positions.len(),
-            entries.len(),
-            "entries unclaimed"
-        );
-        assert_eq!(extras_claimed as usize, extras.len(), "extras unclaimed");
-        if !lines_in_row_order {
-            // Stable: each row's lines stay in line order.
-            batch.lines.sort_by_key(|line| line.reservation_row);
-        }
-        batch.operations = operations;
-        batch.entries = entries;
-        batch.extras = extras;
         batch.debug_check_lines();
         batch
-    }
-
-    /// The row of the snapshot's reservation, now pointing at operation `index` (its
-    /// latest state): the row of its previous operation when that is in this batch, else
-    /// a new one.
-    fn reservation_row(&mut self, snapshot: &ReservationSnapshot, index: u32) -> u32 {
-        let rows = &mut self.reservation_rows;
-        if snapshot.previous_lsn >= self.lsn_first {
-            let previous = (snapshot.previous_lsn - self.lsn_first) as usize;
-            let row = self.operation_rows[previous].reservation;
-            assert_ne!(row, NO_ROW, "previous operation carried the reservation");
-            assert!(
-                !snapshot.created,
-                "a reservation is created by its first operation"
-            );
-            rows[row as usize].operation = index;
-            return row;
-        }
-        rows.push(RowState {
-            operation: index,
-            first_line: NO_ROW,
-        });
-        (rows.len() - 1) as u32
     }
 
     /// Debug builds: every row's record copy reads back, and each row's lines follow each
@@ -482,8 +425,198 @@ impl JournalBatch {
     }
 }
 
+/// What a batch aggregates per operation: each operation's reservation row and extra, the
+/// reservation rows, and their lines.
+struct OperationAggregate {
+    operation_rows: Vec<OperationRows>,
+    reservation_rows: Vec<RowState>,
+    lines: Vec<BatchLine>,
+    /// The extras the operations claimed.
+    extras: u32,
+}
+
+impl OperationAggregate {
+    /// Aggregates `operations` (a batch's, from position 0), over `entries` and their item
+    /// rows. Not inlined, and apart from the passes over entries and extras, so that its
+    /// loop keeps its state in registers (see `entry_item_rows`).
+    #[inline(never)]
+    fn of(
+        operations: &[JournalOperation],
+        entries: &[LedgerEntry],
+        entry_item_rows: &[u32],
+    ) -> OperationAggregate {
+        let mut aggregate = OperationAggregate {
+            operation_rows: Vec::with_capacity(operations.len()),
+            reservation_rows: Vec::with_capacity(operations.len()),
+            // At most one line per ledger entry (of a reserve or a commit).
+            lines: Vec::with_capacity(entries.len()),
+            extras: 0,
+        };
+        aggregate.add_rows(operations);
+        aggregate.add_lines(operations, entries, entry_item_rows);
+        aggregate
+    }
+
+    /// Each operation's reservation row and extra. A loop of its own, apart from the lines
+    /// (`add_lines`): with both in one loop, its state did not fit in registers.
+    #[inline(never)]
+    fn add_rows(&mut self, operations: &[JournalOperation]) {
+        for (index, operation) in operations.iter().enumerate() {
+            let index = index as u32;
+            let reservation = match operation.has_reservation() {
+                true => self.reservation_row(operation, index),
+                false => NO_ROW,
+            };
+            let extra = match operation.has_extra() {
+                true => {
+                    self.extras += 1;
+                    self.extras - 1
+                }
+                false => NO_ROW,
+            };
+            self.operation_rows
+                .push(OperationRows { reservation, extra });
+        }
+    }
+
+    /// The lines of the reservation rows (`add_rows` found them), from the entries of the
+    /// operations that create or commit them.
+    #[inline(never)]
+    fn add_lines(
+        &mut self,
+        operations: &[JournalOperation],
+        entries: &[LedgerEntry],
+        entry_item_rows: &[u32],
+    ) {
+        // Lines are pushed per reservation when it is created or committed; they are kept
+        // in row order (a row's lines together, in line order), which a reservation first
+        // touched by another operation and committed later can break.
+        let mut lines_in_row_order = true;
+        let mut entries_claimed = 0;
+        for (operation, rows) in operations.iter().zip(&self.operation_rows) {
+            let entries_start = entries_claimed;
+            entries_claimed += operation.rows();
+            let row = rows.reservation;
+            // Only a reservation's creation and its commit have lines; a batch is mostly
+            // other operations (a release, an expiry), so they are passed over first.
+            let committed = operation.status() == Status::Committed;
+            if row == NO_ROW || !(operation.created() || committed) {
+                continue;
+            }
+            let operation_lines = OperationLines {
+                entries: &entries[entries_start..entries_claimed],
+                item_rows: &entry_item_rows[entries_start..entries_claimed],
+            };
+            lines_in_row_order &= add_lines(
+                &mut self.reservation_rows[row as usize],
+                &mut self.lines,
+                row,
+                operation.created(),
+                operation_lines,
+            );
+        }
+        assert_eq!(entries_claimed, entries.len(), "entries unclaimed");
+        if !lines_in_row_order {
+            // Stable: each row's lines stay in line order.
+            self.lines.sort_by_key(|line| line.reservation_row);
+        }
+    }
+
+    /// The row of the reservation of `operation`, at position `index`, now pointing at it
+    /// (its latest state): the row of its previous operation when that is in this batch,
+    /// else a new one.
+    fn reservation_row(&mut self, operation: &JournalOperation, index: u32) -> u32 {
+        let rows = &mut self.reservation_rows;
+        if let Some(previous) = operation.previous_position(index) {
+            let row = self.operation_rows[previous as usize].reservation;
+            assert_ne!(row, NO_ROW, "previous operation carried the reservation");
+            assert!(
+                !operation.created(),
+                "a reservation is created by its first operation"
+            );
+            rows[row as usize].operation = index;
+            return row;
+        }
+        rows.push(RowState {
+            operation: index,
+            first_line: NO_ROW,
+        });
+        (rows.len() - 1) as u32
+    }
+}
+
+/// Each entry's item row (`JournalBatch::entry_item_rows`), giving the items of `rows` the
+/// final levels of the batch. A pass of its own over the entries alone, apart from the
+/// per-operation aggregation: inside that loop (with the item rows, the reservation rows
+/// and the lines live at once) most of the state was kept on the stack, loaded and stored
+/// again for every entry. Not inlined for the same reason.
+#[inline(never)]
+fn entry_item_rows(
+    entries: &[LedgerEntry],
+    items: &Items,
+    item_rows: &mut ItemRows,
+    rows: &mut BatchItems,
+) -> Vec<u32> {
+    item_rows.cover(items.len());
+    let rows_of_entries = entries.iter().map(|entry| {
+        let item_row = item_rows.row(entry.item, items, rows);
+        rows.set_levels(item_row, entry.on_hand_after, entry.reserved_after);
+        item_row
+    });
+    rows_of_entries.collect()
+}
+
+/// The operation (its position in the batch) of each ledger entry in turn: operation `i`
+/// has the next `rows()` entries.
+struct EntryOperations<'a> {
+    operations: std::slice::Iter<'a, JournalOperation>,
+    /// The position after the current operation.
+    next: u32,
+    /// Entries of the current operation not yet given.
+    left: usize,
+    /// Entries not yet given.
+    remaining: usize,
+}
+
+impl<'a> EntryOperations<'a> {
+    /// Over `entries` entries, the operations' own (checked when the batch was built).
+    fn new(operations: &'a [JournalOperation], entries: usize) -> EntryOperations<'a> {
+        EntryOperations {
+            operations: operations.iter(),
+            next: 0,
+            left: 0,
+            remaining: entries,
+        }
+    }
+}
+
+impl Iterator for EntryOperations<'_> {
+    type Item = u32;
+
+    fn next(&mut self) -> Option<u32> {
+        if self.remaining == 0 {
+            return None;
+        }
+        while self.left == 0 {
+            let operation = self.operations.next().expect("entries of every operation");
+            self.left = operation.rows();
+            self.next += 1;
+        }
+        self.left -= 1;
+        self.remaining -= 1;
+        Some(self.next - 1)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl ExactSizeIterator for EntryOperations<'_> {}
+
 /// Lines of reservations created in this batch, and committed quantities of committed
-/// ones, from the ledger entries of the operation that creates or commits them: a
+/// ones, from the ledger entries of the operation that creates (`created`) or else commits
+/// them: a
 /// reserve journals one entry per line, in the order of the reservation's lines,
 /// holding its quantity; a commit one per line too, in the same order, giving back the
 /// quantity held and taking the quantity committed from on-hand stock. The records,
@@ -493,19 +626,12 @@ fn add_lines(
     state: &mut RowState,
     lines: &mut Vec<BatchLine>,
     row: u32,
-    snapshot: &ReservationSnapshot,
+    created: bool,
     operation: OperationLines<'_>,
 ) -> bool {
-    let committed = snapshot.status == Status::Committed;
-    if !snapshot.created && !committed {
-        return true;
-    }
     if state.first_line != NO_ROW {
         // Created in this batch and now committed: its lines are there.
-        assert!(
-            committed && !snapshot.created,
-            "lines added once per reservation"
-        );
+        assert!(!created, "lines added once per reservation");
         let first = state.first_line as usize;
         let count = operation.entries.len();
         assert!(
@@ -528,7 +654,7 @@ fn add_lines(
     }
     let in_order = lines.last().is_none_or(|last| last.reservation_row < row);
     state.first_line = lines.len() as u32;
-    let kind = if snapshot.created {
+    let kind = if created {
         LedgerKind::Reserve
     } else {
         LedgerKind::Commit
@@ -552,15 +678,12 @@ fn add_lines(
 #[derive(Clone, Copy)]
 struct OperationLines<'a> {
     entries: &'a [LedgerEntry],
-    positions: &'a [(u32, u32)],
+    item_rows: &'a [u32],
 }
 
 impl<'a> OperationLines<'a> {
     fn iter(self) -> impl Iterator<Item = (&'a LedgerEntry, u32)> {
-        self.entries
-            .iter()
-            .zip(self.positions)
-            .map(|(entry, &(_, item_row))| (entry, item_row))
+        self.entries.iter().zip(self.item_rows.iter().copied())
     }
 }
 

@@ -220,6 +220,32 @@ impl JournalOperation {
     fn record(&self) -> Option<RecordCopy> {
         (self.flags & HAS_RESERVATION != 0).then_some(self.record)
     }
+
+    /// Whether the operation carries a reservation (`reservation` is then Some). A batch
+    /// aggregates with this and the accessors below, field by field, instead of unpacking
+    /// a whole snapshot per operation.
+    fn has_reservation(&self) -> bool {
+        self.flags & HAS_RESERVATION != 0
+    }
+
+    /// The reservation's status after the operation (meaningless without a reservation).
+    fn status(&self) -> Status {
+        STATUSES[usize::from(self.flags >> STATUS_SHIFT) & 3]
+    }
+
+    /// Whether the operation created its reservation.
+    fn created(&self) -> bool {
+        self.flags & CREATED != 0
+    }
+
+    /// The position of the previous operation on the reservation, this one being at
+    /// `position` of operations taken from position 0 on: None when there is none or it
+    /// lies before position 0. (`reservation`'s `previous_lsn` is at least the first
+    /// LSN exactly when the distance back is at most `position`.)
+    fn previous_position(&self, position: u32) -> Option<u32> {
+        let distance = self.previous_distance;
+        (distance != 0 && distance <= position).then(|| position - distance)
+    }
 }
 
 /// How far ahead of its appends the journal starts loading its buffers: a few operations,
