@@ -10,14 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from prometheus_client import Histogram
+
 from service import metrics
 
 LAG_PROBE_INTERVAL_S = 0.05
 
 
 class LoopLagProbe:
-    def __init__(self, interval_s: float = LAG_PROBE_INTERVAL_S):
+    def __init__(self, interval_s: float = LAG_PROBE_INTERVAL_S,
+                 histogram: Histogram = metrics.LOOP_LAG_SECONDS):
         self._interval_s = interval_s
+        self._histogram = histogram
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -34,4 +38,4 @@ class LoopLagProbe:
         while True:
             due = loop.time() + self._interval_s
             await asyncio.sleep(self._interval_s)
-            metrics.LOOP_LAG_SECONDS.observe(max(0.0, loop.time() - due))
+            self._histogram.observe(max(0.0, loop.time() - due))
