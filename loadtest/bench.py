@@ -63,7 +63,7 @@ LOAD_FRACTIONS = (0.7,) if QUICK else (0.3, 0.5, 0.7, 0.9)
 # (alternating with the other systems'): the target is judged on their median p99. On this
 # shared 2-core host one pause of 100 ms (another process, a slow fsync) inside a 6 s run puts
 # a few hundred calls behind it and alone decides that run's p99, for every system alike
-# (docs/BENCHMARKS.md, "The p99 at 70 %: several runs").
+# (docs/BENCHMARKS.md, "Tails at 70 %, attributed").
 TARGET_FRACTION = 0.7
 TARGET_FRACTION_RUNS = 1 if QUICK else 3
 # The highest offered rate each system serves with p99 <= TARGET_P99_MS_AT_70 is bracketed by
@@ -216,16 +216,21 @@ def open_loop(address: str, process, scenario: str, rate: int) -> dict:
                     "--duration-s", str(OPEN_DURATION_S)], process.pid)
 
 
+def slowest_per_window(result: dict) -> list[float]:
+    """The slowest latency of each timeline window of an open-loop run (loadgen: 100 ms of
+    intended sends each); none for a closed-loop run."""
+    return (result.get("timeline") or {"max_ms": []})["max_ms"]
+
+
 def slow_windows(result: dict) -> int:
-    """How many of the run's timeline windows (loadgen: 100 ms of intended sends each) held a
-    call slower than TARGET_P99_MS_AT_70: a handful means the p99 came from a few stalls."""
-    timeline = result.get("timeline") or {"max_ms": []}
-    return sum(1 for slowest in timeline["max_ms"] if slowest > TARGET_P99_MS_AT_70)
+    """How many of the run's timeline windows held a call slower than TARGET_P99_MS_AT_70:
+    a handful means the p99 came from a few stalls."""
+    return sum(1 for slowest in slowest_per_window(result) if slowest > TARGET_P99_MS_AT_70)
 
 
 def log_open(system: str, what: str, result: dict) -> None:
     latency = result["latency_ms"]
-    windows = len((result.get("timeline") or {"max_ms": []})["max_ms"])
+    windows = len(slowest_per_window(result))
     log(f"    {system} open {what}: p50 {latency['p50']} p99 {latency['p99']} p99.9 "
         f"{latency['p999']} ms, achieved {result['calls_ok_per_s']:,.0f}/s, windows over "
         f"{TARGET_P99_MS_AT_70} ms: {slow_windows(result)} of {windows}")

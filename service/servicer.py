@@ -137,6 +137,12 @@ def is_unknown_reservation(outcome) -> bool:
     return isinstance(outcome, EngineError) and outcome.code == "unknown_reservation"
 
 
+def may_be_stored(operation: str, refusal) -> bool:
+    """Whether the refusal is for a reservation the engine no longer holds, by an operation
+    that PostgreSQL's copy can answer (`StockServicer._stored`)."""
+    return operation in REPEATABLE_IN and is_unknown_reservation(refusal)
+
+
 class StockServicer(stock_pb2_grpc.StockServiceServicer):
     def __init__(self, committer: Committer, persistence: Persistence, auth: OperatorAuth,
                  inflight_calls_max: int):
@@ -187,13 +193,18 @@ class StockServicer(stock_pb2_grpc.StockServiceServicer):
         await self._committer.wait_durable(result.lsn, generation)
         return result
 
-    async def _with_fallback(self, reservation_id: str, operation: str, call: Callable):
+    async def _with_fallback(self, operation: str, call: Callable):
         try:
             return await self._apply(call)
         except EngineError as exc:
-            if not is_unknown_reservation(exc):
-                raise
-            return await self._stored(reservation_id, operation, exc)
+            return await self._refused(operation, exc)
+
+    async def _refused(self, operation: str, refusal: EngineError):
+        """Raises the engine's refusal, except that a reservation the engine no longer holds
+        is answered from PostgreSQL (`_stored`) for the operations that may find it there."""
+        if may_be_stored(operation, refusal):
+            return await self._stored(refusal.reservation_id, operation, refusal)
+        raise refusal
 
     @rpc
     async def Reserve(self, request: bytes, context) -> bytes:
@@ -210,14 +221,14 @@ class StockServicer(stock_pb2_grpc.StockServiceServicer):
     @rpc
     async def Extend(self, request, context):
         reservation_id, ttl_ms = validation.extend(request)
-        view = await self._with_fallback(reservation_id, "extend", lambda engine: engine.extend(
+        view = await self._with_fallback("extend", lambda engine: engine.extend(
             reservation_id, ttl_ms, now_ms()))
         return reservation_proto(view)
 
     @rpc
     async def GetReservation(self, request, context):
         reservation_id = validation.identifier(request.reservation_id, "reservation_id")
-        view = await self._with_fallback(reservation_id, "get", lambda engine:
+        view = await self._with_fallback("get", lambda engine:
                                          engine.get_reservation(reservation_id, now_ms()))
         return reservation_proto(view)
 
@@ -281,10 +292,7 @@ class StockServicer(stock_pb2_grpc.StockServiceServicer):
             return part
         message, validate = WIRE_CALL_REQUESTS[operation]
         validate(message.FromString(request))
-        if operation in REPEATABLE_IN and is_unknown_reservation(part):
-            stored = await self._stored(part.reservation_id, operation, part)
-            return reservation_proto(stored).SerializeToString()
-        raise part
+        return reservation_proto(await self._refused(operation, part)).SerializeToString()
 
     async def _wire_batch(self, request: bytes, operation: str) -> bytes:
         """Runs a batch call's request bytes in one engine call (each request on its own, in
@@ -302,7 +310,7 @@ class StockServicer(stock_pb2_grpc.StockServiceServicer):
                 pieces.append(part)
                 continue
             outcome = part
-            if operation in REPEATABLE_IN and is_unknown_reservation(part):
+            if may_be_stored(operation, part):
                 try:
                     outcome = await self._stored(part.reservation_id, operation, part)
                 except (EngineError, errors.StoredWrongState) as exc:

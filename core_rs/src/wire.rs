@@ -197,8 +197,7 @@ pub fn reserve_batch(
 /// itself (not a batch result) or the refusal.
 pub fn reserve_one(engine: &mut Engine, request: &[u8], now_ms: i64) -> EngineResult<BatchAnswer> {
     let request: proto::ReserveRequest = decode(request, "ReserveRequest")?;
-    let reservation_id = ReservationIds::new(now_ms, 1).next_id();
-    let answer = reserve_request(engine, &request, &reservation_id, now_ms);
+    let answer = reserve_request(engine, &request, &new_reservation_id(now_ms), now_ms);
     Ok(one(engine, answer))
 }
 

@@ -96,19 +96,6 @@ impl Engine {
         py.detach(|| self.inner.lock())
     }
 
-    /// A batch call on the wire (core_rs/src/wire.rs), run detached from the interpreter:
-    /// (parts, lsn), each part the encoded results of consecutive successful requests
-    /// (bytes) or one refused request's exception object, in request order.
-    fn wire_batch<'py>(
-        &self,
-        py: Python<'py>,
-        request: &[u8],
-        call: impl FnOnce(&mut RustEngine, &[u8]) -> EngineResult<BatchAnswer> + Send,
-    ) -> PyResult<(Bound<'py, PyList>, u64)> {
-        let answer = py.detach(|| call(&mut self.inner.lock(), request));
-        Self::answer_to_py(py, answer)
-    }
-
     /// The parts of a wire answer as bytes and exception objects, with its LSN.
     fn answer_to_py<'py>(
         py: Python<'py>,
@@ -440,8 +427,10 @@ impl Engine {
         })
     }
 
-    /// A batch call on the wire (core_rs/src/wire.rs): `operation` is "reserve", "commit"
-    /// or "release"; (parts, lsn) as `wire_batch` answers.
+    /// A batch call on the wire (core_rs/src/wire.rs), run detached from the interpreter:
+    /// `operation` is "reserve", "commit" or "release"; (parts, lsn) out, each part the
+    /// encoded results of consecutive successful requests (bytes) or one refused request's
+    /// exception object, in request order.
     fn batch_wire<'py>(
         &self,
         py: Python<'py>,
@@ -449,12 +438,9 @@ impl Engine {
         request: &[u8],
         now_ms: i64,
     ) -> PyResult<(Bound<'py, PyList>, u64)> {
-        let call = wire_call(
-            py,
-            operation,
-            [wire::reserve_batch, wire::commit_batch, wire::release_batch],
-        )?;
-        self.wire_batch(py, request, |engine, request| call(engine, request, now_ms))
+        let call = wire_call(py, operation, BATCH_CALLS)?;
+        let answer = py.detach(|| call(&mut self.inner.lock(), request, now_ms));
+        Self::answer_to_py(py, answer)
     }
 
     /// A single Reserve, Commit or Release call on the wire (`operation` as for
@@ -468,11 +454,7 @@ impl Engine {
         request: &[u8],
         now_ms: i64,
     ) -> PyResult<(Bound<'py, PyList>, u64)> {
-        let call = wire_call(
-            py,
-            operation,
-            [wire::reserve_one, wire::commit_one, wire::release_one],
-        )?;
+        let call = wire_call(py, operation, SINGLE_CALLS)?;
         Self::answer_to_py(py, call(&mut self.engine(py), request, now_ms))
     }
 
@@ -545,6 +527,9 @@ impl Engine {
 }
 
 type WireCall = fn(&mut RustEngine, &[u8], i64) -> EngineResult<BatchAnswer>;
+/// The wire calls of reserve, commit and release: batch calls and single calls.
+const BATCH_CALLS: [WireCall; 3] = [wire::reserve_batch, wire::commit_batch, wire::release_batch];
+const SINGLE_CALLS: [WireCall; 3] = [wire::reserve_one, wire::commit_one, wire::release_one];
 
 /// The one of `[reserve, commit, release]` that `operation` names.
 fn wire_call(py: Python<'_>, operation: &str, calls: [WireCall; 3]) -> PyResult<WireCall> {

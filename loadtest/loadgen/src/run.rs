@@ -186,7 +186,8 @@ async fn open_loop(
                 client: clients[(sent_count % options.connections) as usize].clone(),
                 prepared: workload.next_call(options.batch),
                 intended,
-                counted_from: (intended >= measure_from).then_some(measure_from),
+                offset_us: (intended >= measure_from)
+                    .then(|| (intended - measure_from).as_micros() as u64),
             };
             tokio::spawn(task.send(in_flight.clone(), samples.clone(), finished.clone()));
             intended += interval;
@@ -219,8 +220,9 @@ struct OpenCall {
     client: Client,
     prepared: Call,
     intended: Instant,
-    /// The start of the measured window, for a call sent inside it (others are not counted).
-    counted_from: Option<Instant>,
+    /// When it is meant to be sent, counted from the start of the measured window; None for
+    /// a call sent before it (not counted).
+    offset_us: Option<u64>,
 }
 
 impl OpenCall {
@@ -232,9 +234,8 @@ impl OpenCall {
     ) {
         if let Ok(_permit) = in_flight.acquire_owned().await {
             let outcome = send(&mut self.client, self.prepared).await;
-            if let Some(measure_from) = self.counted_from {
+            if let Some(offset_us) = self.offset_us {
                 let latency_us = self.intended.elapsed().as_micros() as u64;
-                let offset_us = (self.intended - measure_from).as_micros() as u64;
                 samples
                     .lock()
                     .expect("samples lock")
