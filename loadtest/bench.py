@@ -86,6 +86,11 @@ SERVICE_PREFAULT_MIB = int(os.environ.get("BENCH_SERVICE_PREFAULT_MIB", "1024"))
 # Every system serves through the same gRPC front of this many servers on its port
 # (STOCK_GRPC_ACCEPTORS for the service, --acceptors for the baselines; service/front.py).
 GRPC_ACCEPTORS = int(os.environ.get("BENCH_GRPC_ACCEPTORS", str(Config.grpc_acceptors)))
+# Every system's event loop thread runs at this niceness (STOCK_LOOP_NICE for the service,
+# --loop-nice for the baselines; service/loop_priority.py): the deployment an operator of a
+# host shared with PostgreSQL would choose. The load generator keeps niceness 0. The effect on
+# the service is measured in the same run (`measure_loop_priority`). BENCH_LOOP_NICE=0: none.
+LOOP_NICE = int(os.environ.get("BENCH_LOOP_NICE", "-10"))
 CLIENT_CALLERS = 2_000  # coroutines calling StockClient.reserve at once
 LOADGEN_TIMEOUT_S = 120
 SUB_BENCH_TIMEOUT_S = 300
@@ -354,9 +359,10 @@ def serving(system: str, token: str, tmp: Path, part: str, *,
     with processes.fresh_database(f"bench_{system}") as database:
         settings = {"STOCK_LOG_LEVEL": "WARNING",
                     "STOCK_MEMORY_PREFAULT_MIB": str(SERVICE_PREFAULT_MIB),
-                    "STOCK_GRPC_ACCEPTORS": str(GRPC_ACCEPTORS), **(extra_env or {})}
+                    "STOCK_GRPC_ACCEPTORS": str(GRPC_ACCEPTORS),
+                    "STOCK_LOOP_NICE": str(LOOP_NICE), **(extra_env or {})}
         env = processes.service_env(listen, database, token, **settings)
-        front = ["--acceptors", str(GRPC_ACCEPTORS)]
+        front = ["--acceptors", str(GRPC_ACCEPTORS), "--loop-nice", str(LOOP_NICE)]
         arguments = {
             "empty": ["-m", "loadtest.empty_server", "--listen", listen, *front],
             "naive": ["-m", "loadtest.naive_server", "--listen", listen,
@@ -383,6 +389,35 @@ def measure_calls(token: str, tmp: Path) -> dict[str, dict]:
         by_scenario = {scenario: measure_scenario(servers, scenario) for scenario in SCENARIOS}
     return {system: {"scenarios": {scenario: by_scenario[scenario][system]
                                    for scenario in SCENARIOS}} for system in SYSTEMS}
+
+
+def measure_loop_priority(token: str, tmp: Path) -> dict:
+    """The service with its event loop thread at LOOP_NICE against the same at niceness 0, on
+    the hot SKU, in turn: CLOSED_ROUNDS closed-loop rounds each, then TARGET_FRACTION_RUNS
+    open-loop runs each at TARGET_FRACTION of the LOOP_NICE instance's best closed loop (one
+    rate for both, so their tails compare). niceness -> {"closed": [...], "open": [...]}."""
+    niceness = (LOOP_NICE, 0)
+    with contextlib.ExitStack() as stack:
+        servers = {nice: stack.enter_context(serving(
+            "service", token, tmp, f"nice{nice}", extra_env={"STOCK_LOOP_NICE": str(nice)}))[:2]
+            for nice in niceness}
+        found: dict[int, dict] = {nice: {"closed": [], "open": []} for nice in niceness}
+        for _ in range(CLOSED_ROUNDS):
+            for nice, (address, process) in servers.items():
+                found[nice]["closed"].append(loadgen(
+                    ["run", *scenario_arguments(address, "hot"), "--mode", "closed",
+                     "--concurrency", str(CLOSED_CONCURRENCY), "--duration-s",
+                     str(CLOSED_DURATION_S)], process.pid))
+        best = max(run["calls_ok_per_s"] for run in found[LOOP_NICE]["closed"])
+        rate = max(1, int(best * TARGET_FRACTION))
+        for _ in range(TARGET_FRACTION_RUNS):
+            for nice, (address, process) in servers.items():
+                found[nice]["open"].append(open_loop(address, process, "hot", rate))
+    for nice, runs in found.items():
+        log(f"  hot, service at niceness {nice}: closed loop "
+            f"{[round(run['calls_ok_per_s']) for run in runs['closed']]} calls/s; open loop at "
+            f"{rate:,}/s p99 {[run['latency_ms']['p99'] for run in runs['open']]} ms")
+    return {str(nice): runs for nice, runs in found.items()}
 
 
 def measure_batch_api(system: str, token: str, tmp: Path) -> dict:
@@ -509,6 +544,8 @@ def main() -> int:
     for system in SYSTEMS:
         if system != "naive":  # the naive baseline has no batch API
             systems[system].update(measure_batch_api(system, token, tmp))
+    loop_priority = (measure_loop_priority(token, tmp)
+                     if "service" in SYSTEMS and LOOP_NICE != 0 else None)
     report = {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "quick": QUICK, "machine": machine(), "load_average_1m_at_start": load_average_at_start,
@@ -518,8 +555,8 @@ def main() -> int:
                      "warmup_s": WARMUP_S, "load_fractions": LOAD_FRACTIONS,
                      "batch_sizes": BATCH_SIZES, "batch_concurrency": BATCH_CONCURRENCY,
                      "service_prefault_mib": SERVICE_PREFAULT_MIB,
-                     "grpc_acceptors": GRPC_ACCEPTORS},
-        "systems": systems, "targets": targets(systems),
+                     "grpc_acceptors": GRPC_ACCEPTORS, "loop_nice": LOOP_NICE},
+        "systems": systems, "targets": targets(systems), "loop_priority": loop_priority,
         "latency_capacity": latency_capacity(systems),
         "engine": sub_bench("bench_engine", []),
         "write_path": sub_bench("bench_write", ["--batches", str(WRITE_BENCH_BATCHES)]),

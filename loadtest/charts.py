@@ -127,6 +127,17 @@ def summary_markdown(report: dict) -> str:
                          f"{run['reservations_per_s']:,} | "
                          f"{run['python_cpu_us_per_reservation']} | "
                          f"{run['postgres_cpu_us_per_reservation']} |")
+    priority = report.get("loop_priority")
+    if priority:
+        lines += ["", "The service on hot, its event loop thread at each niceness (runs in turn;"
+                  " service/loop_priority.py):", "",
+                  "| niceness | closed loop calls/s | open-loop rate | p99 ms of each run |",
+                  "|---:|---|---:|---|"]
+        for nice, runs in priority.items():
+            closed = ", ".join(f"{run['calls_ok_per_s']:,.0f}" for run in runs["closed"])
+            rate = f"{runs['open'][0]['offered_rate']:,}" if runs["open"] else "-"
+            tails = ", ".join(str(run["latency_ms"]["p99"]) for run in runs["open"])
+            lines.append(f"| {nice} | {closed} | {rate} | {tails} |")
     lines += ["", "| target | measured | goal | met |", "|---|---:|---:|---|"]
     for name, target in report["targets"].items():
         value = "not measured" if target["value"] is None else target["value"]

@@ -245,14 +245,15 @@ class EmptyStockServicer(stock_pb2_grpc.StockServiceServicer):
 
 async def start(
     listen: str, servicer: stock_pb2_grpc.StockServiceServicer,
-    acceptors: int = ACCEPTORS_DEFAULT,
+    acceptors: int = ACCEPTORS_DEFAULT, loop_nice: int = 0,
 ) -> tuple[Front, int]:
-    """Starts the same gRPC front as the service's (`acceptors` servers on one port) for
+    """Starts the same gRPC front as the service's (`acceptors` servers on one port, the
+    event loop thread at niceness `loop_nice`, as STOCK_LOOP_NICE sets the service's) for
     `servicer`; returns it and its port (port 0 picks one)."""
     front = Front(acceptors, lambda server: stock_pb2_grpc.add_StockServiceServicer_to_server(
         servicer, server))
     port = front.bind(listen)
-    await front.start()
+    await front.start(loop_nice=loop_nice)
     return front, port
 
 
@@ -262,8 +263,8 @@ async def freeze_survivors() -> None:
         await asyncio.sleep(FREEZE_INTERVAL_S)
 
 
-async def main(listen: str, acceptors: int) -> None:
-    server, _ = await start(listen, EmptyStockServicer(), acceptors)
+async def main(listen: str, acceptors: int, loop_nice: int) -> None:
+    server, _ = await start(listen, EmptyStockServicer(), acceptors, loop_nice)
     print(f"empty_server listening on {listen}", flush=True)
     freezer = asyncio.create_task(freeze_survivors())
     await server.wait_for_termination()
@@ -274,6 +275,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listen", default="127.0.0.1:50061")
     parser.add_argument("--acceptors", type=int, default=ACCEPTORS_DEFAULT)
+    parser.add_argument("--loop-nice", type=int, default=0,
+                        help="niceness of the event loop thread (as STOCK_LOOP_NICE)")
     arguments = parser.parse_args()
     # The same event loop as the service (service/__main__.py): a fair front.
-    uvloop.run(main(arguments.listen, arguments.acceptors))
+    uvloop.run(main(arguments.listen, arguments.acceptors, arguments.loop_nice))

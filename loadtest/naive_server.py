@@ -101,12 +101,12 @@ class NaiveStockServicer(stock_pb2_grpc.StockServiceServicer):
             available=r["on_hand"] - r["reserved"]) for r in rows])
 
 
-async def main(listen: str, database_url: str, acceptors: int) -> None:
+async def main(listen: str, database_url: str, acceptors: int, loop_nice: int) -> None:
     pool = await asyncpg.create_pool(
         database_url, min_size=4, max_size=POOL_CONNECTIONS_MAX,
         command_timeout=STATEMENT_TIMEOUT_S)
     await pool.execute(SCHEMA)
-    server, _ = await start(listen, NaiveStockServicer(pool), acceptors)
+    server, _ = await start(listen, NaiveStockServicer(pool), acceptors, loop_nice)
     print(f"naive_server listening on {listen}", flush=True)
     try:
         await server.wait_for_termination()
@@ -119,6 +119,9 @@ if __name__ == "__main__":
     parser.add_argument("--listen", default="127.0.0.1:50062")
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--acceptors", type=int, default=ACCEPTORS_DEFAULT)
+    parser.add_argument("--loop-nice", type=int, default=0,
+                        help="niceness of the event loop thread (as STOCK_LOOP_NICE)")
     arguments = parser.parse_args()
     # The same event loop as the service (service/__main__.py): a fair front.
-    uvloop.run(main(arguments.listen, arguments.database_url, arguments.acceptors))
+    uvloop.run(main(arguments.listen, arguments.database_url, arguments.acceptors,
+                    arguments.loop_nice))

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, fields
 
 from service.front import is_unix_socket
+from service.loop_priority import NICE_MAX, NICE_MIN
 from service.validation import limit
 
 # More writers than cores buys nothing but connections and row-lock waits.
@@ -97,6 +98,14 @@ class Config:
     gives it (service/front.py says why; the measurements that chose 16 are in
     docs/BENCHMARKS.md, "Where the slow calls wait")."""
 
+    loop_nice: int = 0
+    """STOCK_LOOP_NICE: niceness of the thread that runs the event loop, set once the gRPC
+    front has started (-20..19; service/loop_priority.py). 0 leaves the niceness the service
+    was started with. A negative value lets that thread run first on a host whose cores it
+    shares with PostgreSQL and other work (measured: docs/BENCHMARKS.md, "The event loop
+    thread's priority"); it needs CAP_SYS_NICE, and without it the service logs a warning and
+    runs as it was started."""
+
     sweep_interval_ms: int = 250
     """STOCK_SWEEP_INTERVAL_MS: longest pause between two expiry sweeps."""
 
@@ -160,6 +169,8 @@ class Config:
             raise ConfigError(f"STOCK_GRPC_ACCEPTORS must be 1..{GRPC_ACCEPTORS_MAX}")
         if is_unix_socket(self.listen) and self.grpc_acceptors != 1:
             raise ConfigError("STOCK_GRPC_ACCEPTORS must be 1 when STOCK_LISTEN is a unix socket")
+        if not NICE_MIN <= self.loop_nice <= NICE_MAX:
+            raise ConfigError(f"STOCK_LOOP_NICE must be {NICE_MIN}..{NICE_MAX}")
         if not 1 <= self.database_writers <= DATABASE_WRITERS_MAX:
             raise ConfigError(f"STOCK_DATABASE_WRITERS must be 1..{DATABASE_WRITERS_MAX}")
         if not 0 <= self.journal_log_max_operations <= JOURNAL_LOG_MAX_OPERATIONS_BOUND:

@@ -17,6 +17,8 @@ from typing import Any
 
 import grpc
 
+from service.loop_priority import set_thread_nice
+
 
 class Front:
     """`acceptors` grpc.aio servers built alike (`register` adds the servicers to each)."""
@@ -41,9 +43,13 @@ class Front:
                 raise RuntimeError(f"gRPC servers could not share port {port}")
         return port
 
-    async def start(self) -> None:
+    async def start(self, loop_nice: int = 0) -> None:
+        """Starts every server, then gives the calling thread (the event loop's) niceness
+        `loop_nice` (service/loop_priority.py): after gRPC has started its own threads, so
+        that they keep theirs. 0 leaves it as it is."""
         for server in self.servers:
             await server.start()
+        set_thread_nice(loop_nice)
 
     async def stop(self, grace: float | None) -> None:
         await asyncio.gather(*(server.stop(grace) for server in self.servers))

@@ -107,7 +107,7 @@ class App:
         await self._set_serving(False)
         self.port = self.front.bind(self.config.listen)
         await self.invalidator.start()
-        await self.front.start()
+        await self.front.start(loop_nice=self.config.loop_nice)
         log.info("listening on %s", self.config.listen)
         self.committer.start()
         self.projector.start()

@@ -13,6 +13,7 @@ from service.config import (
     Config,
     ConfigError,
 )
+from service.loop_priority import NICE_MAX, NICE_MIN
 from service.validation import limit
 
 PREFAULT_MIB_MAX = limit("PREFAULT_MIB_MAX")
@@ -52,6 +53,8 @@ def test_integers_are_parsed_and_other_variables_ignored():
     ("STOCK_MEMORY_PREFAULT_MIB", PREFAULT_MIB_MAX + 1),
     ("STOCK_GRPC_ACCEPTORS", 0),
     ("STOCK_GRPC_ACCEPTORS", GRPC_ACCEPTORS_MAX + 1),
+    ("STOCK_LOOP_NICE", NICE_MIN - 1),
+    ("STOCK_LOOP_NICE", NICE_MAX + 1),
 ])
 def test_out_of_bounds_values_are_refused_by_name(name, value):
     with pytest.raises(ConfigError, match=name):
@@ -64,6 +67,12 @@ def test_the_bounds_themselves_are_accepted():
                                   JOURNAL_LOG_MAX_OPERATIONS_BOUND),
                               "STOCK_DATABASE_WRITERS": str(DATABASE_WRITERS_MAX)})
     assert config.journal_log_max_operations == JOURNAL_LOG_MAX_OPERATIONS_BOUND
+
+
+def test_loop_nice_default_and_bounds():
+    assert Config.from_env(URL).loop_nice == 0  # leaves the niceness the service started with
+    for nice in (NICE_MIN, NICE_MAX):
+        assert Config.from_env({**URL, "STOCK_LOOP_NICE": str(nice)}).loop_nice == nice
 
 
 def test_grpc_acceptors_default_and_bound():
