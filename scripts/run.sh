@@ -14,4 +14,8 @@ if [ -z "${STOCK_DATABASE_URL:-}" ]; then
     fi
     export STOCK_DATABASE_URL="postgresql://${pg_user}@127.0.0.1:5432/stock"
 fi
+# PostgreSQL runs on this same host: let the event loop's thread have a core first
+# (docs/OPERATIONS.md, "Sharing the host"). Without CAP_SYS_NICE the service warns and runs as
+# it was started.
+export STOCK_LOOP_NICE="${STOCK_LOOP_NICE:--10}"
 exec .venv/bin/python -m service
