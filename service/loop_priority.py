@@ -5,7 +5,8 @@ whose cores it shares with PostgreSQL, the load and other processes, it is preem
 another runnable thread is due, and while it waits for a core no call moves. A negative
 niceness lets it run first when it has work. Measured on the 2-core bench host (probes in
 docs/BENCHMARKS.md, "The event loop thread's priority"): at nice -10 the service's closed
-loop rose by about a quarter and its p99 at a fixed offered rate fell by half or more.
+loop rose by about a quarter, and near saturation its p99 at a fixed offered rate fell by
+half or more; at light load (no contention to win) it changed nothing beyond noise.
 
 Only the calling thread changes: Linux applies setpriority(PRIO_PROCESS, tid) to that one
 thread, so gRPC's own threads (its completion-queue poller and I/O threads) keep theirs.
