@@ -169,10 +169,7 @@ def measure_scenario(servers: dict[str, tuple], scenario: str) -> dict[str, dict
     rounds: dict[str, list[dict]] = {system: [] for system in servers}
     for _ in range(CLOSED_ROUNDS):
         for system, (address, process) in servers.items():
-            rounds[system].append(loadgen(
-                ["run", *scenario_arguments(address, scenario), "--mode", "closed",
-                 "--concurrency", str(CLOSED_CONCURRENCY), "--duration-s",
-                 str(CLOSED_DURATION_S)], process.pid))
+            rounds[system].append(closed_loop(address, process, scenario))
     results = {}
     for system, runs in rounds.items():
         closed = max(runs, key=lambda run: run["calls_ok_per_s"])
@@ -212,6 +209,13 @@ def measure_scenario(servers: dict[str, tuple], scenario: str) -> dict[str, dict
             f"{results[system]['slo']['rate']:,}/s "
             f"({results[system]['slo']['fraction_of_closed_maximum']:.0%} of its closed loop)")
     return results
+
+
+def closed_loop(address: str, process, scenario: str) -> dict:
+    """One closed-loop run: CLOSED_CONCURRENCY calls always in flight."""
+    return loadgen(["run", *scenario_arguments(address, scenario), "--mode", "closed",
+                    "--concurrency", str(CLOSED_CONCURRENCY), "--duration-s",
+                    str(CLOSED_DURATION_S)], process.pid)
 
 
 def open_loop(address: str, process, scenario: str, rate: int) -> dict:
@@ -404,10 +408,7 @@ def measure_loop_priority(token: str, tmp: Path) -> dict:
         found: dict[int, dict] = {nice: {"closed": [], "open": []} for nice in niceness}
         for _ in range(CLOSED_ROUNDS):
             for nice, (address, process) in servers.items():
-                found[nice]["closed"].append(loadgen(
-                    ["run", *scenario_arguments(address, "hot"), "--mode", "closed",
-                     "--concurrency", str(CLOSED_CONCURRENCY), "--duration-s",
-                     str(CLOSED_DURATION_S)], process.pid))
+                found[nice]["closed"].append(closed_loop(address, process, "hot"))
         best = max(run["calls_ok_per_s"] for run in found[LOOP_NICE]["closed"])
         rate = max(1, int(best * TARGET_FRACTION))
         for _ in range(TARGET_FRACTION_RUNS):
@@ -461,15 +462,19 @@ def sub_bench(module: str, arguments: list[str]) -> dict:
         return {"stdout": finished.stdout[-5_000:]}
 
 
+def measured(systems: dict, system: str, scenario: str) -> dict:
+    """What `measure_scenario` found for `system` on `scenario` ({} when not measured)."""
+    return systems.get(system, {}).get("scenarios", {}).get(scenario, {})
+
+
 def saturation(systems: dict, system: str, scenario: str) -> float | None:
-    if system not in systems:
-        return None
-    return systems[system]["scenarios"][scenario]["closed"]["calls_ok_per_s"]
+    closed = measured(systems, system, scenario).get("closed")
+    return closed["calls_ok_per_s"] if closed else None
 
 
 def runs_at_70(systems: dict, scenario: str) -> list[dict]:
     """The service's open-loop runs at TARGET_FRACTION, in run order."""
-    runs = systems.get("service", {}).get("scenarios", {}).get(scenario, {}).get("open", [])
+    runs = measured(systems, "service", scenario).get("open", [])
     return [run for run in runs if run["fraction_of_saturation"] == TARGET_FRACTION]
 
 
@@ -496,8 +501,7 @@ def targets(systems: dict) -> dict:
                            saturation(systems, "empty", scenario))
         found[f"service_over_empty_{scenario}"] = target(over_empty, TARGET_SERVICE_OVER_EMPTY,
                                                          True)
-        floor = (systems.get("empty", {}).get("scenarios", {}).get(scenario, {})
-                 .get("at_service_target_rate", []))
+        floor = measured(systems, "empty", scenario).get("at_service_target_rate", [])
         found[f"service_p99_ms_at_70pct_{scenario}"] = {
             **target(p99_at_70(systems, scenario), TARGET_P99_MS_AT_70, False),
             "runs": [run["latency_ms"]["p99"] for run in runs_at_70(systems, scenario)],
@@ -522,9 +526,8 @@ def latency_capacity(systems: dict) -> dict:
     latency target, whatever its closed loop reached."""
     found = {}
     for scenario in SCENARIOS:
-        rates = {system: measured["scenarios"][scenario]["slo"]["rate"]
-                 for system, measured in systems.items()
-                 if "slo" in measured.get("scenarios", {}).get(scenario, {})}
+        rates = {system: measured(systems, system, scenario)["slo"]["rate"]
+                 for system in systems if "slo" in measured(systems, system, scenario)}
         found[scenario] = {"rates": rates,
                            "service_over_empty": ratio(rates.get("service"), rates.get("empty"))}
     return found

@@ -218,7 +218,7 @@ impl JournalOperation {
 
     /// The reservation's record copy, if it has a reservation.
     fn record(&self) -> Option<RecordCopy> {
-        (self.flags & HAS_RESERVATION != 0).then_some(self.record)
+        self.has_reservation().then_some(self.record)
     }
 
     /// Whether the operation carries a reservation (`reservation` is then Some). A batch
