@@ -78,6 +78,12 @@ def log_column(table: str, column: str) -> str:
     return f"{table}__{column}"
 
 
+def order_key(name: str, types: dict[str, str]) -> str:
+    """One key column of the batch statement's sort: text keys byte by byte (collation "C", as
+    their columns since migration 0005), which is also their indexes' order."""
+    return f't.{name} COLLATE "C"' if types[name] == "text" else f"t.{name}"
+
+
 def batch_statement(tables: tuple[BatchTable, ...] = BATCH_TABLES, *,
                     from_log: bool = False) -> str:
     """The whole batch as ONE statement: one data-modifying CTE per table, each a multi-row
@@ -119,7 +125,7 @@ def batch_statement(tables: tuple[BatchTable, ...] = BATCH_TABLES, *,
             parts.append(
                 f"write_{table} AS (INSERT INTO {table} ({', '.join(names)}, stamp)"
                 f" SELECT t.*, {stamp} FROM {source}{after}"
-                f" ORDER BY {', '.join(f't.{name}' for name in key)}"
+                f" ORDER BY {', '.join(order_key(name, dict(table_columns)) for name in key)}"
                 f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
                 f" WHERE {table}.stamp <= EXCLUDED.stamp RETURNING {', '.join(key)})")
         else:  # the ledger: each row stamped with its own operation's LSN

@@ -50,3 +50,25 @@ async def test_idempotency_pruning_deletes_only_old_records(database_url, db):
     left = {row["request_id"] for row in await db.fetch(
         "SELECT request_id FROM idempotency WHERE request_id LIKE 'prune-%'")}
     assert left == {"prune-new"}
+
+
+async def test_identifier_columns_compare_byte_by_byte(db):
+    """Migration 0005: every text column in a key or index of the tables the batch statement
+    writes is collated "C", so its B-tree comparisons never go through strcoll."""
+    rows = await db.fetch(
+        "SELECT c.relname AS table_name, a.attname AS column_name,"
+        "       coalesce(co.collname, '') AS collation"
+        "  FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid"
+        "  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY (i.indkey)"
+        "  LEFT JOIN pg_collation co ON co.oid = a.attcollation"
+        " WHERE c.relname IN ('items', 'reservations', 'reservation_lines', 'idempotency',"
+        "                     'ledger') AND a.atttypid = 'text'::regtype")
+    indexed = {(row["table_name"], row["column_name"]): row["collation"] for row in rows}
+    assert indexed == {
+        ("items", "sku"): "C", ("items", "location"): "C",
+        ("reservations", "reservation_id"): "C",
+        ("reservation_lines", "reservation_id"): "C", ("reservation_lines", "sku"): "C",
+        ("reservation_lines", "location"): "C",
+        ("idempotency", "request_id"): "C",
+        ("ledger", "sku"): "C", ("ledger", "location"): "C"}
+
