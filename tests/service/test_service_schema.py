@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
+from conftest import create_database, drop_database
 
+from service import persistence
+from service.engine import Engine
 from service.persistence import migration_files
 
 
@@ -72,3 +75,43 @@ async def test_identifier_columns_compare_byte_by_byte(db):
         ("idempotency", "request_id"): "C",
         ("ledger", "sku"): "C", ("ledger", "location"): "C"}
 
+
+
+async def test_collation_migration_keeps_rows_written_before_it(monkeypatch):
+    """A database written at migration 0004 (the batch statement of then: no collation in its
+    sort) keeps every row through 0005, and takes the current statement's writes after it."""
+    dsn = await create_database()
+    connection = await asyncpg.connect(dsn)
+    try:
+        files = migration_files()
+        monkeypatch.setattr(persistence, "migration_files", lambda: files[:4])
+        await persistence.apply_migrations(connection)
+        monkeypatch.setattr(persistence, "migration_files", lambda: files)
+        engine = Engine()
+        for index in range(20):
+            engine.set_stock(f"upgrade-{index:02d}", "" if index % 2 else "WH-b", 10, None, 1_000)
+        engine.reserve_batch([(f"r-{index}", f"o-{index}", [(f"upgrade-{index:02d}",
+                               "" if index % 2 else "WH-b", 2)], 60_000, f"q-{index}")
+                              for index in range(10)], 2_000)
+        old_statement = persistence.BATCH_STATEMENT.replace(' COLLATE "C"', "")
+        assert old_statement != persistence.BATCH_STATEMENT
+        await connection.fetchrow(old_statement, *engine.take_journal(1_000).columns, 1)
+        tables = ("items", "reservations", "reservation_lines", "idempotency", "ledger")
+        before = {table: sorted(tuple(row) for row in await connection.fetch(
+            f"SELECT * FROM {table}")) for table in tables}
+
+        assert await persistence.apply_migrations(connection) == [files[4][1]]
+
+        after = {table: sorted(tuple(row) for row in await connection.fetch(
+            f"SELECT * FROM {table}")) for table in tables}
+        assert after == before
+        engine.reserve_batch([(f"r-{index}", f"o-{index}", [(f"upgrade-{index:02d}",
+                               "" if index % 2 else "WH-b", 3)], 60_000, f"q-{index}")
+                              for index in range(10, 20)], 3_000)
+        await connection.fetchrow(persistence.BATCH_STATEMENT,
+                                  *engine.take_journal(1_000).columns, 2)
+        assert await connection.fetchval("SELECT sum(reserved) FROM items") == 10 * 2 + 10 * 3
+        assert await connection.fetchval("SELECT count(*) FROM reservations") == 20
+    finally:
+        await connection.close()
+        await drop_database(dsn)
