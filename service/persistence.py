@@ -78,10 +78,10 @@ def log_column(table: str, column: str) -> str:
     return f"{table}__{column}"
 
 
-def order_key(name: str, types: dict[str, str]) -> str:
+def order_key(name: str, sql_type: str) -> str:
     """One key column of the batch statement's sort: text keys byte by byte (collation "C", as
     their columns since migration 0005), which is also their indexes' order."""
-    return f't.{name} COLLATE "C"' if types[name] == "text" else f"t.{name}"
+    return f't.{name} COLLATE "C"' if sql_type == "text" else f"t.{name}"
 
 
 def batch_statement(tables: tuple[BatchTable, ...] = BATCH_TABLES, *,
@@ -118,6 +118,7 @@ def batch_statement(tables: tuple[BatchTable, ...] = BATCH_TABLES, *,
             arrays.append(f"(SELECT {log_column(table, name)} FROM entry)::{sql_type}[]"
                           if from_log else f"${number}::text::{sql_type}[]")
         names = [name for name, _ in table_columns]
+        types = dict(table_columns)
         after = f" WHERE (SELECT count(*) FROM write_{previous}) >= 0" if previous else ""
         source = f"unnest({', '.join(arrays)}) AS t({', '.join(names)})"
         if key:
@@ -125,7 +126,7 @@ def batch_statement(tables: tuple[BatchTable, ...] = BATCH_TABLES, *,
             parts.append(
                 f"write_{table} AS (INSERT INTO {table} ({', '.join(names)}, stamp)"
                 f" SELECT t.*, {stamp} FROM {source}{after}"
-                f" ORDER BY {', '.join(order_key(name, dict(table_columns)) for name in key)}"
+                f" ORDER BY {', '.join(order_key(name, types[name]) for name in key)}"
                 f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
                 f" WHERE {table}.stamp <= EXCLUDED.stamp RETURNING {', '.join(key)})")
         else:  # the ledger: each row stamped with its own operation's LSN

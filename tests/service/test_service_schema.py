@@ -76,7 +76,6 @@ async def test_identifier_columns_compare_byte_by_byte(db):
         ("ledger", "sku"): "C", ("ledger", "location"): "C"}
 
 
-
 async def test_collation_migration_keeps_rows_written_before_it(monkeypatch):
     """A database written at migration 0004 (the batch statement of then: no collation in its
     sort) keeps every row through 0005, and takes the current statement's writes after it."""
