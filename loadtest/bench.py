@@ -179,21 +179,22 @@ def measure_scenario(servers: dict[str, tuple], scenario: str) -> dict[str, dict
         results[system] = {"closed": closed, "closed_rounds": runs, "open": []}
     for fraction in LOAD_FRACTIONS:
         for trial in range(TARGET_FRACTION_RUNS if fraction == TARGET_FRACTION else 1):
-            for system, (address, process) in servers.items():
+            for system, floor in open_loop_order(servers, fraction, trial):
+                address, process = servers[system]
+                if floor:
+                    # The floor at the very rate the service's target is judged at: what the
+                    # Python gRPC front and this host give at that rate without any work.
+                    rate = max(1, int(results["service"]["closed"]["calls_ok_per_s"] * fraction))
+                    result = open_loop(address, process, scenario, rate)
+                    result.update(trial=trial)
+                    log_open("empty", f"at the service's {fraction:.0%} rate, {rate:,}/s", result)
+                    results["empty"].setdefault("at_service_target_rate", []).append(result)
+                    continue
                 rate = max(1, int(results[system]["closed"]["calls_ok_per_s"] * fraction))
                 result = open_loop(address, process, scenario, rate)
                 result.update(fraction_of_saturation=fraction, trial=trial)
                 log_open(system, f"{fraction:.0%} = {rate:,}/s", result)
                 results[system]["open"].append(result)
-            if fraction == TARGET_FRACTION and {"empty", "service"} <= servers.keys():
-                # The floor at the very rate the service's target is judged at: what the
-                # Python gRPC front and this host give at that rate without any work.
-                rate = results["service"]["open"][-1]["offered_rate"]
-                address, process = servers["empty"]
-                result = open_loop(address, process, scenario, rate)
-                result.update(trial=trial)
-                log_open("empty", f"at the service's {fraction:.0%} rate, {rate:,}/s", result)
-                results["empty"].setdefault("at_service_target_rate", []).append(result)
     searches = {system: SloSearch(results[system]["closed"]["calls_ok_per_s"],
                                   results[system]["open"]) for system in servers}
     for _ in range(SLO_SEARCH_STEPS):
@@ -209,6 +210,22 @@ def measure_scenario(servers: dict[str, tuple], scenario: str) -> dict[str, dict
             f"{results[system]['slo']['rate']:,}/s "
             f"({results[system]['slo']['fraction_of_closed_maximum']:.0%} of its closed loop)")
     return results
+
+
+def open_loop_order(servers: dict, fraction: float, trial: int) -> list[tuple[str, bool]]:
+    """The open-loop runs of one trial at `fraction`, in order: (system, floor), floor being the
+    empty server at the service's rate (at TARGET_FRACTION only). Each trial reverses the
+    order of the one before and starts one place further along, so that no run always follows
+    the same one (a rotation alone would keep every neighbour): in comparison runs the place
+    of a run in the sequence decided p99 more than the system did (docs/BENCHMARKS.md,
+    "Comparison runs' order")."""
+    runs = [(system, False) for system in servers]
+    if fraction == TARGET_FRACTION and {"empty", "service"} <= servers.keys():
+        runs.insert(runs.index(("service", False)) + 1, ("empty", True))
+    if trial % 2:
+        runs.reverse()
+    shift = trial % len(runs)
+    return runs[shift:] + runs[:shift]
 
 
 def closed_loop(address: str, process, scenario: str) -> dict:

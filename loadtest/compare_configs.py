@@ -57,6 +57,7 @@ def measure(address: str, process, arguments: argparse.Namespace, rate: int | No
     else:
         load += ["--mode", "open", "--rate", str(rate), "--concurrency",
                  str(bench.OPEN_IN_FLIGHT_MAX)]
+    started_at = time.time()
     total_before, idle_before = machine_times()
     loop_before, wall_before = bench.cpu_seconds(process.pid, thread=process.pid), time.monotonic()
     result = bench.loadgen(load, process.pid)
@@ -67,6 +68,7 @@ def measure(address: str, process, arguments: argparse.Namespace, rate: int | No
     calls = result["calls_ok_per_s"] * (arguments.duration_s + bench.WARMUP_S)
     per_call_us = 1e6 / max(calls, 1.0)
     return {
+        "started_at": round(started_at, 3),
         "calls_per_s": result["calls_ok_per_s"],
         "p50_ms": result["latency_ms"]["p50"],
         "p99_ms": result["latency_ms"]["p99"],
@@ -81,6 +83,14 @@ def measure(address: str, process, arguments: argparse.Namespace, rate: int | No
 def b_better(a: dict, b: dict, closed: bool) -> bool:
     """More calls/s in the closed loop; a lower p99 at a fixed rate."""
     return b["calls_per_s"] > a["calls_per_s"] if closed else b["p99_ms"] < a["p99_ms"]
+
+
+def run_order(pair: int, round_number: int) -> str:
+    """Which configuration runs first in a round. The order flips every round and, from one
+    pair of instances to the next, every position flips too: with the order fixed per round
+    (A at runs 1, 4, 5 and 8 of every pair), A/A controls had the B slot better in 32 of 40
+    open-loop runs (docs/BENCHMARKS.md, "Comparison runs' order")."""
+    return "AB" if (round_number + pair) % 2 == 0 else "BA"
 
 
 def main() -> int:
@@ -115,7 +125,7 @@ def main() -> int:
                     for name in ("AB" if pair % 2 == 0 else "BA")}
                 for rate in rates:
                     for round_number in range(arguments.rounds):
-                        for name in ("AB" if round_number % 2 == 0 else "BA"):
+                        for name in run_order(pair, round_number):
                             run = measure(*servers[name], arguments, rate)
                             runs[rate][name].append(run)
                             print(json.dumps({"config": name, "env": configs[name], "pair": pair,

@@ -167,3 +167,21 @@ async def test_the_empty_server_freezes_what_survives_so_full_collections_skip_i
     finally:
         freezer.cancel()
         gc.unfreeze()
+
+
+def test_open_loop_trials_rotate_so_no_system_always_follows_the_same_one():
+    servers = {"empty": None, "naive": None, "service": None}
+    trials = [bench.open_loop_order(servers, bench.TARGET_FRACTION, trial) for trial in range(3)]
+    for order in trials:  # every system once, and the floor right after the service's run
+        assert sorted(order) == [("empty", False), ("empty", True), ("naive", False),
+                                 ("service", False)]
+    # The trials run one after another: over the three, every run has more than one
+    # predecessor (the first run of all has none).
+    sequence = [run for order in trials for run in order]
+    predecessors = {}
+    for before, after in zip(sequence, sequence[1:], strict=False):
+        predecessors.setdefault(after, set()).add(before)
+    assert all(len(before) > 1 for before in predecessors.values()), predecessors
+    # Away from the target fraction there is no floor run.
+    assert bench.open_loop_order(servers, 0.3, 0) == [("empty", False), ("naive", False),
+                                                      ("service", False)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtest.compare_configs import b_better, machine_times, parse_env
+from loadtest.compare_configs import b_better, machine_times, parse_env, run_order
 
 
 def test_only_service_variables_are_taken():
@@ -24,3 +24,13 @@ def test_better_is_more_calls_closed_and_a_lower_p99_open():
 def test_machine_times_count_idle_within_total():
     total, idle = machine_times()
     assert 0 <= idle <= total
+
+
+def test_each_configuration_takes_each_position_equally_over_two_pairs():
+    positions = {"A": [], "B": []}
+    for pair in range(2):
+        sequence = "".join(run_order(pair, round_number) for round_number in range(4))
+        for position, name in enumerate(sequence):
+            positions[name].append(position)
+    # Over two pairs of eight runs each, A and B each take every one of the eight places once.
+    assert sorted(positions["A"]) == sorted(positions["B"]) == list(range(8))
