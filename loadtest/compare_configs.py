@@ -88,7 +88,7 @@ def b_better(a: dict, b: dict, closed: bool) -> bool:
 def run_order(pair: int, round_number: int) -> str:
     """Which configuration runs first in a round. The order flips every round and, from one
     pair of instances to the next, every position flips too: with the order fixed per round
-    (A at runs 1, 4, 5 and 8 of every pair), A/A controls had the B slot better in 32 of 40
+    (A at runs 1, 4, 5 and 8 of every pair), A/A controls had the B slot better in 26 of 32
     open-loop runs (docs/BENCHMARKS.md, "Comparison runs' order")."""
     return "AB" if (round_number + pair) % 2 == 0 else "BA"
 
