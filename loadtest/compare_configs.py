@@ -1,6 +1,8 @@
 """Two configurations (or two checkouts) of the service side by side: both serve at once (each
 on its own port, database and Redis prefix), and load generator runs alternate between them
-(A B, B A, ...), so a busy moment of the shared host falls on both alike. Prints one JSON line
+(A B, B A, ..., and B A, A B, ... in the next pair of instances, so that each takes every
+place in the sequence), so a busy moment of the shared host falls on both alike. Use at least
+two pairs (`--pairs`, 3 by default) for open-loop p99. Prints one JSON line
 per run and a summary per rate; the figures are per call: the service's, PostgreSQL's and the
 load generator's CPU, the machine's busy share and the event loop thread's.
 

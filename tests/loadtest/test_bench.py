@@ -172,7 +172,7 @@ async def test_the_empty_server_freezes_what_survives_so_full_collections_skip_i
 def test_open_loop_trials_rotate_so_no_system_always_follows_the_same_one():
     servers = {"empty": None, "naive": None, "service": None}
     trials = [bench.open_loop_order(servers, bench.TARGET_FRACTION, trial) for trial in range(3)]
-    for order in trials:  # every system once, and the floor right after the service's run
+    for order in trials:  # every system once, and the floor once
         assert sorted(order) == [("empty", False), ("empty", True), ("naive", False),
                                  ("service", False)]
     # The trials run one after another: over the three, every run has more than one
