@@ -180,21 +180,19 @@ def measure_scenario(servers: dict[str, tuple], scenario: str) -> dict[str, dict
     for fraction in LOAD_FRACTIONS:
         for trial in range(TARGET_FRACTION_RUNS if fraction == TARGET_FRACTION else 1):
             for system, floor in open_loop_order(servers, fraction, trial):
-                address, process = servers[system]
+                # The floor runs the empty server at the very rate the service's target is
+                # judged at: what the Python gRPC front and this host give there without work.
+                paced_by = "service" if floor else system
+                rate = max(1, int(results[paced_by]["closed"]["calls_ok_per_s"] * fraction))
+                result = open_loop(*servers[system], scenario, rate)
+                result.update(trial=trial)
                 if floor:
-                    # The floor at the very rate the service's target is judged at: what the
-                    # Python gRPC front and this host give at that rate without any work.
-                    rate = max(1, int(results["service"]["closed"]["calls_ok_per_s"] * fraction))
-                    result = open_loop(address, process, scenario, rate)
-                    result.update(trial=trial)
-                    log_open("empty", f"at the service's {fraction:.0%} rate, {rate:,}/s", result)
-                    results["empty"].setdefault("at_service_target_rate", []).append(result)
-                    continue
-                rate = max(1, int(results[system]["closed"]["calls_ok_per_s"] * fraction))
-                result = open_loop(address, process, scenario, rate)
-                result.update(fraction_of_saturation=fraction, trial=trial)
-                log_open(system, f"{fraction:.0%} = {rate:,}/s", result)
-                results[system]["open"].append(result)
+                    log_open(system, f"at the service's {fraction:.0%} rate, {rate:,}/s", result)
+                    results[system].setdefault("at_service_target_rate", []).append(result)
+                else:
+                    result.update(fraction_of_saturation=fraction)
+                    log_open(system, f"{fraction:.0%} = {rate:,}/s", result)
+                    results[system]["open"].append(result)
     searches = {system: SloSearch(results[system]["closed"]["calls_ok_per_s"],
                                   results[system]["open"]) for system in servers}
     for _ in range(SLO_SEARCH_STEPS):
@@ -221,7 +219,7 @@ def open_loop_order(servers: dict, fraction: float, trial: int) -> list[tuple[st
     "Comparison runs' order")."""
     runs = [(system, False) for system in servers]
     if fraction == TARGET_FRACTION and {"empty", "service"} <= servers.keys():
-        runs.insert(runs.index(("service", False)) + 1, ("empty", True))
+        runs.append(("empty", True))
     if trial % 2:
         runs.reverse()
     shift = trial % len(runs)

@@ -124,7 +124,7 @@ def main() -> int:
                 servers = {name: stack.enter_context(bench.serving(
                     "service", TOKEN, Path(logs), f"{name}{pair}", extra_env=configs[name],
                     checkout=checkouts[name]))[:2]
-                    for name in ("AB" if pair % 2 == 0 else "BA")}
+                    for name in run_order(pair, 0)}
                 for rate in rates:
                     for round_number in range(arguments.rounds):
                         for name in run_order(pair, round_number):
