@@ -80,6 +80,7 @@ class Engine:
         reservations_terminal_max: int = 100_000,
         items_max: int = 10_000_000,
         journal_operations_max: int = 200_000,
+        holds_presized: int = 0,
     ) -> None: ...
     def reserve(
         self,

@@ -85,8 +85,9 @@ class Committer:
                  operations_max: int, backoff_initial_ms: int, backoff_max_ms: int,
                  window_max_ms: int | None = None,
                  on_serving: Callable[[bool], Awaitable[None]], writers: int = 1,
-                 journal_log_max_operations: int = 0):
+                 journal_log_max_operations: int = 0, holds_presized: int = 0):
         self._persistence = persistence
+        self._holds_presized = holds_presized
         self._invalidator = invalidator
         self._window = BatchWindow(window_ms, window_max_ms)
         self._operations_max = operations_max
@@ -411,8 +412,9 @@ class Committer:
         backoff_s = self._backoff_initial_s
         while not self._stopping:
             try:
-                engine, lsn_last = await recovery.recover(self._persistence,
-                                                          self._write_for_recovery)
+                engine, lsn_last = await recovery.recover(
+                    self._persistence, self._write_for_recovery,
+                    holds_presized=self._holds_presized)
                 break
             except Exception as exc:
                 # One line per attempt: an outage of minutes must not flood the log.

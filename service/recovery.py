@@ -32,13 +32,16 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def new_engine() -> Engine:
-    return Engine(idempotency_records_max=IDEMPOTENCY_RECORDS_MAX)
+def new_engine(holds_presized: int = 0) -> Engine:
+    return Engine(idempotency_records_max=IDEMPOTENCY_RECORDS_MAX, holds_presized=holds_presized)
 
 
 async def recover(persistence: Persistence,
-                  write_batch: Callable[[Any], Awaitable[None]]) -> tuple[Engine, int]:
-    """A loaded engine with no overdue hold left, and the last LSN written while doing so."""
+                  write_batch: Callable[[Any], Awaitable[None]], *,
+                  holds_presized: int = 0) -> tuple[Engine, int]:
+    """A loaded engine with no overdue hold left, and the last LSN written while doing so.
+    `holds_presized`: holds its tables have room for on top of those loaded
+    (STOCK_ENGINE_HOLDS_PRESIZED)."""
     await persistence.open()
     await persistence.new_epoch()  # this engine's batches are stamped after every earlier one
     started = time.monotonic()
@@ -47,7 +50,7 @@ async def recover(persistence: Persistence,
         log.info("projected %d journal log rows (%d operations) in %.3f s", len(projected),
                  sum(entry.operations for entry in projected), time.monotonic() - started)
     state = await persistence.load_state(IDEMPOTENCY_RECORDS_MAX)
-    engine = new_engine()
+    engine = new_engine(holds_presized)
     engine.load(state.items, state.holds, state.idempotency_records, now_ms())
     log.info("loaded %d items, %d active holds, %d idempotency records in %.3f s",
              len(state.items), len(state.holds), len(state.idempotency_records),

@@ -61,7 +61,8 @@ class App:
             operations_max=config.batch_operations_max, writers=config.database_writers,
             backoff_initial_ms=config.rebuild_backoff_initial_ms,
             backoff_max_ms=config.rebuild_backoff_max_ms, on_serving=self._set_serving,
-            journal_log_max_operations=config.journal_log_max_operations)
+            journal_log_max_operations=config.journal_log_max_operations,
+            holds_presized=config.engine_holds_presized)
         self.projector = Projector(self.persistence,
                                    lag_max_operations=config.journal_log_max_operations)
         self.persistence.on_projected = lambda projected: self.invalidator.submit(

@@ -39,6 +39,12 @@ impl ExpiryQueue {
         self.heap.len()
     }
 
+    /// Makes room for `entries` in all, so that pushing up to that many never copies the
+    /// heap into a larger array under a call.
+    pub fn reserve_total(&mut self, entries: usize) {
+        self.heap.reserve(entries.saturating_sub(self.heap.len()));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }

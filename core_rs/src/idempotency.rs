@@ -87,6 +87,21 @@ impl IdempotencyStore {
         self.records.len()
     }
 
+    /// Makes room for `records` in all, so that remembering up to that many never rehashes
+    /// the map or copies the order list under a call. One more: an insert at the bound
+    /// holds it briefly before evicting the oldest.
+    pub fn reserve_total(&mut self, records: usize) {
+        let records = records + 1;
+        self.records
+            .reserve(records.saturating_sub(self.records.len()));
+        self.order.reserve(records.saturating_sub(self.order.len()));
+    }
+
+    /// Records the map can hold before it grows, for monitoring.
+    pub fn capacity(&self) -> usize {
+        self.records.capacity()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }

@@ -16,6 +16,7 @@ fn engine() -> Engine {
         reservations_terminal_max: 10,
         items_max: 100,
         journal_operations_max: 1_000,
+        holds_presized: 0,
     };
     Engine::new(config).unwrap()
 }

@@ -182,6 +182,8 @@ fn config() -> EngineConfig {
         reservations_terminal_max: 500,
         items_max: 1_000,
         journal_operations_max: 50_000,
+        // Below what the run stores: both the room made in advance and growth past it.
+        holds_presized: 2_000,
     }
 }
 

@@ -26,6 +26,7 @@ def test_defaults_need_only_a_database():
     assert config.journal_log_max_operations == 1_000_000
     assert config.database_writers == 2
     assert (config.batch_window_ms, config.batch_window_max_ms) == (3, 8)
+    assert config.engine_holds_presized == 1_000_000
     with pytest.raises(ConfigError, match="STOCK_DATABASE_URL"):
         Config.from_env({})
 
@@ -51,6 +52,8 @@ def test_integers_are_parsed_and_other_variables_ignored():
     ("STOCK_DATABASE_TIMEOUT_MS", 0),
     ("STOCK_MEMORY_PREFAULT_MIB", -1),
     ("STOCK_MEMORY_PREFAULT_MIB", PREFAULT_MIB_MAX + 1),
+    ("STOCK_ENGINE_HOLDS_PRESIZED", -1),
+    ("STOCK_ENGINE_HOLDS_PRESIZED", limit("TABLE_SIZE_MAX") + 1),
     ("STOCK_GRPC_ACCEPTORS", 0),
     ("STOCK_GRPC_ACCEPTORS", GRPC_ACCEPTORS_MAX + 1),
     ("STOCK_LOOP_NICE", NICE_MIN - 1),

@@ -38,6 +38,13 @@ pub struct EngineConfig {
     pub reservations_terminal_max: usize,
     pub items_max: usize,
     pub journal_operations_max: usize,
+    /// Holds the tables that grow with holds (the reservation index, the expiry queue, the
+    /// idempotency records) are sized for when the engine is built, and again on top of
+    /// what a load brings: below that, no call pays for a table growing (a rehash or copy
+    /// of every entry: 3-155 ms between 57,000 and 525,000 holds, docs/BENCHMARKS.md,
+    /// "Tables sized in advance"). Each table is sized within its own bound. 0: tables start
+    /// small and double as they fill.
+    pub holds_presized: usize,
 }
 
 impl Default for EngineConfig {
@@ -48,6 +55,7 @@ impl Default for EngineConfig {
             reservations_terminal_max: RESERVATIONS_TERMINAL_MAX_DEFAULT,
             items_max: ITEMS_MAX_DEFAULT,
             journal_operations_max: JOURNAL_OPERATIONS_MAX_DEFAULT,
+            holds_presized: 0,
         }
     }
 }
@@ -65,6 +73,7 @@ impl EngineConfig {
             ),
             ("items_max", self.items_max, 1),
             ("journal_operations_max", self.journal_operations_max, 1),
+            ("holds_presized", self.holds_presized, 0),
         ];
         for (field, value, minimum) in tables {
             if value < minimum {
@@ -97,6 +106,11 @@ pub struct EngineStats {
     pub journal_pending: usize,
     pub lsn_last: u64,
     pub expiry_queue_entries: usize,
+    /// Buckets of the reservation id index (it holds half as many reservations before it
+    /// grows).
+    pub reservation_index_buckets: usize,
+    /// Idempotency records the map holds before it grows.
+    pub idempotency_capacity: usize,
 }
 
 pub struct Engine {
@@ -113,7 +127,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(config: EngineConfig) -> EngineResult<Engine> {
         config.validate()?;
-        Ok(Engine {
+        let mut engine = Engine {
             config,
             items: Items::default(),
             reservations: Reservations::default(),
@@ -121,7 +135,40 @@ impl Engine {
             idempotency: IdempotencyStore::new(config.idempotency_records_max),
             journal: Journal::new(config.journal_operations_max),
             scratch_slots: Vec::new(),
-        })
+        };
+        engine.make_room(config.holds_presized);
+        Ok(engine)
+    }
+
+    /// Sizes every table that grows with holds for `holds` more holds (and as many more
+    /// idempotency records) than it stores now, each within its bound: storing up to that
+    /// many then copies or rehashes no table.
+    pub(crate) fn make_room(&mut self, holds: usize) {
+        if holds == 0 {
+            return;
+        }
+        let config = self.config;
+        let reservations_max = config.reservations_active_max + config.reservations_terminal_max;
+        let reservations = self
+            .reservations
+            .len()
+            .saturating_add(holds)
+            .min(reservations_max);
+        self.reservations
+            .reserve_total(reservations, config.reservations_terminal_max);
+        let holds_active = self
+            .reservations
+            .active_count
+            .saturating_add(holds)
+            .min(config.reservations_active_max);
+        self.expiry
+            .reserve_total(self.expiry.len().max(holds_active));
+        let records = self
+            .idempotency
+            .len()
+            .saturating_add(holds)
+            .min(config.idempotency_records_max);
+        self.idempotency.reserve_total(records);
     }
 
     pub fn config(&self) -> EngineConfig {
@@ -167,6 +214,8 @@ impl Engine {
             journal_pending: self.journal.pending(),
             lsn_last: self.lsn_last(),
             expiry_queue_entries: self.expiry.len(),
+            reservation_index_buckets: self.reservations.index_buckets(),
+            idempotency_capacity: self.idempotency.capacity(),
         }
     }
 

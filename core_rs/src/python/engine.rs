@@ -144,7 +144,8 @@ impl Engine {
     #[pyo3(signature = (*, idempotency_records_max=IDEMPOTENCY_RECORDS_MAX_DEFAULT,
         reservations_active_max=RESERVATIONS_ACTIVE_MAX_DEFAULT,
         reservations_terminal_max=RESERVATIONS_TERMINAL_MAX_DEFAULT,
-        items_max=ITEMS_MAX_DEFAULT, journal_operations_max=JOURNAL_OPERATIONS_MAX_DEFAULT))]
+        items_max=ITEMS_MAX_DEFAULT, journal_operations_max=JOURNAL_OPERATIONS_MAX_DEFAULT,
+        holds_presized=0))]
     fn new(
         py: Python<'_>,
         idempotency_records_max: usize,
@@ -152,6 +153,7 @@ impl Engine {
         reservations_terminal_max: usize,
         items_max: usize,
         journal_operations_max: usize,
+        holds_presized: usize,
     ) -> PyResult<Engine> {
         let config = EngineConfig {
             idempotency_records_max,
@@ -159,6 +161,7 @@ impl Engine {
             reservations_terminal_max,
             items_max,
             journal_operations_max,
+            holds_presized,
         };
         let engine = raise(py, RustEngine::new(config))?;
         Ok(Engine {
@@ -522,6 +525,8 @@ impl Engine {
         dict.set_item("journal_pending", stats.journal_pending)?;
         dict.set_item("lsn_last", stats.lsn_last)?;
         dict.set_item("expiry_queue_entries", stats.expiry_queue_entries)?;
+        dict.set_item("reservation_index_buckets", stats.reservation_index_buckets)?;
+        dict.set_item("idempotency_capacity", stats.idempotency_capacity)?;
         Ok(dict)
     }
 }

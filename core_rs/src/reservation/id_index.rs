@@ -121,13 +121,35 @@ impl IdIndex {
     }
 
     fn grow(&mut self) {
-        let mut grown = IdIndex::with_buckets(2 * self.buckets.len());
+        self.rebuild(2 * self.buckets.len());
+    }
+
+    /// Makes room for `entries` in all without growing again (at most half full).
+    pub(super) fn reserve_total(&mut self, entries: usize) {
+        let mut count = self.buckets.len();
+        while 2 * entries > count {
+            count *= 2;
+        }
+        if count > self.buckets.len() {
+            self.rebuild(count);
+        }
+    }
+
+    /// Moves every entry into a new array of `count` buckets.
+    fn rebuild(&mut self, count: usize) {
+        debug_assert!(2 * self.len <= count);
+        let mut grown = IdIndex::with_buckets(count);
         for &entry in self.buckets.iter().filter(|&&entry| entry != EMPTY) {
             // Entries already in the index are distinct.
             grown.place(entry, |_| false);
         }
         grown.len = self.len;
         *self = grown;
+    }
+
+    /// Buckets in the array (a power of two).
+    pub(super) fn buckets(&self) -> usize {
+        self.buckets.len()
     }
 
     /// Removes the entry of `slot` (stored under `hash`), shifting later entries of its
@@ -170,6 +192,39 @@ mod tests {
 
     /// Every present (hash, slot) is found, every removed one is not, under heavy
     /// collisions (few distinct hashes) and across growth.
+    /// Room made in advance holds that many entries without growing, and what the index
+    /// held before is still found.
+    #[test]
+    fn reserved_room_takes_its_entries_without_growing() {
+        let mut index = IdIndex::default();
+        for slot in 0..10u32 {
+            index.insert(slot % 3, slot, |_| false);
+        }
+        index.reserve_total(1_000);
+        let buckets = index.buckets();
+        assert!(buckets >= 2 * 1_000 && buckets.is_power_of_two());
+        for slot in 10..1_000u32 {
+            index.insert(slot % 3, slot, |_| false);
+        }
+        assert_eq!(index.buckets(), buckets, "grew below the reserved room");
+        for slot in 0..1_000u32 {
+            assert_eq!(
+                index.find(slot % 3, |candidate| candidate == slot),
+                Some(slot)
+            );
+        }
+        // The array rounded up to a power of two: it takes half its buckets, then grows.
+        let half = (buckets / 2) as u32;
+        for slot in 1_000..half {
+            index.insert(slot % 3, slot, |_| false);
+        }
+        assert_eq!(index.buckets(), buckets);
+        index.insert(0, half, |_| false);
+        assert!(index.buckets() > buckets, "grows past the reserved room");
+        index.reserve_total(10);
+        assert!(index.buckets() > buckets, "never shrinks");
+    }
+
     #[test]
     fn finds_what_it_holds_after_removals() {
         let mut index = IdIndex::default();
