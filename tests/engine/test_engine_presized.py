@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from engine_helpers import NOW_MS, TTL_MS, stock
+
 from service.engine import LIMITS, Engine, LimitExceeded
 
 HOLDS = 5_000
