@@ -135,6 +135,12 @@ class Committer:
     def serving(self) -> bool:
         return self._engine is not None
 
+    @property
+    def live_engine(self) -> Engine | None:
+        """The live engine, or None while there is none; for monitoring only (`engine()`
+        is the way for calls)."""
+        return self._engine
+
     def notify(self) -> None:
         """Something was journaled: write it soon."""
         self._wake.set()

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import grpc
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,47 @@ LOOP_LAG_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1)
 LOOP_LAG_SECONDS = Histogram("stock_event_loop_lag_seconds",
                              "How late the event loop ran a timer due every 50 ms "
                              "(service/loop_lag.py)", buckets=LOOP_LAG_BUCKETS_S)
+
+
+# Engine.stats() keys counted in stock_engine_table_entries.
+ENGINE_TABLE_ENTRIES = ("items", "reservations_active", "reservations_terminal",
+                        "idempotency_records", "expiry_queue_entries")
+
+
+class EngineTables(Collector):
+    """The live engine's table sizes (`Engine.stats()`), read when /metrics is scraped, so no
+    call pays for them. `stock_engine_table_room` is how many entries a table holds before it
+    grows, a rehash inside the call that crosses the line (STOCK_ENGINE_HOLDS_PRESIZED sets
+    it); entries near the room mean the presized room is running out."""
+
+    def __init__(self) -> None:
+        # The live engine, or None while there is none (set by service/server.py).
+        self.source: Callable[[], Any] = lambda: None
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        engine = self.source()
+        if engine is None:
+            return
+        stats = engine.stats()
+        entries = GaugeMetricFamily("stock_engine_table_entries",
+                                    "Entries in the engine's tables", labels=["table"])
+        for name in ENGINE_TABLE_ENTRIES:
+            entries.add_metric([name], stats[name])
+        yield entries
+        room = GaugeMetricFamily("stock_engine_table_room",
+                                 "Entries a growing engine table holds before it grows",
+                                 labels=["table"])
+        # The id index keeps at most half its buckets filled.
+        room.add_metric(["reservations"], stats["reservation_index_buckets"] // 2)
+        room.add_metric(["idempotency_records"], stats["idempotency_capacity"])
+        yield room
+
+
+ENGINE_TABLES = EngineTables()
+REGISTRY.register(ENGINE_TABLES)
 
 
 class GcPauseObserver:

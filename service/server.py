@@ -79,6 +79,7 @@ class App:
                            maximum_concurrent_rpcs=config.inflight_calls_max,
                            options=server_options(config))
         self.loop_lag = LoopLagProbe()
+        metrics.ENGINE_TABLES.source = lambda: self.committer.live_engine
         self.port = 0
 
     def _register(self, server: grpc.aio.Server) -> None:

@@ -101,3 +101,19 @@ async def test_a_steady_stream_starts_at_most_one_transaction_per_window(
     assert transactions <= elapsed / BATCH_WINDOW_S + 10, (transactions, calls, elapsed)
     assert calls > transactions
     assert 'stock_gc_pause_seconds_count{generation="0"}' in after
+
+
+async def test_engine_tables_are_exported_with_the_presized_room(stub, server, admin_metadata):
+    sku = unique("tables")
+    await stock_item(stub, admin_metadata, sku, 10)
+    before = await scrape(server)
+    active = 'stock_engine_table_entries{table="reservations_active"}'
+    assert await reserve_one(stub, sku) == grpc.StatusCode.OK
+    after = await scrape(server)
+    # Holds of earlier tests may expire meanwhile (the sweeper counts them).
+    expired = (metric_value(after, "stock_expirations_total")
+               - metric_value(before, "stock_expirations_total"))
+    assert metric_value(after, active) == metric_value(before, active) + 1 - expired
+    # The service's default STOCK_ENGINE_HOLDS_PRESIZED: room for a million holds.
+    for table in ("reservations", "idempotency_records"):
+        assert metric_value(after, f'stock_engine_table_room{{table="{table}"}}') >= 1_000_000
