@@ -40,6 +40,8 @@ SERVICE_NAME = stock_pb2.DESCRIPTOR.services_by_name["StockService"].full_name
 HEALTH_NAMES = ("", SERVICE_NAME)
 INVALIDATOR_STOP_TIMEOUT_S = 2.0
 PENDING_HARD_LIMIT_FACTOR = 2
+# gRPC core's own `grpc.server.max_pending_requests`.
+GRPC_PENDING_REQUESTS_DEFAULT = 1_000
 # Calls refused while draining still need a moment to be answered before gRPC stops.
 SERVER_STOP_GRACE_MIN_S = 0.5
 
@@ -136,10 +138,12 @@ class App:
 def server_options(config: Config) -> list[tuple[str, int]]:
     """gRPC core cancels (CANCELLED, not RESOURCE_EXHAUSTED) calls arriving while more than
     `grpc.server.max_pending_requests` (default 1,000) wait to be picked up by the event loop;
-    a burst of 2,000 calls met that. Raise it to our own bound, which answers properly."""
-    return [("grpc.server.max_pending_requests", config.inflight_calls_max),
-            ("grpc.server.max_pending_requests_hard_limit",
-             config.inflight_calls_max * PENDING_HARD_LIMIT_FACTOR)]
+    a burst of 2,000 calls met that. Raise it to our own bound, which answers properly, and
+    never below gRPC's default: with a small bound (4 in a test) a burst of 400 calls was
+    all cancelled by gRPC before the event loop could refuse one with RESOURCE_EXHAUSTED."""
+    pending = max(config.inflight_calls_max, GRPC_PENDING_REQUESTS_DEFAULT)
+    return [("grpc.server.max_pending_requests", pending),
+            ("grpc.server.max_pending_requests_hard_limit", pending * PENDING_HARD_LIMIT_FACTOR)]
 
 
 async def serve(config: Config) -> None:

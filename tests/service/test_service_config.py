@@ -14,6 +14,7 @@ from service.config import (
     ConfigError,
 )
 from service.loop_priority import NICE_MAX, NICE_MIN
+from service.server import GRPC_PENDING_REQUESTS_DEFAULT, server_options
 from service.validation import limit
 
 PREFAULT_MIB_MAX = limit("PREFAULT_MIB_MAX")
@@ -90,3 +91,14 @@ def test_a_unix_socket_is_served_by_one_acceptor():
         Config.from_env({**URL, "STOCK_LISTEN": "unix:/tmp/stock.sock"})
     assert Config.from_env({**URL, "STOCK_LISTEN": "unix:/tmp/stock.sock",
                             "STOCK_GRPC_ACCEPTORS": "1"}).grpc_acceptors == 1
+
+
+def test_grpc_pending_calls_are_never_capped_below_grpcs_default():
+    """Calls gRPC core holds for the event loop: at least our in-flight bound (beyond it our
+    servicer answers RESOURCE_EXHAUSTED) and never fewer than gRPC's own default, so a small
+    bound does not let gRPC cancel a burst before the servicer can refuse it."""
+    small = dict(server_options(Config.from_env({**URL, "STOCK_INFLIGHT_CALLS_MAX": "4"})))
+    assert small["grpc.server.max_pending_requests"] == GRPC_PENDING_REQUESTS_DEFAULT
+    assert small["grpc.server.max_pending_requests_hard_limit"] > GRPC_PENDING_REQUESTS_DEFAULT
+    large = dict(server_options(Config.from_env({**URL, "STOCK_INFLIGHT_CALLS_MAX": "20000"})))
+    assert large["grpc.server.max_pending_requests"] == 20_000
