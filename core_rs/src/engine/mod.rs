@@ -161,8 +161,7 @@ impl Engine {
             .active_count
             .saturating_add(holds)
             .min(config.reservations_active_max);
-        self.expiry
-            .reserve_total(self.expiry.len().max(holds_active));
+        self.expiry.reserve_total(holds_active);
         let records = self
             .idempotency
             .len()

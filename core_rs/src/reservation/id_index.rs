@@ -190,8 +190,6 @@ impl IdIndex {
 mod tests {
     use super::*;
 
-    /// Every present (hash, slot) is found, every removed one is not, under heavy
-    /// collisions (few distinct hashes) and across growth.
     /// Room made in advance holds that many entries without growing, and what the index
     /// held before is still found.
     #[test]
@@ -225,6 +223,8 @@ mod tests {
         assert!(index.buckets() > buckets, "never shrinks");
     }
 
+    /// Every present (hash, slot) is found, every removed one is not, under heavy
+    /// collisions (few distinct hashes) and across growth.
     #[test]
     fn finds_what_it_holds_after_removals() {
         let mut index = IdIndex::default();
