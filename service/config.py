@@ -133,10 +133,9 @@ class Config:
     """STOCK_ENGINE_HOLDS_PRESIZED: holds the engine's tables that grow with holds (the
     reservation index, the expiry queue, the idempotency records) have room for when it is
     built, on top of those it loads, each within its own bound. Below that, no call waits for
-    a table to grow: growing rehashes every entry on the event loop, 3-21 ms on a quiet host
-    and up to 155 ms on a busy one between 57,000 and 525,000 holds (docs/BENCHMARKS.md,
-    "Tables sized in advance"). The default costs about 72 MiB of resident memory once the
-    tables are in use. 0: tables start small and double as they fill."""
+    a table to grow, a rehash of every entry on the event loop. What it costs and saves is
+    in docs/OPERATIONS.md and docs/BENCHMARKS.md, "Tables sized in advance". 0: tables start
+    small and double as they fill."""
 
     invalidation_queue_keys_max: int = 100_000
     """STOCK_INVALIDATION_QUEUE_KEYS_MAX: cache keys waiting for deletion before drops start."""

@@ -100,8 +100,7 @@ class EngineTables(Collector):
         room = GaugeMetricFamily("stock_engine_table_room",
                                  "Entries a growing engine table holds before it grows",
                                  labels=["table"])
-        # The id index keeps at most half its buckets filled.
-        room.add_metric(["reservations"], stats["reservation_index_buckets"] // 2)
+        room.add_metric(["reservations"], stats["reservations_capacity"])
         room.add_metric(["idempotency_records"], stats["idempotency_capacity"])
         yield room
 

@@ -437,8 +437,7 @@ impl Reservations {
 
     /// Makes room for `reservations` stored in all (`terminal_max` of them at most
     /// terminal), so that storing up to that many grows no table: no index rebuild or
-    /// list copy under a call. The slab still adds a chunk every `SLOTS_PER_CHUNK` slots
-    /// (a fresh allocation, nothing copied).
+    /// list copy under a call. (The slab grows in chunks and never copies its slots.)
     pub fn reserve_total(&mut self, reservations: usize, terminal_max: usize) {
         self.by_id.reserve_total(reservations);
         self.free
@@ -446,15 +445,11 @@ impl Reservations {
         let terminal = reservations.min(terminal_max) + 1;
         self.terminal_order
             .reserve(terminal.saturating_sub(self.terminal_order.len()));
-        let chunks = reservations.div_ceil(SLOTS_PER_CHUNK);
-        self.slots
-            .chunks
-            .reserve(chunks.saturating_sub(self.slots.chunks.len()));
     }
 
-    /// Buckets of the id index, for monitoring.
-    pub fn index_buckets(&self) -> usize {
-        self.by_id.buckets()
+    /// Reservations the id index holds before it grows, for monitoring.
+    pub fn capacity(&self) -> usize {
+        self.by_id.capacity()
     }
 
     /// Reservations stored (active and retained terminal).

@@ -14,7 +14,7 @@ HOLDS = 5_000
 
 def capacities(engine: Engine) -> tuple[int, int]:
     stats = engine.stats()
-    return stats["reservation_index_buckets"], stats["idempotency_capacity"]
+    return stats["reservations_capacity"], stats["idempotency_capacity"]
 
 
 def reserve(engine: Engine, first: int, count: int) -> None:
@@ -25,29 +25,29 @@ def reserve(engine: Engine, first: int, count: int) -> None:
 
 def test_presized_tables_take_their_holds_without_growing():
     engine = Engine(holds_presized=HOLDS)
-    buckets, records = capacities(engine)
-    assert buckets >= 2 * HOLDS and records >= HOLDS
+    reservations, records = capacities(engine)
+    assert reservations >= HOLDS and records >= HOLDS
     stock(engine, a=10 * HOLDS)
     reserve(engine, 0, HOLDS)
-    assert capacities(engine) == (buckets, records)
+    assert capacities(engine) == (reservations, records)
     # Past the room made, the tables grow as before and every hold is still found.
-    reserve(engine, HOLDS, buckets)
-    grown_buckets, grown_records = capacities(engine)
-    assert grown_buckets > buckets and grown_records > records
+    reserve(engine, HOLDS, 2 * reservations)
+    grown_reservations, grown_records = capacities(engine)
+    assert grown_reservations > reservations and grown_records > records
     assert engine.get_reservation("r-00000000", NOW_MS).status == "active"
-    assert engine.stats()["reservations_active"] == HOLDS + buckets
+    assert engine.stats()["reservations_active"] == HOLDS + 2 * reservations
 
 
 def test_tables_start_small_without_presizing():
-    buckets, records = capacities(Engine())
-    assert buckets < 2 * HOLDS and records < HOLDS
+    reservations, records = capacities(Engine())
+    assert reservations < HOLDS and records < HOLDS
 
 
 def test_room_is_made_within_each_tables_own_bound():
     engine = Engine(holds_presized=LIMITS["TABLE_SIZE_MAX"], reservations_active_max=100,
                     reservations_terminal_max=10, idempotency_records_max=50)
-    buckets, records = capacities(engine)
-    assert 2 * 110 <= buckets <= 4 * 110 + 2  # the next power of two at most half full
+    reservations, records = capacities(engine)
+    assert 110 <= reservations <= 2 * 110 + 1  # half the next power of two
     assert 51 <= records < 2 * 51
 
 
@@ -58,10 +58,10 @@ def test_a_load_adds_room_for_what_it_loads():
     state = source.export()
     engine = Engine(holds_presized=HOLDS)
     engine.load(state.items, state.holds, [], NOW_MS)
-    buckets, _ = capacities(engine)
-    assert buckets >= 2 * (2 * HOLDS)
+    reservations, _ = capacities(engine)
+    assert reservations >= 2 * HOLDS
     reserve(engine, HOLDS, HOLDS)
-    assert capacities(engine)[0] == buckets
+    assert capacities(engine)[0] == reservations
 
 
 def test_presizing_beyond_the_table_bound_is_refused():

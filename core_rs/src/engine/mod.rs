@@ -40,10 +40,9 @@ pub struct EngineConfig {
     pub journal_operations_max: usize,
     /// Holds the tables that grow with holds (the reservation index, the expiry queue, the
     /// idempotency records) are sized for when the engine is built, and again on top of
-    /// what a load brings: below that, no call pays for a table growing (a rehash or copy
-    /// of every entry: 3-155 ms between 57,000 and 525,000 holds, docs/BENCHMARKS.md,
-    /// "Tables sized in advance"). Each table is sized within its own bound. 0: tables start
-    /// small and double as they fill.
+    /// what a load brings: below that, no call pays for a table growing, a rehash or copy
+    /// of every entry (measured: docs/BENCHMARKS.md, "Tables sized in advance"). Each table
+    /// is sized within its own bound. 0: tables start small and double as they fill.
     pub holds_presized: usize,
 }
 
@@ -106,9 +105,8 @@ pub struct EngineStats {
     pub journal_pending: usize,
     pub lsn_last: u64,
     pub expiry_queue_entries: usize,
-    /// Buckets of the reservation id index (it holds half as many reservations before it
-    /// grows).
-    pub reservation_index_buckets: usize,
+    /// Reservations (active and terminal) the id index holds before it grows.
+    pub reservations_capacity: usize,
     /// Idempotency records the map holds before it grows.
     pub idempotency_capacity: usize,
 }
@@ -126,6 +124,11 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(config: EngineConfig) -> EngineResult<Engine> {
+        Engine::with_room(config, config.holds_presized)
+    }
+
+    /// An empty engine whose growing tables have room for `holds` (`make_room`).
+    pub(crate) fn with_room(config: EngineConfig, holds: usize) -> EngineResult<Engine> {
         config.validate()?;
         let mut engine = Engine {
             config,
@@ -136,14 +139,14 @@ impl Engine {
             journal: Journal::new(config.journal_operations_max),
             scratch_slots: Vec::new(),
         };
-        engine.make_room(config.holds_presized);
+        engine.make_room(holds);
         Ok(engine)
     }
 
     /// Sizes every table that grows with holds for `holds` more holds (and as many more
     /// idempotency records) than it stores now, each within its bound: storing up to that
     /// many then copies or rehashes no table.
-    pub(crate) fn make_room(&mut self, holds: usize) {
+    fn make_room(&mut self, holds: usize) {
         if holds == 0 {
             return;
         }
@@ -213,7 +216,7 @@ impl Engine {
             journal_pending: self.journal.pending(),
             lsn_last: self.lsn_last(),
             expiry_queue_entries: self.expiry.len(),
-            reservation_index_buckets: self.reservations.index_buckets(),
+            reservations_capacity: self.reservations.capacity(),
             idempotency_capacity: self.idempotency.capacity(),
         }
     }

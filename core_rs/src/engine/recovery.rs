@@ -79,10 +79,11 @@ impl Engine {
         if !empty {
             return Err(mismatch("load needs an empty engine".to_string()));
         }
-        let mut fresh = Engine::new(self.config)?;
-        // Room for what is loaded, on top of the room a fresh engine keeps.
+        // Room for what is loaded, on top of the room a fresh engine keeps: the tables are
+        // built once, at their final size.
         let loaded = holds.len().max(idempotency_records.len());
-        fresh.make_room(self.config.holds_presized.saturating_add(loaded));
+        let room = self.config.holds_presized.saturating_add(loaded);
+        let mut fresh = Engine::with_room(self.config, room)?;
         let declared_reserved = fresh.load_items(items)?;
         fresh.load_holds(holds)?;
         fresh.check_loaded_reserved(&declared_reserved)?;

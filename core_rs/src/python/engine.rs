@@ -525,7 +525,7 @@ impl Engine {
         dict.set_item("journal_pending", stats.journal_pending)?;
         dict.set_item("lsn_last", stats.lsn_last)?;
         dict.set_item("expiry_queue_entries", stats.expiry_queue_entries)?;
-        dict.set_item("reservation_index_buckets", stats.reservation_index_buckets)?;
+        dict.set_item("reservations_capacity", stats.reservations_capacity)?;
         dict.set_item("idempotency_capacity", stats.idempotency_capacity)?;
         Ok(dict)
     }

@@ -97,7 +97,7 @@ impl IdIndex {
     pub(super) fn insert(&mut self, hash: u32, slot: u32, is_id: impl Fn(u32) -> bool) {
         assert!(slot < u32::MAX, "slot number beyond the index");
         if 2 * (self.len + 1) > self.buckets.len() {
-            self.grow();
+            self.reserve_total(self.len + 1);
         }
         self.place(entry(hash, slot), is_id);
         self.len += 1;
@@ -120,24 +120,16 @@ impl IdIndex {
         self.buckets[position] = new;
     }
 
-    fn grow(&mut self) {
-        self.rebuild(2 * self.buckets.len());
-    }
-
-    /// Makes room for `entries` in all without growing again (at most half full).
+    /// Makes room for `entries` in all (the array at most half full), doubling the array as
+    /// often as that takes and moving every entry into the new one.
     pub(super) fn reserve_total(&mut self, entries: usize) {
         let mut count = self.buckets.len();
         while 2 * entries > count {
             count *= 2;
         }
-        if count > self.buckets.len() {
-            self.rebuild(count);
+        if count == self.buckets.len() {
+            return;
         }
-    }
-
-    /// Moves every entry into a new array of `count` buckets.
-    fn rebuild(&mut self, count: usize) {
-        debug_assert!(2 * self.len <= count);
         let mut grown = IdIndex::with_buckets(count);
         for &entry in self.buckets.iter().filter(|&&entry| entry != EMPTY) {
             // Entries already in the index are distinct.
@@ -148,8 +140,14 @@ impl IdIndex {
     }
 
     /// Buckets in the array (a power of two).
-    pub(super) fn buckets(&self) -> usize {
+    #[cfg(test)]
+    fn buckets(&self) -> usize {
         self.buckets.len()
+    }
+
+    /// Entries the index holds before it grows.
+    pub(super) fn capacity(&self) -> usize {
+        self.buckets.len() / 2
     }
 
     /// Removes the entry of `slot` (stored under `hash`), shifting later entries of its
