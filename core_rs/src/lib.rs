@@ -8,6 +8,7 @@ pub mod fingerprint;
 pub mod idempotency;
 pub mod item;
 pub mod journal;
+pub mod lazy_heap;
 pub mod limits;
 pub mod memory;
 pub mod pg_columns;
