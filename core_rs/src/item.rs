@@ -1,12 +1,11 @@
 //! Stock items: interned (sku, location) keys, levels, and each item's time-ordered holds.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
+use crate::lazy_heap::LazyHeap;
 use crate::limits::ON_HAND_MAX;
 
 /// Index of an item in the item table; items are never removed during an engine's life.
@@ -14,7 +13,7 @@ pub type ItemIndex = u32;
 
 /// One hold of one reservation on one item, ordered by expiry. Entries go stale when the
 /// reservation ends or is extended; they are checked against the reservation before use and
-/// dropped lazily (see `ItemHolds::compact`).
+/// swept out a few at a time (see `ItemHolds::tidy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HoldEntry {
     pub expires_at_ms: i64,
@@ -54,19 +53,18 @@ impl Item {
 /// The holds of one item as a min-heap by expiry, so the due ones are found at the top.
 #[derive(Debug, Default)]
 pub struct ItemHolds {
-    heap: BinaryHeap<Reverse<HoldEntry>>,
+    heap: LazyHeap<HoldEntry>,
     /// Holds that are live (entries in `heap` beyond this count are stale).
     pub live: u32,
 }
 
-/// Stale entries may make the heap at most this many times larger than the live holds
-/// before it is compacted, so memory stays proportional to live holds.
-const STALE_FACTOR: usize = 2;
-const STALE_SLACK: usize = 8;
+/// Stale entries an item's heap may hold beyond `STALE_FACTOR` times its live holds before
+/// a sweep starts.
+const SWEEP_SLACK: usize = 8;
 
 impl ItemHolds {
     pub fn push(&mut self, entry: HoldEntry) {
-        self.heap.push(Reverse(entry));
+        self.heap.push(entry);
         self.live += 1;
     }
 
@@ -83,15 +81,15 @@ impl ItemHolds {
     }
 
     pub fn peek(&self) -> Option<HoldEntry> {
-        self.heap.peek().map(|entry| entry.0)
+        self.heap.peek()
     }
 
     pub fn pop(&mut self) -> Option<HoldEntry> {
-        self.heap.pop().map(|entry| entry.0)
+        self.heap.pop()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &HoldEntry> {
-        self.heap.iter().map(|entry| &entry.0)
+        self.heap.iter()
     }
 
     pub fn len(&self) -> usize {
@@ -102,14 +100,9 @@ impl ItemHolds {
         self.heap.is_empty()
     }
 
-    pub fn needs_compaction(&self) -> bool {
-        self.heap.len() > STALE_FACTOR * self.live as usize + STALE_SLACK
-    }
-
-    /// Keeps only the entries `is_live` accepts.
-    pub fn compact(&mut self, is_live: impl Fn(&HoldEntry) -> bool) {
-        self.heap.retain(|entry| is_live(&entry.0));
-        debug_assert_eq!(self.heap.len(), self.live as usize);
+    /// One bounded step of dropping stale entries (`LazyHeap::tidy`), after a hold ended.
+    pub fn tidy(&mut self, is_live: impl Fn(&HoldEntry) -> bool) {
+        self.heap.tidy(self.live as usize, SWEEP_SLACK, is_live);
     }
 }
 

@@ -2,6 +2,8 @@
 //! the journal records.
 
 use core_rs::engine::Annotation;
+use core_rs::expiry::EXPIRY_SWEEP_SLACK;
+use core_rs::lazy_heap::{entries_bound, STALE_FACTOR};
 use core_rs::limits::{ID_BYTES_MAX, LINES_PER_REQUEST_MAX, ON_HAND_MAX, QUANTITY_MAX, TTL_MS_MAX};
 use core_rs::reservation::Status;
 use core_rs::{Engine, EngineConfig, EngineError, LineInput, LoadHold, LoadIdempotency, LoadItem};
@@ -1184,7 +1186,7 @@ fn a_receipt_views_the_reservation_as_answered_until_it_is_gone() {
 }
 
 /// The global expiry queue keeps entries of ended holds while any hold is live (they are
-/// dropped lazily or by compaction), and is emptied when the last active hold ends; expiry
+/// dropped at the top or by a sweep), and is emptied when the last active hold ends; expiry
 /// works as before on the holds made afterwards.
 #[test]
 fn expiry_queue_is_emptied_when_no_hold_is_active() {
@@ -1210,4 +1212,86 @@ fn expiry_queue_is_emptied_when_no_hold_is_active() {
     assert_eq!(&*expired[0], "r3");
     assert_eq!(engine.stats().expiry_queue_entries, 0);
     assert_eq!(level(&engine, "a", NOW + ttl), (9, 0, 9));
+}
+
+/// Churn at a steady 3,000 live holds on two items (a new hold and the end of a random one
+/// per step, released or committed): the global queue's stale entries are swept out a few
+/// per call, so it stays within its bound (and reaches the point where sweeps start), no
+/// live hold's entry is lost, and expiry afterwards ends exactly the holds still live.
+#[test]
+fn churn_keeps_the_expiry_queue_bounded() {
+    const LIVE: usize = 3_000;
+    const STEPS: usize = 12_000;
+    let mut engine = Engine::new(EngineConfig {
+        idempotency_records_max: 100,
+        reservations_active_max: LIVE + 1,
+        reservations_terminal_max: 100,
+        items_max: 10,
+        journal_operations_max: 1_000,
+        holds_presized: 0,
+    })
+    .unwrap();
+    for sku in ["a", "b"] {
+        engine
+            .adjust(sku, "", 1_000_000, NOW, Annotation::default())
+            .unwrap();
+    }
+    let drain = |engine: &mut Engine| while engine.take_journal(1_000).unwrap().is_some() {};
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut random = move |bound: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % bound as u64) as usize
+    };
+    let mut live: Vec<String> = Vec::new();
+    let mut queue_max = 0;
+    for step in 0..STEPS {
+        let id = format!("r{step}");
+        let sku = ["a", "b"][step % 2];
+        let ttl = TTL + random(1_000) as i64;
+        engine
+            .reserve(&id, "", &[line(sku, 1)], ttl, NOW + step as i64, None)
+            .unwrap();
+        live.push(id);
+        if live.len() > LIVE {
+            let ended = live.swap_remove(random(live.len()));
+            if step % 3 == 0 {
+                engine
+                    .commit(&ended, None, NOW + step as i64, None)
+                    .unwrap();
+            } else {
+                engine.release(&ended, NOW + step as i64, None).unwrap();
+            }
+        }
+        let entries = engine.stats().expiry_queue_entries;
+        let active = engine.stats().reservations_active;
+        assert!(
+            entries <= entries_bound(active, EXPIRY_SWEEP_SLACK),
+            "step {step}: {entries} entries for {active} live holds"
+        );
+        queue_max = queue_max.max(entries);
+        drain(&mut engine);
+    }
+    assert!(
+        queue_max > STALE_FACTOR * LIVE + EXPIRY_SWEEP_SLACK,
+        "no sweep ran: {queue_max}"
+    );
+    engine.check_invariants();
+    let far = NOW + STEPS as i64 + TTL + 1_000;
+    let mut expired: Vec<String> = Vec::new();
+    loop {
+        let batch = engine.expire_due(far, 1_000).unwrap();
+        drain(&mut engine);
+        if batch.is_empty() {
+            break;
+        }
+        expired.extend(batch.iter().map(|id| id.to_string()));
+    }
+    expired.sort();
+    live.sort();
+    assert_eq!(expired, live);
+    assert_eq!(engine.stats().expiry_queue_entries, 0);
+    assert_eq!(level(&engine, "a", far).1 + level(&engine, "b", far).1, 0);
+    engine.check_invariants();
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::Engine;
 use crate::errors::{EngineError, EngineResult};
-use crate::expiry::ExpiryEntry;
+use crate::expiry::{ExpiryEntry, EXPIRY_SWEEP_SLACK};
 use crate::item::{HoldEntry, ItemHolds, ItemIndex};
 use crate::journal::LedgerKind;
 use crate::limits::EXPIRE_BATCH_MAX;
@@ -29,11 +29,10 @@ pub(super) fn expiry_entry_live(reservations: &Reservations, entry: &ExpiryEntry
     entry_live(reservations, entry.slot, entry.generation)
 }
 
-/// Drops the stale entries of an item's heap once they outnumber its live holds.
-pub(super) fn compact_holds(reservations: &Reservations, holds: &mut ItemHolds) {
-    if holds.needs_compaction() {
-        holds.compact(|entry| hold_entry_live(reservations, entry));
-    }
+/// One bounded step of dropping the stale entries of an item's heap (a sweep runs once they
+/// outnumber its live holds).
+pub(super) fn tidy_holds(reservations: &Reservations, holds: &mut ItemHolds) {
+    holds.tidy(|entry| hold_entry_live(reservations, entry));
 }
 
 impl Engine {
@@ -167,15 +166,15 @@ impl Engine {
             slot,
             generation,
         });
-        if self.expiry.needs_compaction(self.reservations.active_count) {
-            let reservations = &self.reservations;
-            self.expiry
-                .compact(|entry| expiry_entry_live(reservations, entry));
-        }
+        let reservations = &self.reservations;
+        self.expiry
+            .tidy(reservations.active_count, EXPIRY_SWEEP_SLACK, |entry| {
+                expiry_entry_live(reservations, entry)
+            });
     }
 
-    /// `compact_holds` for one item.
-    pub(super) fn compact_item_holds(&mut self, item: ItemIndex) {
-        compact_holds(&self.reservations, &mut self.items.get_mut(item).holds);
+    /// `tidy_holds` for one item.
+    pub(super) fn tidy_item_holds(&mut self, item: ItemIndex) {
+        tidy_holds(&self.reservations, &mut self.items.get_mut(item).holds);
     }
 }

@@ -16,10 +16,11 @@ pub use recovery::{EngineState, ExportHold, LoadHold, LoadIdempotency, LoadItem}
 pub use stock::Annotation;
 
 use crate::errors::{EngineError, EngineResult};
-use crate::expiry::ExpiryQueue;
+use crate::expiry::{ExpiryQueue, EXPIRY_SWEEP_SLACK};
 use crate::idempotency::{IdempotencyRecord, IdempotencyStore, Operation};
 use crate::item::Items;
 use crate::journal::{Journal, JournalBatch};
+use crate::lazy_heap::entries_bound;
 use crate::limits::{
     IDEMPOTENCY_RECORDS_MAX_DEFAULT, ITEMS_MAX_DEFAULT, JOURNAL_OPERATIONS_MAX_DEFAULT,
     JOURNAL_TAKE_OPERATIONS_MAX, RESERVATIONS_ACTIVE_MAX_DEFAULT,
@@ -38,8 +39,9 @@ pub struct EngineConfig {
     pub reservations_terminal_max: usize,
     pub items_max: usize,
     pub journal_operations_max: usize,
-    /// Holds the tables that grow with holds (the reservation index, the expiry queue, the
-    /// idempotency records) are sized for when the engine is built, and again on top of
+    /// Holds the tables that grow with holds (the reservation index, the expiry queue with
+    /// room for its stale entries, the idempotency records) are sized for when the engine
+    /// is built, and again on top of
     /// what a load brings: below that, no call pays for a table growing, a rehash or copy
     /// of every entry (measured: docs/BENCHMARKS.md, "Tables sized in advance"). Each table
     /// is sized within its own bound. 0: tables start small and double as they fill.
@@ -164,7 +166,8 @@ impl Engine {
             .active_count
             .saturating_add(holds)
             .min(config.reservations_active_max);
-        self.expiry.reserve_total(holds_active);
+        self.expiry
+            .reserve_total(entries_bound(holds_active, EXPIRY_SWEEP_SLACK));
         let records = self
             .idempotency
             .len()

@@ -139,13 +139,13 @@ impl Engine {
         // The reservation's lines are read while item heaps change: borrowed apart.
         let reservations = &self.reservations;
         for line in reservations.get(slot).lines() {
-            super::expire::compact_holds(reservations, &mut self.items.get_mut(line.item).holds);
+            super::expire::tidy_holds(reservations, &mut self.items.get_mut(line.item).holds);
         }
         self.reservations
             .retire(slot, self.config.reservations_terminal_max);
         // With no hold active, every entry of the global expiry queue is stale: dropped
-        // now, they need no compaction later, which would read each one's slot (long
-        // finished, seldom cached) to learn it.
+        // now, no sweep needs to read each one's slot (long finished, seldom cached) to
+        // learn it.
         if self.reservations.active_count == 0 && !self.expiry.is_empty() {
             let reservations = &self.reservations;
             self.expiry
@@ -371,7 +371,7 @@ impl Engine {
             }
             self.schedule_holds(slot);
             for line in lines {
-                self.compact_item_holds(line.item);
+                self.tidy_item_holds(line.item);
             }
         }
         let receipt = self.receipt(slot, now_ms, lsn);
