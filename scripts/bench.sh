@@ -27,6 +27,15 @@ if [ -z "${BENCH_QUICK:-}" ] || [ "${BENCH_QUICK}" = 0 ]; then
             echo "cargo bench failed or timed out: see $RESULTS/cargo_bench.txt" >&2
             rm -f "$RESULTS/cargo_bench.json"  # never leave figures of an older run behind
         fi
+        # The engine's rare slow calls at a steady 200,000 live holds (tables growing, stale
+        # heap entries dropped), over 1,000 items and on one hot item: one JSON line each.
+        rm -f "$RESULTS/hold_churn.jsonl"
+        if cargo build --release -j 2 --quiet --example hold_churn; then
+            for items in 1000 1; do
+                target/release/examples/hold_churn 200000 600000 "$items"
+            done > "$RESULTS/hold_churn.jsonl"
+            "$PY" -m loadtest.hold_churn_summary "$RESULTS/hold_churn.jsonl"
+        fi
     fi
 fi
 echo "bench: results in $RESULTS (summary.md, latest.json, throughput.png, latency.png)"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loadtest import bench, charts
+from loadtest import bench, charts, hold_churn_summary
 
 
 def run(rate: float, p99: float, fraction: float | None = None, batch: int = 0) -> dict:
@@ -185,3 +185,13 @@ def test_open_loop_trials_rotate_so_no_system_always_follows_the_same_one():
     # Away from the target fraction there is no floor run.
     assert bench.open_loop_order(servers, 0.3, 0) == [("empty", False), ("naive", False),
                                                       ("service", False)]
+
+
+def test_hold_churn_lines_are_summarised_with_their_slow_calls():
+    line = {"live": 200_000, "steps": 600_000, "items": 1, "mean_ns": 300, "p99_ns": 700,
+            "p99_99_ns": 40_000, "max_ns": 1_456_827, "calls_over_200us": 6,
+            "calls_over_1ms": 1, "expiry_queue_max": 441_026, "step_ns": 760}
+    text = hold_churn_summary.summary(line)
+    assert text == ("hold_churn 200,000 live holds over 1 item, 1,200,000 calls: mean 300 ns, "
+                    "p99 700 ns, max 1.46 ms, 1 calls over 1 ms, "
+                    "expiry queue at most 441,026 entries")
