@@ -41,10 +41,10 @@ pub struct EngineConfig {
     pub journal_operations_max: usize,
     /// Holds the tables that grow with holds (the reservation index, the expiry queue with
     /// room for its stale entries, the idempotency records) are sized for when the engine
-    /// is built, and again on top of
-    /// what a load brings: below that, no call pays for a table growing, a rehash or copy
-    /// of every entry (measured: docs/BENCHMARKS.md, "Tables sized in advance"). Each table
-    /// is sized within its own bound. 0: tables start small and double as they fill.
+    /// is built, and again on top of what a load brings: below that, no call pays for a
+    /// table growing, a rehash or copy of every entry (measured: docs/BENCHMARKS.md,
+    /// "Tables sized in advance"). Each table is sized within its own bound. 0: tables
+    /// start small and double as they fill.
     pub holds_presized: usize,
 }
 
