@@ -4,13 +4,13 @@
 //! entry of a hold that ended: the entry stays, and whoever reads it checks it against the
 //! reservation. Stale entries must not pile up without bound, and dropping them all at once
 //! (a `retain` over the heap) stalls the one call that crosses the threshold for O(heap):
-//! 6-7 ms at 200,000 live holds (docs/BENCHMARKS.md, "Expiry heaps swept in steps"). Here a sweep starts when stale entries make the heap more
-//! than `STALE_FACTOR` times the live count (plus a slack), and each `tidy` call then
-//! checks at most `SWEEP_STEPS` entries, from the end of the array toward the top, removing
-//! the stale ones in place. Sweeps never change what `peek` and `pop` mean; stale entries
-//! that escape one sweep (an entry moved past its cursor) are caught by the next one or at
-//! the top. The sweep goes on while entries keep coming, so the heap stays within
-//! `entries_bound`.
+//! 6-13 ms at 200,000 live holds (docs/BENCHMARKS.md, "Expiry heaps swept in steps"). Here
+//! a sweep starts when stale entries make the heap more than `STALE_FACTOR` times the live
+//! count (plus a slack), and each `tidy` call then checks at most `SWEEP_STEPS` entries, from
+//! the end of the array toward the top, removing the stale ones in place. Sweeps never
+//! change what `peek` and `pop` mean; stale entries that escape one sweep (an entry moved
+//! past its cursor) are caught by the next one or at the top. The sweep goes on while
+//! entries keep coming, so the heap stays within `entries_bound`.
 
 /// Stale entries may make the heap this many times larger than the live count before a
 /// sweep starts.
