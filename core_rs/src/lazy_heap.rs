@@ -253,7 +253,10 @@ mod tests {
         /// entries, never a live one, the heap stays ordered, and the least live entry is
         /// what the top gives once stale entries are popped from it.
         #[test]
-        fn sweeps_drop_only_stale_entries(ops in prop::collection::vec(op(), 1..400), slack in 0usize..4) {
+        fn sweeps_drop_only_stale_entries(
+            ops in prop::collection::vec(op(), 1..400),
+            slack in 0usize..4,
+        ) {
             let mut heap = LazyHeap::default();
             let mut live: BTreeSet<Entry> = BTreeSet::new();
             let mut next_id = 0u32;
@@ -277,7 +280,10 @@ mod tests {
                     }
                 }
                 prop_assert!(heap.is_ordered());
-                prop_assert!(live.iter().all(|entry| heap.iter().any(|e| e == entry)), "a live entry was lost");
+                prop_assert!(
+                    live.iter().all(|entry| heap.iter().any(|e| e == entry)),
+                    "a live entry was lost"
+                );
                 while heap.peek().is_some_and(|top| !live.contains(&top)) {
                     heap.pop();
                 }
