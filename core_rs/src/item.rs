@@ -101,8 +101,9 @@ impl ItemHolds {
     }
 
     /// One bounded step of dropping stale entries (`LazyHeap::tidy`), after a hold ended.
-    pub fn tidy(&mut self, is_live: impl Fn(&HoldEntry) -> bool) {
-        self.heap.tidy(self.live as usize, SWEEP_SLACK, is_live);
+    pub fn tidy(&mut self, is_live: impl Fn(&HoldEntry) -> bool, ahead: impl Fn(&HoldEntry)) {
+        self.heap
+            .tidy(self.live as usize, SWEEP_SLACK, is_live, ahead);
     }
 }
 

@@ -113,8 +113,16 @@ impl<T: Ord + Copy> LazyHeap<T> {
     /// One bounded step of stale-entry removal, for a caller that just pushed or ended one
     /// of `live` live entries: starts a sweep when the heap holds more than
     /// `STALE_FACTOR * live + slack` entries, and while one runs checks up to `SWEEP_STEPS`
-    /// entries with `is_live`, removing those it refuses. Returns how many it removed.
-    pub fn tidy(&mut self, live: usize, slack: usize, is_live: impl Fn(&T) -> bool) -> usize {
+    /// entries with `is_live`, removing those it refuses, then hands the entries the next
+    /// call will check to `ahead` (to start loading what `is_live` will read). Returns how
+    /// many it removed.
+    pub fn tidy(
+        &mut self,
+        live: usize,
+        slack: usize,
+        is_live: impl Fn(&T) -> bool,
+        ahead: impl Fn(&T),
+    ) -> usize {
         if self.sweep_below == 0 {
             if self.entries.len() <= STALE_FACTOR.saturating_mul(live).saturating_add(slack) {
                 return 0;
@@ -133,6 +141,8 @@ impl<T: Ord + Copy> LazyHeap<T> {
                 removed += 1;
             }
         }
+        let next = self.sweep_below.saturating_sub(SWEEP_STEPS);
+        self.entries[next..self.sweep_below].iter().for_each(ahead);
         removed
     }
 
@@ -267,7 +277,7 @@ mod tests {
                         next_id += 1;
                         heap.push(entry);
                         live.insert(entry);
-                        heap.tidy(live.len(), slack, |e| live.contains(e));
+                        heap.tidy(live.len(), slack, |e| live.contains(e), |_| {});
                     }
                     Op::Pop => {
                         if let Some(top) = heap.pop() {
@@ -276,7 +286,7 @@ mod tests {
                     }
                     Op::End(rank) => {
                         end_one(&mut live, rank);
-                        heap.tidy(live.len(), slack, |e| live.contains(e));
+                        heap.tidy(live.len(), slack, |e| live.contains(e), |_| {});
                     }
                 }
                 prop_assert!(heap.is_ordered());
@@ -327,7 +337,7 @@ mod tests {
                 };
                 live.remove(&ended.expect("a live entry"));
             }
-            heap.tidy(live.len(), CHURN_SLACK, |e| live.contains(e));
+            heap.tidy(live.len(), CHURN_SLACK, |e| live.contains(e), |_| {});
             max_len = max_len.max(heap.len());
         }
         assert!(heap.is_ordered());
@@ -368,15 +378,20 @@ mod tests {
             heap.push((0u16, id));
         }
         let checks = std::cell::Cell::new(0);
-        let removed = heap.tidy(10, 0, |_| {
-            checks.set(checks.get() + 1);
-            false
-        });
+        let removed = heap.tidy(
+            10,
+            0,
+            |_| {
+                checks.set(checks.get() + 1);
+                false
+            },
+            |_| {},
+        );
         assert_eq!((checks.get(), removed), (SWEEP_STEPS, SWEEP_STEPS));
         assert!(heap.sweeping());
         assert_eq!(heap.len(), 1_000 - SWEEP_STEPS);
         while heap.sweeping() {
-            heap.tidy(10, 0, |_| false);
+            heap.tidy(10, 0, |_| false, |_| {});
         }
         assert!(heap.is_empty());
     }

@@ -304,6 +304,13 @@ impl Reservations {
         self.by_id.prefetch(hash);
     }
 
+    /// Starts loading the slot `slot` (if there is one), which `get_versioned` will read.
+    pub fn prefetch_slot(&self, slot: u32) {
+        if let Some(entry) = self.slots.get(slot) {
+            prefetch_lines::<Slot, SLOT_LINES>(entry);
+        }
+    }
+
     // Always inlined: left to the compiler, it was called out of line (callgrind).
     #[inline(always)]
     pub fn get(&self, slot: u32) -> &Reservation {

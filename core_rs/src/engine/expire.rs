@@ -32,7 +32,10 @@ pub(super) fn expiry_entry_live(reservations: &Reservations, entry: &ExpiryEntry
 /// One bounded step of dropping the stale entries of an item's heap (a sweep runs once they
 /// outnumber its live holds).
 pub(super) fn tidy_holds(reservations: &Reservations, holds: &mut ItemHolds) {
-    holds.tidy(|entry| hold_entry_live(reservations, entry));
+    holds.tidy(
+        |entry| hold_entry_live(reservations, entry),
+        |entry| reservations.prefetch_slot(entry.slot),
+    );
 }
 
 impl Engine {
@@ -167,10 +170,12 @@ impl Engine {
             generation,
         });
         let reservations = &self.reservations;
-        self.expiry
-            .tidy(reservations.active_count, EXPIRY_SWEEP_SLACK, |entry| {
-                expiry_entry_live(reservations, entry)
-            });
+        self.expiry.tidy(
+            reservations.active_count,
+            EXPIRY_SWEEP_SLACK,
+            |entry| expiry_entry_live(reservations, entry),
+            |entry| reservations.prefetch_slot(entry.slot),
+        );
     }
 
     /// `tidy_holds` for one item.
