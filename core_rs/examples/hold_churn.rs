@@ -11,13 +11,19 @@
 //! each call over 200 µs as (step, r|x for reserve|release, µs, expiry queue entries). Every
 //! `SWEEP_EVERY_STEPS` steps a sweeper round runs, timed apart from the calls.
 
+// Only `drain` and `NOW_MS` are used here; the rest serves the pair benchmarks.
+#[allow(dead_code)]
+#[path = "../benches/pairs_loop.rs"]
+mod pairs_loop;
+
 use std::time::Instant;
 
 use core_rs::engine::Annotation;
-use core_rs::limits::JOURNAL_TAKE_OPERATIONS_MAX;
 use core_rs::{Engine, EngineConfig, LineInput};
+use pairs_loop::{drain, NOW_MS};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
 
-const NOW_MS: i64 = 1_700_000_000_000;
 const TTL_MS: i64 = 3_600_000;
 /// Memory touched before the run (as the service does at start), so that page faults of
 /// fresh memory do not pass for the engine's own stalls.
@@ -28,21 +34,13 @@ const SLOW_NS: u64 = 200_000;
 /// round only pops the stale entries that reached the top of the queue since the last one.
 const SWEEP_EVERY_STEPS: usize = 1_750;
 
-fn drain(engine: &mut Engine) {
-    while engine
-        .take_journal(JOURNAL_TAKE_OPERATIONS_MAX)
-        .unwrap()
-        .is_some()
-    {}
-}
-
 struct Churn {
     engine: Engine,
     skus: Vec<String>,
     live: Vec<String>,
     next: usize,
-    /// xorshift64 state, for the choice of the hold to release.
-    random: u64,
+    /// Chooses the hold to release.
+    random: SmallRng,
 }
 
 impl Churn {
@@ -79,10 +77,7 @@ impl Churn {
 
     /// Releases a live hold taken at random; returns how long the call took.
     fn release_random(&mut self) -> u64 {
-        self.random ^= self.random << 13;
-        self.random ^= self.random >> 7;
-        self.random ^= self.random << 17;
-        let index = (self.random % self.live.len() as u64) as usize;
+        let index = self.random.random_range(0..self.live.len());
         let id = self.live.swap_remove(index);
         let now_ms = NOW_MS + self.next as i64;
         let start = Instant::now();
@@ -117,7 +112,7 @@ fn main() {
         skus,
         live: Vec::with_capacity(live + 1),
         next: 0,
-        random: 0x9e37_79b9_7f4a_7c15,
+        random: SmallRng::seed_from_u64(0x9e37_79b9_7f4a_7c15),
     };
     for i in 0..live {
         churn.reserve();

@@ -14,8 +14,8 @@ pub struct ExpiryEntry {
     pub generation: u32,
 }
 
-pub type ExpiryQueue = LazyHeap<ExpiryEntry>;
-
 /// Stale entries the global queue may hold beyond `STALE_FACTOR` times the live holds
 /// before a sweep starts: a few live holds do not make every push sweep.
 pub const EXPIRY_SWEEP_SLACK: usize = 1_024;
+
+pub type ExpiryQueue = LazyHeap<ExpiryEntry, EXPIRY_SWEEP_SLACK>;

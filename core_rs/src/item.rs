@@ -53,7 +53,7 @@ impl Item {
 /// The holds of one item as a min-heap by expiry, so the due ones are found at the top.
 #[derive(Debug, Default)]
 pub struct ItemHolds {
-    heap: LazyHeap<HoldEntry>,
+    heap: LazyHeap<HoldEntry, SWEEP_SLACK>,
     /// Holds that are live (entries in `heap` beyond this count are stale).
     pub live: u32,
 }
@@ -102,8 +102,7 @@ impl ItemHolds {
 
     /// One bounded step of dropping stale entries (`LazyHeap::tidy`), after a hold ended.
     pub fn tidy(&mut self, is_live: impl Fn(&HoldEntry) -> bool, ahead: impl Fn(&HoldEntry)) {
-        self.heap
-            .tidy(self.live as usize, SWEEP_SLACK, is_live, ahead);
+        self.heap.tidy(self.live as usize, is_live, ahead);
     }
 }
 

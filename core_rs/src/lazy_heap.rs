@@ -6,11 +6,11 @@
 //! (a `retain` over the heap) stalls the one call that crosses the threshold for O(heap):
 //! 6-13 ms at 200,000 live holds (docs/BENCHMARKS.md, "Expiry heaps swept in steps"). Here
 //! a sweep starts when stale entries make the heap more than `STALE_FACTOR` times the live
-//! count (plus a slack), and each `tidy` call then checks at most `SWEEP_STEPS` entries, from
-//! the end of the array toward the top, removing the stale ones in place. Sweeps never
-//! change what `peek` and `pop` mean; stale entries that escape one sweep (an entry moved
-//! past its cursor) are caught by the next one or at the top. The sweep goes on while
-//! entries keep coming, so the heap stays within `entries_bound`.
+//! count plus `SLACK` (a parameter of the heap's type), and each `tidy` call then checks at
+//! most `SWEEP_STEPS` entries, from the end of the array toward the top, removing the stale
+//! ones in place. Sweeps never change what `peek` and `pop` mean; stale entries that escape
+//! one sweep (an entry moved past its cursor) are caught by the next one or at the top. The
+//! sweep goes on while entries keep coming, so the heap stays within `entries_bound`.
 
 /// Stale entries may make the heap this many times larger than the live count before a
 /// sweep starts.
@@ -22,24 +22,16 @@ pub const STALE_FACTOR: usize = 2;
 /// heap that stays within 2.1 rather than 2.2 times the live entries).
 pub const SWEEP_STEPS: usize = 4;
 
-/// The most entries a heap of `live` live entries holds in steady churn with one `tidy` per
-/// push: a sweep starts above `STALE_FACTOR * live + slack` and, checking `SWEEP_STEPS`
-/// entries per push, lasts at most that many over `SWEEP_STEPS` pushes, each adding an
-/// entry (the tests measure it). Sizing a heap for this many means it never grows under a
-/// call.
-pub fn entries_bound(live: usize, slack: usize) -> usize {
-    let sweep_starts = STALE_FACTOR.saturating_mul(live).saturating_add(slack);
-    sweep_starts.saturating_add(sweep_starts / SWEEP_STEPS)
-}
-
+/// A min-heap of `T` whose sweeps start once it holds more than `STALE_FACTOR` times the
+/// live entries plus `SLACK` (so that a few live entries do not make every call sweep).
 #[derive(Debug)]
-pub struct LazyHeap<T> {
+pub struct LazyHeap<T, const SLACK: usize> {
     entries: Vec<T>,
     /// While a sweep runs, the index the next check reads is one below this; 0: no sweep.
     sweep_below: usize,
 }
 
-impl<T> Default for LazyHeap<T> {
+impl<T, const SLACK: usize> Default for LazyHeap<T, SLACK> {
     fn default() -> Self {
         Self {
             entries: Vec::new(),
@@ -48,7 +40,22 @@ impl<T> Default for LazyHeap<T> {
     }
 }
 
-impl<T: Ord + Copy> LazyHeap<T> {
+impl<T: Ord + Copy, const SLACK: usize> LazyHeap<T, SLACK> {
+    /// The most entries the heap holds for `live` live entries in steady churn with one
+    /// `tidy` per push: a sweep starts above `STALE_FACTOR * live + SLACK` and, checking
+    /// `SWEEP_STEPS` entries per push, lasts at most that many over `SWEEP_STEPS` pushes,
+    /// each adding an entry (the tests measure it). Room for this many means the heap never
+    /// grows under a call.
+    pub fn entries_bound(live: usize) -> usize {
+        let sweep_starts = Self::sweep_threshold(live);
+        sweep_starts.saturating_add(sweep_starts / SWEEP_STEPS)
+    }
+
+    /// Above this many entries for `live` live ones, a sweep starts.
+    fn sweep_threshold(live: usize) -> usize {
+        STALE_FACTOR.saturating_mul(live).saturating_add(SLACK)
+    }
+
     pub fn push(&mut self, entry: T) {
         self.entries.push(entry);
         self.sift_up(self.entries.len() - 1);
@@ -112,24 +119,16 @@ impl<T: Ord + Copy> LazyHeap<T> {
 
     /// One bounded step of stale-entry removal, for a caller that just pushed or ended one
     /// of `live` live entries: starts a sweep when the heap holds more than
-    /// `STALE_FACTOR * live + slack` entries, and while one runs checks up to `SWEEP_STEPS`
+    /// `sweep_threshold(live)` entries, and while one runs checks up to `SWEEP_STEPS`
     /// entries with `is_live`, removing those it refuses, then hands the entries the next
-    /// call will check to `ahead` (to start loading what `is_live` will read). Returns how
-    /// many it removed.
-    pub fn tidy(
-        &mut self,
-        live: usize,
-        slack: usize,
-        is_live: impl Fn(&T) -> bool,
-        ahead: impl Fn(&T),
-    ) -> usize {
+    /// call will check to `ahead` (to start loading what `is_live` will read).
+    pub fn tidy(&mut self, live: usize, is_live: impl Fn(&T) -> bool, ahead: impl Fn(&T)) {
         if self.sweep_below == 0 {
-            if self.entries.len() <= STALE_FACTOR.saturating_mul(live).saturating_add(slack) {
-                return 0;
+            if self.entries.len() <= Self::sweep_threshold(live) {
+                return;
             }
             self.sweep_below = self.entries.len();
         }
-        let mut removed = 0;
         for _ in 0..SWEEP_STEPS {
             if self.sweep_below == 0 {
                 break;
@@ -138,16 +137,14 @@ impl<T: Ord + Copy> LazyHeap<T> {
             let index = self.sweep_below;
             if !is_live(&self.entries[index]) {
                 self.remove_at(index);
-                removed += 1;
             }
         }
         let next = self.sweep_below.saturating_sub(SWEEP_STEPS);
         self.entries[next..self.sweep_below].iter().for_each(ahead);
-        removed
     }
 
-    /// Removes the entry at `index`: the last entry takes its place and moves up or down
-    /// to where it belongs.
+    /// Removes the entry at `index` (at or above the sweep's cursor, which so stays within
+    /// the heap): the last entry takes its place and moves up or down to where it belongs.
     fn remove_at(&mut self, index: usize) {
         let last = self.entries.pop().expect("remove_at on an empty heap");
         if index < self.entries.len() {
@@ -158,7 +155,7 @@ impl<T: Ord + Copy> LazyHeap<T> {
             }
             debug_assert!(self.ordered_around(index));
         }
-        self.sweep_below = self.sweep_below.min(self.entries.len());
+        debug_assert!(self.sweep_below <= self.entries.len());
     }
 
     /// Moves the entry at `index` up while it is less than its parent; returns where it
@@ -224,6 +221,8 @@ mod tests {
     use std::collections::{BTreeSet, HashSet, VecDeque};
 
     use proptest::prelude::*;
+    use rand::rngs::SmallRng;
+    use rand::{RngExt, SeedableRng};
 
     use super::*;
 
@@ -256,49 +255,56 @@ mod tests {
         }
     }
 
+    /// Runs `ops` on a heap of slack `SLACK` against a model that keeps only the live
+    /// entries, checking after each one.
+    fn run_against_model<const SLACK: usize>(ops: &[Op]) -> Result<(), TestCaseError> {
+        let mut heap: LazyHeap<Entry, SLACK> = LazyHeap::default();
+        let mut live: BTreeSet<Entry> = BTreeSet::new();
+        let mut next_id = 0u32;
+        for op in ops {
+            match *op {
+                Op::Push(expiry) => {
+                    let entry = (expiry, next_id);
+                    next_id += 1;
+                    heap.push(entry);
+                    live.insert(entry);
+                    heap.tidy(live.len(), |e| live.contains(e), |_| {});
+                }
+                Op::Pop => {
+                    if let Some(top) = heap.pop() {
+                        live.remove(&top);
+                    }
+                }
+                Op::End(rank) => {
+                    end_one(&mut live, rank);
+                    heap.tidy(live.len(), |e| live.contains(e), |_| {});
+                }
+            }
+            prop_assert!(heap.is_ordered());
+            prop_assert!(
+                live.iter().all(|entry| heap.iter().any(|e| e == entry)),
+                "a live entry was lost"
+            );
+            while heap.peek().is_some_and(|top| !live.contains(&top)) {
+                heap.pop();
+            }
+            prop_assert_eq!(heap.peek(), live.first().copied());
+        }
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
         /// Against a model that keeps only the live entries: sweeps remove only stale
         /// entries, never a live one, the heap stays ordered, and the least live entry is
-        /// what the top gives once stale entries are popped from it.
+        /// what the top gives once stale entries are popped from it (slacks 0 to 3).
         #[test]
-        fn sweeps_drop_only_stale_entries(
-            ops in prop::collection::vec(op(), 1..400),
-            slack in 0usize..4,
-        ) {
-            let mut heap = LazyHeap::default();
-            let mut live: BTreeSet<Entry> = BTreeSet::new();
-            let mut next_id = 0u32;
-            for op in ops {
-                match op {
-                    Op::Push(expiry) => {
-                        let entry = (expiry, next_id);
-                        next_id += 1;
-                        heap.push(entry);
-                        live.insert(entry);
-                        heap.tidy(live.len(), slack, |e| live.contains(e), |_| {});
-                    }
-                    Op::Pop => {
-                        if let Some(top) = heap.pop() {
-                            live.remove(&top);
-                        }
-                    }
-                    Op::End(rank) => {
-                        end_one(&mut live, rank);
-                        heap.tidy(live.len(), slack, |e| live.contains(e), |_| {});
-                    }
-                }
-                prop_assert!(heap.is_ordered());
-                prop_assert!(
-                    live.iter().all(|entry| heap.iter().any(|e| e == entry)),
-                    "a live entry was lost"
-                );
-                while heap.peek().is_some_and(|top| !live.contains(&top)) {
-                    heap.pop();
-                }
-                prop_assert_eq!(heap.peek(), live.first().copied());
-            }
+        fn sweeps_drop_only_stale_entries(ops in prop::collection::vec(op(), 1..400)) {
+            run_against_model::<0>(&ops)?;
+            run_against_model::<1>(&ops)?;
+            run_against_model::<2>(&ops)?;
+            run_against_model::<3>(&ops)?;
         }
     }
 
@@ -307,22 +313,16 @@ mod tests {
     /// entry ends (holds of one TTL released in order: stale entries gather at the top);
     /// otherwise a random one with a random expiry (stale entries anywhere).
     fn churn(oldest_first: bool) -> usize {
-        let mut heap = LazyHeap::default();
+        let mut heap: ChurnHeap = LazyHeap::default();
         let mut live: HashSet<Entry> = HashSet::new();
         let mut live_list: VecDeque<Entry> = VecDeque::new();
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut random = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut random = SmallRng::seed_from_u64(0x2545_f491_4f6c_dd1d);
         let mut max_len = 0;
         for id in 0..(10 * CHURN_LIVE as u32) {
             let expiry = if oldest_first {
                 0
             } else {
-                (random() % 60_000) as u16
+                random.random_range(0..60_000)
             };
             let entry = (expiry, id);
             heap.push(entry);
@@ -332,12 +332,12 @@ mod tests {
                 let ended = if oldest_first {
                     live_list.pop_front()
                 } else {
-                    let index = (random() % live_list.len() as u64) as usize;
+                    let index = random.random_range(0..live_list.len());
                     live_list.swap_remove_back(index)
                 };
                 live.remove(&ended.expect("a live entry"));
             }
-            heap.tidy(live.len(), CHURN_SLACK, |e| live.contains(e), |_| {});
+            heap.tidy(live.len(), |e| live.contains(e), |_| {});
             max_len = max_len.max(heap.len());
         }
         assert!(heap.is_ordered());
@@ -347,6 +347,7 @@ mod tests {
 
     const CHURN_LIVE: usize = 20_000;
     const CHURN_SLACK: usize = 64;
+    type ChurnHeap = LazyHeap<Entry, CHURN_SLACK>;
 
     /// Where entries go stale far from the top (the case that needs sweeps) and where they
     /// gather at it, the heap stays within `entries_bound` and grows past STALE_FACTOR
@@ -358,7 +359,7 @@ mod tests {
             let max_len = churn(oldest_first);
             let ratio = max_len as f64 / CHURN_LIVE as f64;
             eprintln!("oldest first {oldest_first}: at most {max_len} entries ({ratio:.3}x live)");
-            let bound = entries_bound(CHURN_LIVE, CHURN_SLACK);
+            let bound = ChurnHeap::entries_bound(CHURN_LIVE);
             assert!(
                 max_len <= bound,
                 "{oldest_first}: heap reached {max_len} for {CHURN_LIVE} live"
@@ -373,25 +374,25 @@ mod tests {
     /// A sweep checks at most SWEEP_STEPS entries per call, whatever the heap holds.
     #[test]
     fn a_sweep_step_is_bounded() {
-        let mut heap = LazyHeap::default();
+        let mut heap: LazyHeap<Entry, 0> = LazyHeap::default();
         for id in 0..1_000u32 {
             heap.push((0u16, id));
         }
         let checks = std::cell::Cell::new(0);
-        let removed = heap.tidy(
+        heap.tidy(
             10,
-            0,
             |_| {
                 checks.set(checks.get() + 1);
                 false
             },
             |_| {},
         );
+        let removed = 1_000 - heap.len();
         assert_eq!((checks.get(), removed), (SWEEP_STEPS, SWEEP_STEPS));
         assert!(heap.sweeping());
         assert_eq!(heap.len(), 1_000 - SWEEP_STEPS);
         while heap.sweeping() {
-            heap.tidy(10, 0, |_| false, |_| {});
+            heap.tidy(10, |_| false, |_| {});
         }
         assert!(heap.is_empty());
     }

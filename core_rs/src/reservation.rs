@@ -408,7 +408,7 @@ impl Reservations {
     /// index bucket of the next, whose slot was loaded last time).
     fn prefetch_evictions(&self) {
         if let Some(&(slot, _)) = self.terminal_order.get(1) {
-            prefetch_lines::<Slot, SLOT_LINES>(&self.slots[slot]);
+            self.prefetch_slot(slot);
         }
         let Some(&(slot, _)) = self.terminal_order.front() else {
             return;

@@ -2,11 +2,13 @@
 //! the journal records.
 
 use core_rs::engine::Annotation;
-use core_rs::expiry::EXPIRY_SWEEP_SLACK;
-use core_rs::lazy_heap::{entries_bound, STALE_FACTOR};
+use core_rs::expiry::{ExpiryQueue, EXPIRY_SWEEP_SLACK};
+use core_rs::lazy_heap::STALE_FACTOR;
 use core_rs::limits::{ID_BYTES_MAX, LINES_PER_REQUEST_MAX, ON_HAND_MAX, QUANTITY_MAX, TTL_MS_MAX};
 use core_rs::reservation::Status;
 use core_rs::{Engine, EngineConfig, EngineError, LineInput, LoadHold, LoadIdempotency, LoadItem};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
 
 const TTL: i64 = 60_000;
 const NOW: i64 = 1_000_000;
@@ -1237,25 +1239,19 @@ fn churn_keeps_the_expiry_queue_bounded() {
             .unwrap();
     }
     let drain = |engine: &mut Engine| while engine.take_journal(1_000).unwrap().is_some() {};
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut random = move |bound: usize| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % bound as u64) as usize
-    };
+    let mut random = SmallRng::seed_from_u64(0x9e37_79b9_7f4a_7c15);
     let mut live: Vec<String> = Vec::new();
     let mut queue_max = 0;
     for step in 0..STEPS {
         let id = format!("r{step}");
         let sku = ["a", "b"][step % 2];
-        let ttl = TTL + random(1_000) as i64;
+        let ttl = TTL + random.random_range(0..1_000);
         engine
             .reserve(&id, "", &[line(sku, 1)], ttl, NOW + step as i64, None)
             .unwrap();
         live.push(id);
         if live.len() > LIVE {
-            let ended = live.swap_remove(random(live.len()));
+            let ended = live.swap_remove(random.random_range(0..live.len()));
             if step % 3 == 0 {
                 engine
                     .commit(&ended, None, NOW + step as i64, None)
@@ -1267,7 +1263,7 @@ fn churn_keeps_the_expiry_queue_bounded() {
         let entries = engine.stats().expiry_queue_entries;
         let active = engine.stats().reservations_active;
         assert!(
-            entries <= entries_bound(active, EXPIRY_SWEEP_SLACK),
+            entries <= ExpiryQueue::entries_bound(active),
             "step {step}: {entries} entries for {active} live holds"
         );
         queue_max = queue_max.max(entries);

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::Engine;
 use crate::errors::{EngineError, EngineResult};
-use crate::expiry::{ExpiryEntry, EXPIRY_SWEEP_SLACK};
+use crate::expiry::ExpiryEntry;
 use crate::item::{HoldEntry, ItemHolds, ItemIndex};
 use crate::journal::LedgerKind;
 use crate::limits::EXPIRE_BATCH_MAX;
@@ -172,7 +172,6 @@ impl Engine {
         let reservations = &self.reservations;
         self.expiry.tidy(
             reservations.active_count,
-            EXPIRY_SWEEP_SLACK,
             |entry| expiry_entry_live(reservations, entry),
             |entry| reservations.prefetch_slot(entry.slot),
         );

@@ -16,11 +16,10 @@ pub use recovery::{EngineState, ExportHold, LoadHold, LoadIdempotency, LoadItem}
 pub use stock::Annotation;
 
 use crate::errors::{EngineError, EngineResult};
-use crate::expiry::{ExpiryQueue, EXPIRY_SWEEP_SLACK};
+use crate::expiry::ExpiryQueue;
 use crate::idempotency::{IdempotencyRecord, IdempotencyStore, Operation};
 use crate::item::Items;
 use crate::journal::{Journal, JournalBatch};
-use crate::lazy_heap::entries_bound;
 use crate::limits::{
     IDEMPOTENCY_RECORDS_MAX_DEFAULT, ITEMS_MAX_DEFAULT, JOURNAL_OPERATIONS_MAX_DEFAULT,
     JOURNAL_TAKE_OPERATIONS_MAX, RESERVATIONS_ACTIVE_MAX_DEFAULT,
@@ -167,7 +166,7 @@ impl Engine {
             .saturating_add(holds)
             .min(config.reservations_active_max);
         self.expiry
-            .reserve_total(entries_bound(holds_active, EXPIRY_SWEEP_SLACK));
+            .reserve_total(ExpiryQueue::entries_bound(holds_active));
         let records = self
             .idempotency
             .len()
