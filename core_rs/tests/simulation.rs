@@ -9,6 +9,9 @@
 
 use std::collections::BTreeMap;
 
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+
 use core_rs::engine::Annotation;
 use core_rs::journal::JournalBatch;
 use core_rs::reservation::Status;
@@ -19,28 +22,7 @@ const CLIENTS: usize = 40;
 const STEPS: usize = 20_000;
 const SKUS: usize = 12;
 const LOCATIONS: [&str; 2] = ["", "north"];
-const CRASH_ONE_IN: u64 = 2_500;
-
-/// SplitMix64: tiny, seedable, good enough to explore interleavings.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-
-    fn chance(&mut self, one_in: u64) -> bool {
-        self.below(one_in) == 0
-    }
-}
+const CRASH_ONE_IN: u32 = 2_500;
 
 type Key = (String, String);
 
@@ -165,7 +147,7 @@ enum Client {
 }
 
 struct Simulation {
-    rng: Rng,
+    rng: SmallRng,
     now_ms: i64,
     engine: Engine,
     database: Database,
@@ -198,7 +180,7 @@ static SKU_NAMES: std::sync::LazyLock<Vec<String>> =
 impl Simulation {
     fn new(seed: u64) -> Simulation {
         let mut simulation = Simulation {
-            rng: Rng(seed),
+            rng: SmallRng::seed_from_u64(seed),
             now_ms: 1_700_000_000_000,
             engine: Engine::new(config()).unwrap(),
             database: Database::default(),
@@ -209,7 +191,7 @@ impl Simulation {
         };
         for index in 0..SKUS {
             for location in LOCATIONS {
-                let on_hand = simulation.rng.below(40) as i64;
+                let on_hand = simulation.rng.random_range(0..40);
                 let engine = &mut simulation.engine;
                 engine
                     .set_stock(
@@ -236,21 +218,21 @@ impl Simulation {
     }
 
     fn random_lines(&mut self) -> Vec<(usize, usize, i64)> {
-        let count = 1 + self.rng.below(3) as usize;
+        let count = self.rng.random_range(1..=3);
         (0..count)
             .map(|_| {
-                let sku = self.rng.below(SKUS as u64) as usize;
-                let location = self.rng.below(LOCATIONS.len() as u64) as usize;
-                (sku, location, 1 + self.rng.below(5) as i64)
+                let sku = self.rng.random_range(0..SKUS);
+                let location = self.rng.random_range(0..LOCATIONS.len());
+                (sku, location, self.rng.random_range(1..=5))
             })
             .collect()
     }
 
     fn step(&mut self) {
-        self.now_ms += self.rng.below(60) as i64;
-        match self.rng.below(100) {
+        self.now_ms += self.rng.random_range(0..60);
+        match self.rng.random_range(0..100) {
             0..=79 => {
-                let client = self.rng.below(CLIENTS as u64) as usize;
+                let client = self.rng.random_range(0..CLIENTS);
                 self.client_step(client);
             }
             80..=87 => self.operator_step(),
@@ -258,7 +240,7 @@ impl Simulation {
             94..=96 => self.sweep_step(),
             _ => self.persist(),
         }
-        if self.rng.chance(CRASH_ONE_IN) {
+        if self.rng.random_ratio(1, CRASH_ONE_IN) {
             self.crash_and_recover();
         }
     }
@@ -271,7 +253,7 @@ impl Simulation {
                 request_id,
                 lines,
                 ttl_ms,
-            } => match self.rng.below(10) {
+            } => match self.rng.random_range(0..10) {
                 0..=3 => self.client_commit(index, &reservation_id, &lines),
                 4..=5 => self.client_release(index, &reservation_id),
                 6 => self.client_extend(&reservation_id),
@@ -288,8 +270,8 @@ impl Simulation {
     fn client_reserve(&mut self, index: usize) {
         let lines = self.random_lines();
         let reservation_id = self.fresh_id("r");
-        let request_id = self.rng.chance(2).then(|| self.fresh_id("q"));
-        let ttl_ms = 1_000 + self.rng.below(10_000) as i64;
+        let request_id = self.rng.random_ratio(1, 2).then(|| self.fresh_id("q"));
+        let ttl_ms = self.rng.random_range(1_000..11_000);
         let inputs = inputs(&lines);
         let result = self.engine.reserve(
             &reservation_id,
@@ -332,7 +314,7 @@ impl Simulation {
         let retry_id = self.fresh_id("r");
         let inputs = inputs(lines);
         // One retry in four changes a parameter: the same request id must then conflict.
-        let ttl_ms = if self.rng.chance(4) {
+        let ttl_ms = if self.rng.random_ratio(1, 4) {
             ttl_ms + 1
         } else {
             ttl_ms
@@ -361,7 +343,7 @@ impl Simulation {
     fn client_commit(&mut self, index: usize, reservation_id: &str, lines: &[(usize, usize, i64)]) {
         let partial: Option<Vec<(usize, usize, i64)>> = self
             .rng
-            .chance(3)
+            .random_ratio(1, 3)
             .then(|| vec![(lines[0].0, lines[0].1, 1)]);
         let inputs = partial.as_deref().map(inputs);
         match self
@@ -408,10 +390,10 @@ impl Simulation {
     }
 
     fn operator_step(&mut self) {
-        let sku = sku(self.rng.below(SKUS as u64) as usize);
-        let location = LOCATIONS[self.rng.below(LOCATIONS.len() as u64) as usize];
-        if self.rng.chance(2) {
-            let delta = self.rng.below(30) as i64 - 10;
+        let sku = sku(self.rng.random_range(0..SKUS));
+        let location = LOCATIONS[self.rng.random_range(0..LOCATIONS.len())];
+        if self.rng.random_ratio(1, 2) {
+            let delta = self.rng.random_range(-10..20);
             let delta = if delta == 0 { 1 } else { delta };
             match self
                 .engine
@@ -428,7 +410,7 @@ impl Simulation {
             .get_stock(&[&sku], location, self.now_ms)
             .unwrap();
         let expected = seen.levels[0].on_hand as i64;
-        let counted = self.rng.below(50) as i64;
+        let counted = self.rng.random_range(0..50);
         let annotation = Annotation {
             reason: "count",
             actor: "sim",
@@ -486,7 +468,7 @@ impl Simulation {
     }
 
     fn sweep_step(&mut self) {
-        let max_count = 1 + self.rng.below(20) as usize;
+        let max_count = self.rng.random_range(1..=20);
         let expired = self.engine.expire_due(self.now_ms, max_count).unwrap();
         for id in &expired {
             assert_eq!(
@@ -508,7 +490,7 @@ impl Simulation {
     fn persist(&mut self) {
         while let Some(batch) = self
             .engine
-            .take_journal(1 + self.rng.below(500) as usize)
+            .take_journal(self.rng.random_range(1..=500))
             .unwrap()
         {
             self.database.apply(&batch);
@@ -595,6 +577,7 @@ fn simulate(seed: u64) {
         "replayed",
         "conflict",
     ];
+    assert!(simulation.crashes > 0, "seed {seed}: never crashed");
     for outcome in expected {
         assert!(
             simulation.answered.get(outcome).copied().unwrap_or(0) > 0,
