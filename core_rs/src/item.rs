@@ -100,6 +100,16 @@ impl ItemHolds {
         self.heap.is_empty()
     }
 
+    /// True while a sweep of stale entries is under way.
+    pub fn sweeping(&self) -> bool {
+        self.heap.sweeping()
+    }
+
+    /// The heap order (O(heap), for invariant checks).
+    pub fn is_ordered(&self) -> bool {
+        self.heap.is_ordered()
+    }
+
     /// One bounded step of dropping stale entries (`LazyHeap::tidy`), after a hold ended.
     pub fn tidy(&mut self, is_live: impl Fn(&HoldEntry) -> bool, ahead: impl Fn(&HoldEntry)) {
         self.heap.tidy(self.live as usize, is_live, ahead);

@@ -5,15 +5,35 @@
 
 use std::collections::BTreeMap;
 
-use core_rs::engine::Annotation;
+use core_rs::engine::{Annotation, HeapsSweeping};
 use core_rs::reservation::Status;
 use core_rs::view::{Answer, Outcome};
 use core_rs::{Engine, EngineConfig, EngineError, LineInput};
 use proptest::prelude::*;
 
 const SKUS: [&str; 3] = ["a", "b", "c"];
+/// Reservation ids a sequence draws from: few, so that operations meet the same
+/// reservations often.
 const RESERVATIONS: usize = 6;
+/// Operations in a churn sequence, after its set-up.
+const CHURN_OPS: std::ops::Range<usize> = 300..500;
+/// In a churn sequence every reserve takes a fresh id, and commits, releases and extends
+/// name one of the latest this many reservations, which are mostly still active.
+const CHURN_RECENT: usize = 8;
+/// A churn sequence's first hold, on every sku, has the shortest TTL: it stays at the top of
+/// each item's heap while later holds come and go beneath it, so the heaps collect more
+/// ended entries than their sweep threshold (twice their live holds plus 8). No operation
+/// names it (its id is past the fresh ones); it expires when the clock passes its TTL.
+const CHURN_ANCHOR: usize = CHURN_OPS.end;
+const CHURN_ANCHOR_TTL_MS: i64 = 1_000;
+/// Clock steps: up to a TTL's length in the short sequences, short in the churn ones so that
+/// holds live through many operations.
+const ADVANCE_MAX_MS: i64 = 3_000;
+const ADVANCE_CHURN_MAX_MS: i64 = 50;
 const REQUESTS: usize = 4;
+/// Request ids of the churn sequences: enough that a repeated one is mostly a replay, not a
+/// conflict that changes nothing.
+const REQUESTS_CHURN: usize = 1_000;
 const START_MS: i64 = 1_000_000;
 
 #[derive(Clone, Debug)]
@@ -62,16 +82,20 @@ fn lines_strategy(max_lines: usize) -> impl Strategy<Value = Vec<(usize, i64)>> 
     prop::collection::vec((0..SKUS.len(), 1..6i64), 1..=max_lines)
 }
 
-fn op_strategy() -> impl Strategy<Value = Op> {
-    let request = prop::option::of(0..REQUESTS);
+fn op_strategy(
+    reservations: usize,
+    requests: usize,
+    advance_max_ms: i64,
+) -> impl Strategy<Value = Op> {
+    let request = prop::option::of(0..requests);
     prop_oneof![
-        3 => (0..3_000i64).prop_map(Op::Advance),
-        5 => (0..RESERVATIONS, lines_strategy(3), 1_000..5_000i64, request.clone())
+        3 => (0..advance_max_ms).prop_map(Op::Advance),
+        5 => (0..reservations, lines_strategy(3), 1_000..5_000i64, request.clone())
             .prop_map(|(id, lines, ttl_ms, request)| Op::Reserve { id, lines, ttl_ms, request }),
-        3 => (0..RESERVATIONS, prop::option::of(lines_strategy(2)), request.clone())
+        3 => (0..reservations, prop::option::of(lines_strategy(2)), request.clone())
             .prop_map(|(id, lines, request)| Op::Commit { id, lines, request }),
-        3 => (0..RESERVATIONS, request.clone()).prop_map(|(id, request)| Op::Release { id, request }),
-        1 => (0..RESERVATIONS, 1_000..5_000i64).prop_map(|(id, ttl_ms)| Op::Extend { id, ttl_ms }),
+        3 => (0..reservations, request.clone()).prop_map(|(id, request)| Op::Release { id, request }),
+        1 => (0..reservations, 1_000..5_000i64).prop_map(|(id, ttl_ms)| Op::Extend { id, ttl_ms }),
         2 => (lines_strategy(2), request.clone())
             .prop_map(|(lines, request)| Op::Decrement { lines, request }),
         3 => (0..SKUS.len(), prop_oneof![-6..0i64, 1..12i64], request.clone())
@@ -482,7 +506,7 @@ fn apply_model(model: &mut Model, op: &Op) -> Option<ModelAnswer> {
     })
 }
 
-fn compare_state(engine: &Engine, model: &Model) {
+fn compare_state(engine: &Engine, model: &Model, reservations: usize) -> HeapsSweeping {
     let view = engine.get_stock(&SKUS, "", model.now_ms).unwrap();
     let levels: Vec<_> = view
         .levels
@@ -493,17 +517,19 @@ fn compare_state(engine: &Engine, model: &Model) {
         ModelOutcome::Levels(levels),
         model.levels(&model.on_hand.keys().map(|&k| (k, 0)).collect())
     );
-    for id in 0..RESERVATIONS {
+    for id in 0..reservations {
         let engine_status = engine
             .get_reservation(&format!("r{id}"), model.now_ms)
             .ok()
             .map(|answer| answer.status().as_str());
         assert_eq!(engine_status, model.status(id), "status of r{id}");
     }
-    engine.check_invariants();
+    engine.check_invariants()
 }
 
-fn run(ops: &[Op]) {
+/// Runs `ops` (reservation ids below `reservations`) against the engine and the model,
+/// comparing after every step; returns the steps after which some item's heap was mid-sweep.
+fn run(ops: &[Op], reservations: usize) -> usize {
     let config = EngineConfig {
         reservations_terminal_max: 1_000,
         journal_operations_max: 100_000,
@@ -514,6 +540,7 @@ fn run(ops: &[Op]) {
         now_ms: START_MS,
         ..Model::default()
     };
+    let mut steps_sweeping = 0;
     for (step, op) in ops.iter().enumerate() {
         match op {
             Op::Advance(ms) => model.now_ms += ms,
@@ -532,16 +559,61 @@ fn run(ops: &[Op]) {
             _ => {
                 let expected = apply_model(&mut model, op);
                 let actual = apply_engine(&mut engine, model.now_ms, op);
+                if std::env::var("DIAG").is_ok() {
+                    eprintln!("OP {op:?} -> {actual:?}");
+                }
                 assert_eq!(actual, expected, "step {step}: {op:?}");
             }
         }
-        compare_state(&engine, &model);
+        let sweeping = compare_state(&engine, &model, reservations);
+        steps_sweeping += usize::from(sweeping.items > 0);
     }
     // A full sweep leaves nothing due.
     let expired = engine.expire_due(model.now_ms, 10_000).unwrap();
-    assert!(expired.len() <= RESERVATIONS);
+    assert!(expired.len() <= reservations);
     assert!(engine.expire_due(model.now_ms, 10_000).unwrap().is_empty());
-    compare_state(&engine, &model);
+    compare_state(&engine, &model, reservations);
+    steps_sweeping
+}
+
+/// Churn sequences: every sku stocked (so that most reserves succeed) and held by the
+/// anchor, then operations whose ids `churn_ids` rewrote.
+fn churn_strategy() -> impl Strategy<Value = Vec<Op>> {
+    let mut setup: Vec<Op> = (0..SKUS.len())
+        .map(|sku| Op::Adjust {
+            sku,
+            delta: 500,
+            request: None,
+        })
+        .collect();
+    setup.push(Op::Reserve {
+        id: CHURN_ANCHOR,
+        lines: (0..SKUS.len()).map(|sku| (sku, 1)).collect(),
+        ttl_ms: CHURN_ANCHOR_TTL_MS,
+        request: None,
+    });
+    let ops = op_strategy(CHURN_RECENT, REQUESTS_CHURN, ADVANCE_CHURN_MAX_MS);
+    prop::collection::vec(ops, CHURN_OPS)
+        .prop_map(move |ops| setup.iter().cloned().chain(churn_ids(ops)).collect())
+}
+
+/// Gives each reserve the next fresh id, and turns the id `k` (below `CHURN_RECENT`) of
+/// every other operation into the id of the `k`-th latest reservation.
+fn churn_ids(mut ops: Vec<Op>) -> Vec<Op> {
+    let mut reserved = 0;
+    for op in &mut ops {
+        match op {
+            Op::Reserve { id, .. } => {
+                *id = reserved;
+                reserved += 1;
+            }
+            Op::Commit { id, .. } | Op::Release { id, .. } | Op::Extend { id, .. } => {
+                *id = reserved.saturating_sub(1 + *id);
+            }
+            _ => {}
+        }
+    }
+    ops
 }
 
 proptest! {
@@ -553,9 +625,39 @@ proptest! {
     })]
 
     #[test]
-    fn engine_agrees_with_the_reference_model(ops in prop::collection::vec(op_strategy(), 1..150)) {
-        run(&ops);
+    fn engine_agrees_with_the_reference_model(
+        ops in prop::collection::vec(op_strategy(RESERVATIONS, REQUESTS, ADVANCE_MAX_MS), 1..150)
+    ) {
+        run(&ops, RESERVATIONS);
     }
+}
+
+/// The same comparison over churn sequences, which reach the item heaps' sweeps (the short
+/// sequences above never do): the test fails unless most cases saw a heap mid-sweep.
+#[test]
+fn engine_agrees_with_the_reference_model_through_heap_sweeps() {
+    const CASES: u32 = 128;
+    let config = ProptestConfig {
+        cases: CASES,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let cases_sweeping = std::cell::Cell::new(0u32);
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let result = runner.run(&churn_strategy(), |ops| {
+        let steps = run(&ops, CHURN_ANCHOR + 1);
+        cases_sweeping.set(cases_sweeping.get() + u32::from(steps > 0));
+        Ok(())
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+    let cases_sweeping = cases_sweeping.get();
+    eprintln!("{cases_sweeping} of {CASES} churn cases reached an item heap sweep");
+    assert!(
+        cases_sweeping >= CASES / 2,
+        "only {cases_sweeping} of {CASES} churn cases reached an item heap sweep"
+    );
 }
 
 #[test]

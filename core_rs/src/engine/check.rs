@@ -4,7 +4,6 @@ use rustc_hash::FxHashMap;
 
 use super::Engine;
 use crate::item::ItemIndex;
-use crate::limits::ON_HAND_MAX;
 use crate::reservation::Status;
 
 impl Engine {
@@ -15,30 +14,38 @@ impl Engine {
             return;
         }
         for index in items {
-            let item = self.items.get(index);
-            item.reserved_checked();
-            let live: Vec<_> = item
-                .holds
-                .iter()
-                .filter(|entry| super::expire::hold_entry_live(&self.reservations, entry))
-                .collect();
-            let held: u64 = live.iter().map(|entry| entry.quantity).sum();
-            assert_eq!(
-                item.reserved, held,
-                "item {index}: reserved != sum of its holds"
-            );
-            assert_eq!(
-                item.holds.live as usize,
-                live.len(),
-                "item {index}: live hold count"
-            );
+            self.check_item_holds(index);
         }
+    }
+
+    /// An item's level invariant, and its heap against its levels: the live entries (one per
+    /// live hold: an extend's new generation makes the earlier entry stale) number
+    /// `holds.live` and sum to `reserved`, and the heap is in order.
+    fn check_item_holds(&self, index: ItemIndex) {
+        let item = self.items.get(index);
+        item.reserved_checked();
+        let (mut live, mut held) = (0u32, 0u64);
+        for entry in item.holds.iter() {
+            if super::expire::hold_entry_live(&self.reservations, entry) {
+                live += 1;
+                held += entry.quantity;
+            }
+        }
+        assert_eq!(
+            item.reserved, held,
+            "item {index}: reserved != sum of its holds"
+        );
+        assert_eq!(item.holds.live, live, "item {index}: live hold count");
+        assert!(item.holds.is_ordered(), "item {index}: heap out of order");
     }
 
     /// Panics with a description if any invariant does not hold:
     /// 0 <= reserved <= on_hand <= ON_HAND_MAX, each item's reserved equals the sum of its
-    /// active holds, hold counts and table counts agree, and tables are within their bounds.
-    pub fn check_invariants(&self) {
+    /// active holds, hold counts and table counts agree, tables are within their bounds, and
+    /// every expiry heap (each item's and the global queue) is in order with exactly one
+    /// live entry per active hold. Returns how many heaps were mid-sweep, so that tests can
+    /// tell whether they reached the sweeps.
+    pub fn check_invariants(&self) -> HeapsSweeping {
         let mut held: FxHashMap<ItemIndex, (u64, u32)> = FxHashMap::default();
         let (mut active, mut terminal) = (0usize, 0usize);
         for (_, reservation) in self.reservations.iter() {
@@ -68,19 +75,35 @@ impl Engine {
             self.idempotency.len() <= self.config.idempotency_records_max,
             "records bound"
         );
+        let mut sweeping = HeapsSweeping::default();
         for index in 0..self.items.len() as ItemIndex {
             let item = self.items.get(index);
-            assert!(item.reserved <= item.on_hand && item.on_hand <= ON_HAND_MAX);
             let (quantity, holds) = held.get(&index).copied().unwrap_or((0, 0));
             assert_eq!(
                 item.reserved, quantity,
                 "item {index} reserved != sum of its holds"
             );
             assert_eq!(item.holds.live, holds, "item {index} live hold count");
-            assert!(
-                item.holds.len() >= holds as usize,
-                "item {index} heap lost a hold"
-            );
+            self.check_item_holds(index);
+            sweeping.items += usize::from(item.holds.sweeping());
         }
+        let queued_live = self
+            .expiry
+            .iter()
+            .filter(|entry| super::expire::expiry_entry_live(&self.reservations, entry))
+            .count();
+        assert_eq!(queued_live, active, "expiry queue: one live entry per hold");
+        assert!(self.expiry.is_ordered(), "expiry queue out of order");
+        sweeping.expiry_queue = self.expiry.sweeping();
+        sweeping
     }
+}
+
+/// Heaps found in the middle of a sweep by `check_invariants`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HeapsSweeping {
+    /// Items whose holds' heap was mid-sweep.
+    pub items: usize,
+    /// Whether the global expiry queue was.
+    pub expiry_queue: bool,
 }

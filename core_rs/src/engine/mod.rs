@@ -12,6 +12,7 @@ mod stock;
 
 use std::sync::Arc;
 
+pub use check::HeapsSweeping;
 pub use recovery::{EngineState, ExportHold, LoadHold, LoadIdempotency, LoadItem};
 pub use stock::Annotation;
 
