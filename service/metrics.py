@@ -54,6 +54,8 @@ DURABILITY_WAITERS = Gauge("stock_durability_waiters", "Calls waiting for their 
 BATCH_WINDOW_SECONDS = Gauge("stock_batch_window_seconds",
                              "How long the committer lets calls gather into one batch now")
 EXPIRATIONS = Counter("stock_expirations_total", "Reservations expired by the sweeper")
+EXPIRY_LAG_SECONDS = Gauge("stock_expiry_lag_seconds",
+                           "How long the oldest active hold has been due, after a sweep round")
 INVALIDATION_QUEUE = Gauge("stock_invalidation_queue_keys", "Cache keys waiting for deletion")
 INVALIDATION_DROPPED = Gauge("stock_invalidation_dropped_keys",
                              "Cache keys dropped because the queue was full (since start)")

@@ -82,10 +82,12 @@ class Sweeper:
                 await self._committer.wait_durable(engine.lsn_last(), generation)
             if expired < wanted:
                 break
-        if expired_total == EXPIRE_BATCH_MAX:
-            return 0.0
         engine, _ = self._committer.engine()
         next_expiry_ms = engine.next_expiry_ms()
+        overdue_ms = 0 if next_expiry_ms is None else max(0, now_ms() - next_expiry_ms)
+        metrics.EXPIRY_LAG_SECONDS.set(overdue_ms / 1000)
+        if expired_total == EXPIRE_BATCH_MAX:
+            return 0.0
         if next_expiry_ms is None:
             return self._interval_s
         return min(self._interval_s, max(SWEEP_PAUSE_MIN_S, (next_expiry_ms - now) / 1000))

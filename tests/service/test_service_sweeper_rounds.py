@@ -1,12 +1,13 @@
 """A sweep round expires its holds in short engine calls, each written down (durable) before
 the next call, so that expirations never crowd the journal ahead of the requests' changes;
-a round still expires up to EXPIRE_BATCH_MAX."""
+a round still expires up to EXPIRE_BATCH_MAX, and reports how far behind it is."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
+from prometheus_client import REGISTRY
 
 from service import sweeper as sweeper_module
 from service.errors import Unavailable
@@ -17,9 +18,13 @@ INTERVAL_MS = 250
 GENERATION = 7
 
 
+# How long the due holds of a DueEngine have been due.
+OVERDUE_MS = 3_000
+
+
 class DueEngine:
-    """An engine with `due` holds due now and the next expiry `next_in_ms` after them. Each
-    expiration is one journaled operation (an LSN)."""
+    """An engine with `due` holds due since OVERDUE_MS and the next expiry `next_in_ms` after
+    them. Each expiration is one journaled operation (an LSN)."""
 
     def __init__(self, due: int, next_in_ms: int | None) -> None:
         self.due = due
@@ -41,6 +46,8 @@ class DueEngine:
         return self.lsn
 
     def next_expiry_ms(self) -> int | None:
+        if self.due:
+            return sweeper_module.now_ms() - OVERDUE_MS
         return None if self.next_in_ms is None else sweeper_module.now_ms() + self.next_in_ms
 
 
@@ -67,6 +74,10 @@ class WritingCommitter:
         self.durable_lsn = self._engine.lsn
 
 
+def expiry_lag_s() -> float | None:
+    return REGISTRY.get_sample_value("stock_expiry_lag_seconds")
+
+
 async def sweep(engine: DueEngine, committer: WritingCommitter) -> float:
     sweeper = Sweeper(committer, None, interval_ms=INTERVAL_MS,  # type: ignore[arg-type]
                       idempotency_retention_ms=1)
@@ -85,6 +96,8 @@ async def test_a_full_round_is_short_calls_each_written_before_the_next():
     assert committer.waits == [(index + 1) * EXPIRE_CALL_MAX for index in range(calls)]
     assert engine.due == EXPIRE_BATCH_MAX  # the round stopped at its bound
     assert delay_s == 0.0  # a full round: the next one starts at once
+    # The holds left due show as the sweeper's lag.
+    assert OVERDUE_MS / 1000 <= expiry_lag_s() < OVERDUE_MS / 1000 + 1
 
 
 async def test_a_partial_round_stops_at_the_first_short_call():
@@ -96,6 +109,7 @@ async def test_a_partial_round_stops_at_the_first_short_call():
     assert engine.due == 0
     assert committer.waits[-1] == due and committer.durable_lsn == due
     assert 0.0 < delay_s <= 0.04  # sleeps until the next hold is due
+    assert expiry_lag_s() == 0.0  # nothing left due
 
 
 async def test_nothing_due_is_one_call_and_no_wait():
