@@ -92,6 +92,14 @@ GRPC_ACCEPTORS = int(os.environ.get("BENCH_GRPC_ACCEPTORS", str(Config.grpc_acce
 # the service is measured in the same run (`measure_loop_priority`). BENCH_LOOP_NICE=0: none.
 LOOP_NICE = int(os.environ.get("BENCH_LOOP_NICE", "-10"))
 CLIENT_CALLERS = 2_000  # coroutines calling StockClient.reserve at once
+# A flash sale's abandoned holds falling due at once (loadtest/mass_expiry.py): rounds of a
+# ReserveBatch burst whose holds live this long, then Reserve at this rate on hot from
+# EXPIRY_LEAD_S before they fall due, for EXPIRY_SPAN_S.
+EXPIRY_ROUNDS = 1 if QUICK else 2
+EXPIRY_TTL_MS = 12_000 if QUICK else 20_000
+EXPIRY_LEAD_S = 2.0
+EXPIRY_SPAN_S = 4 if QUICK else 6
+EXPIRY_CALLS_PER_S = 1_000
 LOADGEN_TIMEOUT_S = 120
 SUB_BENCH_TIMEOUT_S = 300
 WRITE_BENCH_BATCHES = 4 if QUICK else 20
@@ -436,6 +444,23 @@ def measure_loop_priority(token: str, tmp: Path) -> dict:
     return {str(nice): runs for nice, runs in found.items()}
 
 
+def measure_mass_expiry(token: str, tmp: Path) -> list[dict]:
+    """The service alone, EXPIRY_ROUNDS rounds of `mass_expiry.expiry_round`."""
+    from loadtest import mass_expiry
+
+    rounds = []
+    with serving("service", token, tmp, "expiry") as (address, process, database):
+        for _ in range(EXPIRY_ROUNDS):
+            found = mass_expiry.expiry_round(address, process, database, ttl_ms=EXPIRY_TTL_MS,
+                                             lead_s=EXPIRY_LEAD_S, rate=EXPIRY_CALLS_PER_S,
+                                             span_s=EXPIRY_SPAN_S)
+            log(f"  {found['holds']:,} holds falling due at once: Reserve at "
+                f"{EXPIRY_CALLS_PER_S:,}/s p99 {found['p99']} max {found['max']} ms; all "
+                f"expired in PostgreSQL {found['overdue_cleared_s']} s after")
+            rounds.append(found)
+    return rounds
+
+
 def measure_batch_api(system: str, token: str, tmp: Path) -> dict:
     """The batch API and the coalescing client, each on a fresh instance."""
     result = {"batch": measure_batches(system, token, tmp)}
@@ -564,6 +589,7 @@ def main() -> int:
             systems[system].update(measure_batch_api(system, token, tmp))
     loop_priority = (measure_loop_priority(token, tmp)
                      if "service" in SYSTEMS and LOOP_NICE != 0 else None)
+    mass_expiry = measure_mass_expiry(token, tmp) if "service" in SYSTEMS else None
     report = {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "quick": QUICK, "machine": machine(), "load_average_1m_at_start": load_average_at_start,
@@ -575,6 +601,7 @@ def main() -> int:
                      "service_prefault_mib": SERVICE_PREFAULT_MIB,
                      "grpc_acceptors": GRPC_ACCEPTORS, "loop_nice": LOOP_NICE},
         "systems": systems, "targets": targets(systems), "loop_priority": loop_priority,
+        "mass_expiry": mass_expiry,
         "latency_capacity": latency_capacity(systems),
         "engine": sub_bench("bench_engine", []),
         "write_path": sub_bench("bench_write", ["--batches", str(WRITE_BENCH_BATCHES)]),

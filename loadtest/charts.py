@@ -138,6 +138,15 @@ def summary_markdown(report: dict) -> str:
             rate = f"{runs['open'][0]['offered_rate']:,}" if runs["open"] else "-"
             tails = ", ".join(str(run["latency_ms"]["p99"]) for run in runs["open"])
             lines.append(f"| {nice} | {closed} | {rate} | {tails} |")
+    expiry = report.get("mass_expiry")
+    if expiry:
+        lines += ["", "A flash sale's abandoned holds falling due at once, Reserve on hot meanwhile"
+                  " (loadtest/mass_expiry.py):", "",
+                  "| holds due | calls/s | p50 ms | p99 ms | max ms | all expired in PostgreSQL"
+                  " after (s) |", "|---:|---:|---:|---:|---:|---:|"]
+        for run in expiry:
+            lines.append(f"| {run['holds']:,} | {run['rate']:,} | {run['p50']} | {run['p99']} | "
+                         f"{run['max']} | {run['overdue_cleared_s']} |")
     lines += ["", "| target | measured | goal | met |", "|---|---:|---:|---|"]
     for name, target in report["targets"].items():
         value = "not measured" if target["value"] is None else target["value"]

@@ -11,8 +11,8 @@ alternate, as in loadtest/compare_configs.py.
     git worktree add /tmp/base HEAD~1 && make -C /tmp/base build
     .venv/bin/python -m loadtest.mass_expiry --a-checkout /tmp/base --rounds 3
 
-Not a test and not part of `make bench`: the probe behind docs/BENCHMARKS.md, "Expiry rounds
-in short calls". Needs the load generator built
+The probe behind docs/BENCHMARKS.md, "Expiry rounds in short calls"; `make bench` runs
+`expiry_round` on the service alone. Needs the load generator built
 (`cargo build --release --manifest-path loadtest/loadgen/Cargo.toml`).
 """
 
@@ -41,23 +41,21 @@ OVERDUE_POLL_S = 0.1
 OVERDUE_WAIT_S = 120.0
 
 
-def burst(address: str, process, arguments: argparse.Namespace) -> int:
+def burst(address: str, process, ttl_ms: int) -> int:
     """Reserves about a second's worth of batched holds that fall due after `ttl_ms`; returns
     how many."""
-    result = bench.loadgen(["run", *bench.scenario_arguments(address, "spread",
-                                                             arguments.ttl_ms),
+    result = bench.loadgen(["run", *bench.scenario_arguments(address, "spread", ttl_ms),
                             "--warmup-s", "0", "--duration-s", "1", "--batch",
                             str(BURST_BATCH), "--concurrency", str(BURST_IN_FLIGHT)],
                            process.pid)
     return int(result["calls_ok"] * BURST_BATCH)
 
 
-def calls_meanwhile(address: str, process, arguments: argparse.Namespace) -> dict:
+def calls_meanwhile(address: str, process, rate: int, span_s: int) -> dict:
     """Reserve calls at `rate` for `span_s` (past the burst's expiry)."""
     return bench.loadgen(["run", *bench.scenario_arguments(address, "hot"), "--warmup-s", "0",
-                            "--duration-s", str(arguments.span_s), "--mode", "open", "--rate",
-                            str(arguments.rate), "--concurrency", str(bench.OPEN_IN_FLIGHT_MAX)],
-                           process.pid)
+                          "--duration-s", str(span_s), "--mode", "open", "--rate", str(rate),
+                          "--concurrency", str(bench.OPEN_IN_FLIGHT_MAX)], process.pid)
 
 
 def overdue_cleared_s(database: str, due_at: float) -> float:
@@ -74,11 +72,34 @@ def overdue_cleared_s(database: str, due_at: float) -> float:
                 if overdue == 0:
                     return time.time() - due_at
                 await asyncio.sleep(OVERDUE_POLL_S)
-            raise SystemExit(f"holds still active past expiry after {OVERDUE_WAIT_S} s")
+            raise RuntimeError(f"holds still active past expiry after {OVERDUE_WAIT_S} s")
         finally:
             await connection.close()
 
     return round(asyncio.run(wait()), 2)
+
+
+def expiry_round(address: str, process, database: str, *, ttl_ms: int, lead_s: float,
+                 rate: int, span_s: int) -> dict:
+    """One round on one instance: the burst, the wait until it is written down and
+    `lead_s` from falling due, the calls meanwhile, the wait until its expirations are."""
+    started_at = time.time()
+    holds = burst(address, process, ttl_ms)
+    projected_s = bench.journal_log_drained(database)
+    due_at = started_at + ttl_ms / 1000
+    due_in_s = due_at - time.time()
+    if due_in_s < lead_s:
+        raise RuntimeError(f"the burst was written down {due_in_s:.1f} s before it fell due:"
+                           " raise the TTL")
+    time.sleep(due_in_s - lead_s)
+    result = calls_meanwhile(address, process, rate, span_s)
+    cleared_s = overdue_cleared_s(database, due_at)
+    latency = result["latency_ms"]
+    return {"started_at": round(started_at, 3), "holds": holds, "projected_s": projected_s,
+            "overdue_cleared_s": cleared_s, "rate": rate, "calls_ok": result["calls_ok"],
+            "errors": result.get("errors", {}),
+            **{figure: latency[figure] for figure in FIGURES},
+            "slowest_per_100ms": (result.get("timeline") or {}).get("max_ms")}
 
 
 def main() -> int:
@@ -105,25 +126,10 @@ def main() -> int:
         for round_number in range(arguments.rounds):
             for name in run_order(0, round_number):
                 address, process, database = servers[name]
-                started_at = time.time()
-                holds = burst(address, process, arguments)
-                projected_s = bench.journal_log_drained(database)
-                due_in_s = started_at + arguments.ttl_ms / 1000 - time.time()
-                if due_in_s < arguments.lead_s:
-                    raise SystemExit(f"the burst was written down {due_in_s:.1f} s before it"
-                                     " fell due: raise --ttl-ms")
-                time.sleep(due_in_s - arguments.lead_s)
-                result = calls_meanwhile(address, process, arguments)
-                cleared_s = overdue_cleared_s(database, started_at + arguments.ttl_ms / 1000)
-                latency = result["latency_ms"]
-                timeline = result.get("timeline") or {}
                 run = {"checkout": str(checkouts[name]), "env": configs[name],
-                       "started_at": round(started_at, 3),
-                       "holds": holds, "projected_s": projected_s,
-                       "overdue_cleared_s": cleared_s, "calls_ok": result["calls_ok"],
-                       "errors": result.get("errors", {}),
-                       **{figure: latency[figure] for figure in FIGURES},
-                       "slowest_per_100ms": timeline.get("max_ms")}
+                       **expiry_round(address, process, database, ttl_ms=arguments.ttl_ms,
+                                      lead_s=arguments.lead_s, rate=arguments.rate,
+                                      span_s=arguments.span_s)}
                 runs[name].append(run)
                 print(json.dumps({"config": name, "round": round_number, **run}), flush=True)
     for name in "AB":

@@ -195,3 +195,15 @@ def test_hold_churn_lines_are_summarised_with_their_slow_calls():
     assert text == ("hold_churn 200,000 live holds over 1 item, 1,200,000 calls: mean 300 ns, "
                     "p99 700 ns, max 1.46 ms, 1 calls over 1 ms, "
                     "expiry queue at most 441,026 entries")
+
+
+def test_mass_expiry_rounds_are_summarised(tmp_path):
+    systems = {"empty": system(10_000, 5.0, 50), "service": system(9_000, 12.0, 120)}
+    expiry_round = {"holds": 91_000, "rate": 1_000, "p50": 8.5, "p99": 21.3, "max": 32.6,
+                    "overdue_cleared_s": 6.65}
+    report = {"started_at": "2026-01-01T00:00:00Z", "quick": True, "seconds": 1.0,
+              "machine": {"cpus": 2}, "systems": systems, "targets": bench.targets(systems),
+              "mass_expiry": [expiry_round]}
+    charts.write_all(report, tmp_path)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| 91,000 | 1,000 | 8.5 | 21.3 | 32.6 | 6.65 |" in summary
