@@ -559,9 +559,6 @@ fn run(ops: &[Op], reservations: usize) -> usize {
             _ => {
                 let expected = apply_model(&mut model, op);
                 let actual = apply_engine(&mut engine, model.now_ms, op);
-                if std::env::var("DIAG").is_ok() {
-                    eprintln!("OP {op:?} -> {actual:?}");
-                }
                 assert_eq!(actual, expected, "step {step}: {op:?}");
             }
         }
