@@ -32,6 +32,7 @@ import asyncpg
 
 from loadtest import bench, processes
 from loadtest.compare_configs import parse_env, run_order
+from loadtest.db_check import OVERDUE
 
 TOKEN = "mass-expiry"
 BURST_BATCH = 1_000
@@ -66,9 +67,7 @@ def overdue_cleared_s(database: str, due_at: float) -> float:
         try:
             deadline = time.monotonic() + OVERDUE_WAIT_S
             while time.monotonic() < deadline:
-                overdue = await connection.fetchval(
-                    "SELECT count(*) FROM reservations WHERE status = 'active'"
-                    " AND expires_at_ms < $1", int(time.time() * 1000))
+                overdue = await connection.fetchval(OVERDUE, "%", int(time.time() * 1000))
                 if overdue == 0:
                     return time.time() - due_at
                 await asyncio.sleep(OVERDUE_POLL_S)

@@ -9,9 +9,8 @@ import asyncio
 import pytest
 from prometheus_client import REGISTRY
 
-from service import sweeper as sweeper_module
 from service.errors import Unavailable
-from service.recovery import EXPIRE_BATCH_MAX
+from service.recovery import EXPIRE_BATCH_MAX, now_ms
 from service.sweeper import EXPIRE_CALL_MAX, Sweeper
 
 INTERVAL_MS = 250
@@ -34,7 +33,7 @@ class DueEngine:
         # (max_count, the durable LSN when called)
         self.calls: list[tuple[int, int]] = []
 
-    def expire_due(self, now_ms: int, max_count: int) -> list[str]:
+    def expire_due(self, now: int, max_count: int) -> list[str]:
         assert self.committer is not None
         self.calls.append((max_count, self.committer.durable_lsn))
         expired = min(self.due, max_count)
@@ -47,8 +46,8 @@ class DueEngine:
 
     def next_expiry_ms(self) -> int | None:
         if self.due:
-            return sweeper_module.now_ms() - OVERDUE_MS
-        return None if self.next_in_ms is None else sweeper_module.now_ms() + self.next_in_ms
+            return now_ms() - OVERDUE_MS
+        return None if self.next_in_ms is None else now_ms() + self.next_in_ms
 
 
 class WritingCommitter:

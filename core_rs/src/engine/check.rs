@@ -43,9 +43,9 @@ impl Engine {
     /// 0 <= reserved <= on_hand <= ON_HAND_MAX, each item's reserved equals the sum of its
     /// active holds, hold counts and table counts agree, tables are within their bounds, and
     /// every expiry heap (each item's and the global queue) is in order with exactly one
-    /// live entry per active hold. Returns how many heaps were mid-sweep, so that tests can
-    /// tell whether they reached the sweeps.
-    pub fn check_invariants(&self) -> HeapsSweeping {
+    /// live entry per active hold. Returns how many item heaps were mid-sweep, so that tests
+    /// can tell whether they reached the sweeps.
+    pub fn check_invariants(&self) -> usize {
         let mut held: FxHashMap<ItemIndex, (u64, u32)> = FxHashMap::default();
         let (mut active, mut terminal) = (0usize, 0usize);
         for (_, reservation) in self.reservations.iter() {
@@ -75,7 +75,7 @@ impl Engine {
             self.idempotency.len() <= self.config.idempotency_records_max,
             "records bound"
         );
-        let mut sweeping = HeapsSweeping::default();
+        let mut items_sweeping = 0;
         for index in 0..self.items.len() as ItemIndex {
             let item = self.items.get(index);
             let (quantity, holds) = held.get(&index).copied().unwrap_or((0, 0));
@@ -85,7 +85,7 @@ impl Engine {
             );
             assert_eq!(item.holds.live, holds, "item {index} live hold count");
             self.check_item_holds(index);
-            sweeping.items += usize::from(item.holds.sweeping());
+            items_sweeping += usize::from(item.holds.sweeping());
         }
         let queued_live = self
             .expiry
@@ -94,16 +94,6 @@ impl Engine {
             .count();
         assert_eq!(queued_live, active, "expiry queue: one live entry per hold");
         assert!(self.expiry.is_ordered(), "expiry queue out of order");
-        sweeping.expiry_queue = self.expiry.sweeping();
-        sweeping
+        items_sweeping
     }
-}
-
-/// Heaps found in the middle of a sweep by `check_invariants`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct HeapsSweeping {
-    /// Items whose holds' heap was mid-sweep.
-    pub items: usize,
-    /// Whether the global expiry queue was.
-    pub expiry_queue: bool,
 }

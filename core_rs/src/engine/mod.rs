@@ -12,7 +12,6 @@ mod stock;
 
 use std::sync::Arc;
 
-pub use check::HeapsSweeping;
 pub use recovery::{EngineState, ExportHold, LoadHold, LoadIdempotency, LoadItem};
 pub use stock::Annotation;
 
