@@ -93,8 +93,7 @@ async def probe(holds: int, call_max: int) -> dict:
         pass
     timed = TimedEngine(engine)
     committer = DrainingCommitter(timed)
-    sweeper = sweeper_module.Sweeper(committer, None,  # type: ignore[arg-type]
-                                     interval_ms=250, idempotency_retention_ms=1)
+    sweeper = sweeper_module.Sweeper(committer, interval_ms=250)  # type: ignore[arg-type]
     await asyncio.sleep(TTL_MS / 1000 + 0.05)
     drain = asyncio.create_task(committer.drain())
     longest_s, running = 0.0, True

@@ -19,6 +19,12 @@ DATABASE_WRITERS_MAX = 8
 GRPC_ACCEPTORS_MAX = 64
 # A batch window longer than this would hold every call for a visible pause.
 BATCH_WINDOW_MS_MAX = 1_000
+DAY_MS = 86_400_000
+# An ended reservation stays readable at least this long (a late GetReservation, Commit or
+# Release answers with what became of it rather than NOT_FOUND).
+RESERVATION_RETENTION_MS_MIN = DAY_MS
+# Retentions beyond ten years are a typo, not a policy.
+RETENTION_MS_MAX = 3_650 * DAY_MS
 # A longer log would make a restart spend minutes projecting it before serving.
 JOURNAL_LOG_MAX_OPERATIONS_BOUND = 10_000_000
 
@@ -83,9 +89,16 @@ class Config:
     database_timeout_ms: int = 5_000
     """STOCK_DATABASE_TIMEOUT_MS: bound on every SQL statement and on connecting."""
 
-    idempotency_retention_ms: int = 7 * 24 * 3_600_000
+    idempotency_retention_ms: int = 7 * DAY_MS
     """STOCK_IDEMPOTENCY_RETENTION_MS: idempotency records older than this are pruned from
     PostgreSQL (and so are not reloaded after a restart)."""
+
+    reservation_retention_ms: int = 30 * DAY_MS
+    """STOCK_RESERVATION_RETENTION_MS: reservations that ended (committed, released, expired)
+    longer ago than this are deleted from PostgreSQL with their lines (service/pruner.py);
+    GetReservation, Commit and Release then answer NOT_FOUND for them. The ledger keeps their
+    movements. At least a day (RESERVATION_RETENTION_MS_MIN), at most RETENTION_MS_MAX; 0:
+    keep every reservation."""
 
     inflight_calls_max: int = 10_000
     """STOCK_INFLIGHT_CALLS_MAX: concurrent stock RPCs in the process; beyond it calls get
@@ -190,6 +203,12 @@ class Config:
         prefault_max = limit("PREFAULT_MIB_MAX")
         if not 0 <= self.memory_prefault_mib <= prefault_max:
             raise ConfigError(f"STOCK_MEMORY_PREFAULT_MIB must be 0..{prefault_max}")
+        if self.idempotency_retention_ms > RETENTION_MS_MAX:
+            raise ConfigError(f"STOCK_IDEMPOTENCY_RETENTION_MS must be at most {RETENTION_MS_MAX}")
+        retention = self.reservation_retention_ms
+        if retention and not RESERVATION_RETENTION_MS_MIN <= retention <= RETENTION_MS_MAX:
+            raise ConfigError("STOCK_RESERVATION_RETENTION_MS must be 0 (keep all) or "
+                              f"{RESERVATION_RETENTION_MS_MIN}..{RETENTION_MS_MAX}")
         if self.shutdown_grace_ms < 0:
             raise ConfigError("STOCK_SHUTDOWN_GRACE_MS must be >= 0")
         for name in ("batch_window_ms", "batch_window_max_ms"):

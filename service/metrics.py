@@ -56,6 +56,9 @@ BATCH_WINDOW_SECONDS = Gauge("stock_batch_window_seconds",
 EXPIRATIONS = Counter("stock_expirations_total", "Reservations expired by the sweeper")
 EXPIRY_LAG_SECONDS = Gauge("stock_expiry_lag_seconds",
                            "How long the oldest active hold has been due, after a sweep round")
+PRUNED_ROWS = Counter("stock_pruned_rows_total",
+                      "Rows deleted from PostgreSQL past their retention (reservations: with "
+                      "their lines)", ["table"])
 INVALIDATION_QUEUE = Gauge("stock_invalidation_queue_keys", "Cache keys waiting for deletion")
 INVALIDATION_DROPPED = Gauge("stock_invalidation_dropped_keys",
                              "Cache keys dropped because the queue was full (since start)")

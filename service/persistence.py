@@ -28,8 +28,24 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 # Any constant works; it only has to be the same for every instance migrating this database.
 MIGRATION_LOCK_KEY = 0x5_70C_0001
-# Idempotency pruning deletes in slices so it never holds long locks or a long transaction.
-PRUNE_ROWS_PER_STATEMENT_MAX = 10_000
+# Ended reservations (and their lines) that ended before $1, at most $2 of them, oldest first;
+# answers how many went. A row is left while any journal_log row not yet projected is older
+# than its last write: projecting that row could write the reservation back (as it was then)
+# after it was deleted. The ids go as arrays (`= ANY`), so both deletes look them up in the
+# primary keys whatever the planner's statistics say (with none on reservation_lines it
+# chose a scan of the whole table for a join: 260 ms instead of 28 ms per 2,000 at 300,000).
+PRUNE_RESERVATIONS_STATEMENT = (
+    "WITH doomed AS ("
+    " DELETE FROM reservations WHERE reservation_id = ANY (ARRAY("
+    "  SELECT reservation_id FROM reservations"
+    "   WHERE status <> 'active' AND updated_at_ms < $1"
+    "     AND stamp < (SELECT coalesce(min(stamp), $3) FROM journal_log)"
+    "   ORDER BY updated_at_ms LIMIT $2))"
+    " RETURNING reservation_id),"
+    " lines AS (DELETE FROM reservation_lines"
+    "  WHERE reservation_id = ANY (ARRAY(SELECT reservation_id FROM doomed)))"
+    " SELECT count(*) FROM doomed")
+STAMP_UNBOUNDED = (1 << 63) - 1
 
 # One journal table: (SQL table, columns with their SQL types, key columns, columns a newer
 # row overwrites). Tables and column order are the engine's (`PG_TABLES`,
@@ -399,19 +415,22 @@ class Persistence:
             return await connection.fetchval(LOG_HOLDS_RESERVATION_STATEMENT, reservation_id,
                                              verbatim)
 
-    async def prune_idempotency(self, created_before_ms: int) -> int:
-        """Deletes records older than the cut-off in bounded slices; returns how many went."""
-        deleted_total = 0
-        while True:
-            async with self._acquire() as connection:
-                status = await connection.execute(
-                    "DELETE FROM idempotency WHERE request_id IN ("
-                    " SELECT request_id FROM idempotency WHERE created_at_ms < $1 LIMIT $2)",
-                    created_before_ms, PRUNE_ROWS_PER_STATEMENT_MAX)
-            deleted = int(status.split()[-1])
-            deleted_total += deleted
-            if deleted < PRUNE_ROWS_PER_STATEMENT_MAX:
-                return deleted_total
+    async def prune_idempotency(self, created_before_ms: int, limit: int) -> int:
+        """Deletes up to `limit` records created before the cut-off; returns how many went."""
+        async with self._acquire() as connection:
+            status = await connection.execute(
+                "DELETE FROM idempotency WHERE request_id IN ("
+                " SELECT request_id FROM idempotency WHERE created_at_ms < $1 LIMIT $2)",
+                created_before_ms, limit)
+        return int(status.split()[-1])
+
+    async def prune_reservations(self, ended_before_ms: int, limit: int) -> int:
+        """Deletes up to `limit` reservations that ended (committed, released, expired)
+        before the cut-off, oldest first, with their lines; returns how many went. Active
+        ones are never touched, whatever their age."""
+        async with self._acquire() as connection:
+            return await connection.fetchval(PRUNE_RESERVATIONS_STATEMENT, ended_before_ms,
+                                             limit, STAMP_UNBOUNDED)
 
 
 # How often `wait_projected` looks at the journal log.

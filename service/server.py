@@ -30,6 +30,7 @@ from service.invalidation import Invalidator
 from service.loop_lag import LoopLagProbe
 from service.persistence import Persistence
 from service.projector import Projector
+from service.pruner import Pruner
 from service.servicer import StockServicer, add_to_server
 from service.sweeper import Sweeper
 
@@ -69,9 +70,10 @@ class App:
                                    lag_max_operations=config.journal_log_max_operations)
         self.persistence.on_projected = lambda projected: self.invalidator.submit(
             projected.items)
-        self.sweeper = Sweeper(self.committer, self.persistence,
-                               interval_ms=config.sweep_interval_ms,
-                               idempotency_retention_ms=config.idempotency_retention_ms)
+        self.sweeper = Sweeper(self.committer, interval_ms=config.sweep_interval_ms)
+        self.pruner = Pruner(self.persistence,
+                             idempotency_retention_ms=config.idempotency_retention_ms,
+                             reservation_retention_ms=config.reservation_retention_ms)
         self.servicer = StockServicer(self.committer, self.persistence,
                                       OperatorAuth(config.admin_token),
                                       inflight_calls_max=config.inflight_calls_max)
@@ -116,12 +118,14 @@ class App:
         self.committer.start()
         self.projector.start()
         self.sweeper.start()
+        self.pruner.start()
         self.loop_lag.start()
 
     async def stop(self) -> None:
         log.info("shutting down")
         await self.loop_lag.stop()
         await self.sweeper.stop()
+        await self.pruner.stop()
         await self.health.enter_graceful_shutdown()
         started = time.monotonic()
         grace_s = self.config.shutdown_grace_ms / 1000

@@ -1,4 +1,4 @@
-"""Background upkeep: expires due holds, and prunes old idempotency records in PostgreSQL.
+"""Expiry: makes due holds expire for good, in bounded rounds written through to PostgreSQL.
 
 The engine already ignores due holds in every read and decision; the sweep makes expirations
 real (journaled, hence written by the committer, with ledger rows) and gives the stock back
@@ -14,13 +14,10 @@ import logging
 from service import metrics
 from service.committer import Committer
 from service.errors import Unavailable
-from service.persistence import Persistence
 from service.recovery import EXPIRE_BATCH_MAX, now_ms
 
 log = logging.getLogger(__name__)
 
-# How often old idempotency records are deleted from PostgreSQL.
-PRUNE_INTERVAL_S = 600.0
 # Holds expired by one engine call, written down before the next call: the requests' changes
 # journaled meanwhile share a PostgreSQL transaction with at most this many expirations. With
 # 60,000-124,000 holds falling due at once, Reserve calls at 1,000/s had p99 132-257 ms when a
@@ -33,23 +30,19 @@ SWEEP_PAUSE_MIN_S = 0.01
 
 
 class Sweeper:
-    def __init__(self, committer: Committer, persistence: Persistence, *, interval_ms: int,
-                 idempotency_retention_ms: int):
+    def __init__(self, committer: Committer, *, interval_ms: int):
         self._committer = committer
-        self._persistence = persistence
         self._interval_s = interval_ms / 1000
-        self._retention_ms = idempotency_retention_ms
-        self._tasks: list[asyncio.Task] = []
+        self._task: asyncio.Task | None = None
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._expire_loop(), name="expiry-sweeper"),
-                       asyncio.create_task(self._prune_loop(), name="idempotency-pruner")]
+        self._task = asyncio.create_task(self._expire_loop(), name="expiry-sweeper")
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
 
     async def _expire_loop(self) -> None:
         while True:
@@ -91,13 +84,3 @@ class Sweeper:
         if next_expiry_ms is None:
             return self._interval_s
         return min(self._interval_s, max(SWEEP_PAUSE_MIN_S, (next_expiry_ms - now) / 1000))
-
-    async def _prune_loop(self) -> None:
-        while True:
-            await asyncio.sleep(PRUNE_INTERVAL_S)
-            try:
-                deleted = await self._persistence.prune_idempotency(now_ms() - self._retention_ms)
-                if deleted:
-                    log.info("pruned %d idempotency records", deleted)
-            except Exception:
-                log.exception("idempotency pruning failed; trying again later")

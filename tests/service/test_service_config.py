@@ -10,6 +10,8 @@ from service.config import (
     DATABASE_WRITERS_MAX,
     GRPC_ACCEPTORS_MAX,
     JOURNAL_LOG_MAX_OPERATIONS_BOUND,
+    RESERVATION_RETENTION_MS_MIN,
+    RETENTION_MS_MAX,
     Config,
     ConfigError,
 )
@@ -59,6 +61,11 @@ def test_integers_are_parsed_and_other_variables_ignored():
     ("STOCK_GRPC_ACCEPTORS", GRPC_ACCEPTORS_MAX + 1),
     ("STOCK_LOOP_NICE", NICE_MIN - 1),
     ("STOCK_LOOP_NICE", NICE_MAX + 1),
+    ("STOCK_IDEMPOTENCY_RETENTION_MS", 0),
+    ("STOCK_IDEMPOTENCY_RETENTION_MS", RETENTION_MS_MAX + 1),
+    ("STOCK_RESERVATION_RETENTION_MS", -1),
+    ("STOCK_RESERVATION_RETENTION_MS", RESERVATION_RETENTION_MS_MIN - 1),
+    ("STOCK_RESERVATION_RETENTION_MS", RETENTION_MS_MAX + 1),
 ])
 def test_out_of_bounds_values_are_refused_by_name(name, value):
     with pytest.raises(ConfigError, match=name):
@@ -102,3 +109,11 @@ def test_grpc_pending_calls_are_never_capped_below_grpcs_default():
     assert small["grpc.server.max_pending_requests_hard_limit"] > GRPC_PENDING_REQUESTS_DEFAULT
     large = dict(server_options(Config.from_env({**URL, "STOCK_INFLIGHT_CALLS_MAX": "20000"})))
     assert large["grpc.server.max_pending_requests"] == 20_000
+
+
+def test_reservation_retention_default_bounds_and_off():
+    day_ms = 86_400_000
+    assert Config.from_env(URL).reservation_retention_ms == 30 * day_ms
+    for retention in (0, RESERVATION_RETENTION_MS_MIN, RETENTION_MS_MAX):
+        config = Config.from_env({**URL, "STOCK_RESERVATION_RETENTION_MS": str(retention)})
+        assert config.reservation_retention_ms == retention

@@ -46,7 +46,7 @@ async def test_idempotency_pruning_deletes_only_old_records(database_url, db):
     persistence = Persistence(database_url, pool_size=1, timeout_ms=5_000)
     await persistence.open()
     try:
-        deleted = await persistence.prune_idempotency(created_before_ms=2000)
+        deleted = await persistence.prune_idempotency(created_before_ms=2000, limit=10)
     finally:
         await persistence.close()
     assert deleted == 1
@@ -85,7 +85,7 @@ async def test_collation_migration_keeps_rows_written_before_it(monkeypatch):
         files = migration_files()
         monkeypatch.setattr(persistence, "migration_files", lambda: files[:4])
         await persistence.apply_migrations(connection)
-        monkeypatch.setattr(persistence, "migration_files", lambda: files)
+        monkeypatch.setattr(persistence, "migration_files", lambda: files[:5])
         engine = Engine()
         for index in range(20):
             engine.set_stock(f"upgrade-{index:02d}", "" if index % 2 else "WH-b", 10, None, 1_000)

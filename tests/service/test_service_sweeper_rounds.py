@@ -78,8 +78,7 @@ def expiry_lag_s() -> float | None:
 
 
 async def sweep(engine: DueEngine, committer: WritingCommitter) -> float:
-    sweeper = Sweeper(committer, None, interval_ms=INTERVAL_MS,  # type: ignore[arg-type]
-                      idempotency_retention_ms=1)
+    sweeper = Sweeper(committer, interval_ms=INTERVAL_MS)  # type: ignore[arg-type]
     return await sweeper.sweep_once()
 
 
