@@ -158,16 +158,31 @@ async def test_the_pruner_deletes_a_backlog_slice_by_slice(store, monkeypatch):
     assert len(pauses) == 6 and all(pause > 0 for pause in pauses)
 
 
-async def test_the_prune_statement_can_use_the_ended_index(store):
-    """Migration 0006's partial index matches the statement's filter and order, so a slice
-    is found without reading the table (the planner is told to avoid scans where it can)."""
+@pytest.mark.parametrize(("statement", "index", "arguments"), [
+    ("PRUNE_RESERVATIONS_STATEMENT", "reservations_ended",
+     (CUTOFF_MS, 10, persistence_module.STAMP_UNBOUNDED)),
+    ("PRUNE_IDEMPOTENCY_STATEMENT", "idempotency_created", (CUTOFF_MS, 10))])
+async def test_a_prune_statement_can_use_its_index(store, statement, index, arguments):
+    """The statements' filter and order match their indexes (migration 0006's partial index
+    for ended reservations), so a slice is found without reading the table (the planner is
+    told to avoid scans where it can)."""
     async with store._acquire() as connection, connection.transaction():
         await connection.execute("SET LOCAL enable_seqscan = off")
         await connection.execute("SET LOCAL enable_bitmapscan = off")
         plan = "\n".join(row[0] for row in await connection.fetch(
-            "EXPLAIN " + persistence_module.PRUNE_RESERVATIONS_STATEMENT, CUTOFF_MS, 10,
-            persistence_module.STAMP_UNBOUNDED))
-    assert "Index Scan using reservations_ended" in plan, plan
+            "EXPLAIN " + getattr(persistence_module, statement), *arguments))
+    assert f"Index Scan using {index}" in plan, plan
+
+
+async def test_an_idempotency_slice_takes_the_oldest_records(store):
+    async with store._acquire() as connection:
+        await connection.execute(
+            "INSERT INTO idempotency (request_id, fingerprint, operation, outcome_json, lsn,"
+            " created_at_ms) SELECT 'q-' || n, n, 'reserve', '{}', n, 1000 + n"
+            "   FROM generate_series(5, 1, -1) n")  # newest first in the table
+    assert await store.prune_idempotency(CUTOFF_MS, 2) == 2
+    assert await rows(store, "SELECT request_id FROM idempotency") == {("q-3",), ("q-4",),
+                                                                        ("q-5",)}
 
 
 class RecordingStore:
