@@ -59,6 +59,8 @@ EXPIRY_LAG_SECONDS = Gauge("stock_expiry_lag_seconds",
 PRUNED_ROWS = Counter("stock_pruned_rows_total",
                       "Rows deleted from PostgreSQL past their retention (reservations: with "
                       "their lines)", ["table"])
+PRUNE_FAILURES = Counter("stock_prune_failures_total",
+                         "Pruning rounds that failed (retried at the next interval)")
 INVALIDATION_QUEUE = Gauge("stock_invalidation_queue_keys", "Cache keys waiting for deletion")
 INVALIDATION_DROPPED = Gauge("stock_invalidation_dropped_keys",
                              "Cache keys dropped because the queue was full (since start)")

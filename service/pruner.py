@@ -59,10 +59,16 @@ class Pruner:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(PRUNE_INTERVAL_S)
-            try:
-                await self.prune_once()
-            except Exception:
-                log.exception("pruning failed; trying again later")
+            await self.prune_round()
+
+    async def prune_round(self) -> None:
+        """One round of `prune_once`; a failure is logged and counted, not raised (the next
+        round, an interval later, starts again from what is left)."""
+        try:
+            await self.prune_once()
+        except Exception:
+            metrics.PRUNE_FAILURES.inc()
+            log.exception("pruning failed; trying again later")
 
     async def prune_once(self) -> dict[str, int]:
         """Deletes what is past its retention now; returns the rows deleted per table."""

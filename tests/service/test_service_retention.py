@@ -224,3 +224,16 @@ async def test_the_pruner_asks_for_each_table_past_its_own_retention(
     assert pruned("idempotency") == before["idempotency"] + 4
     assert pruned("reservations") == before["reservations"] + (
         6 if reservation_retention_ms else 0)
+
+
+class FailingStore(RecordingStore):
+    async def prune_reservations(self, ended_before_ms: int, limit: int) -> int:
+        raise ConnectionError("PostgreSQL went away")
+
+
+async def test_a_failed_round_is_counted_and_the_pruner_goes_on():
+    failures = REGISTRY.get_sample_value("stock_prune_failures_total") or 0.0
+    pruner = Pruner(FailingStore(), idempotency_retention_ms=1,  # type: ignore[arg-type]
+                    reservation_retention_ms=LONG_TTL_MS)
+    await pruner.prune_round()  # does not raise
+    assert REGISTRY.get_sample_value("stock_prune_failures_total") == failures + 1
