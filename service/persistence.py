@@ -96,6 +96,18 @@ STAMP_LSN_BITS = 40
 STAMP_LSN_MAX = (1 << STAMP_LSN_BITS) - 1
 
 
+# The order in which the batch statement writes its tables, the same for every batch (so
+# that two never wait for each other in a cycle). Items come last: an item row is the one row
+# that batches share (the hot item of a flash sale is in nearly every batch), and the lock a
+# statement takes on it lasts until its transaction commits, so writing it last shortens
+# that wait to the items' own part of the statement plus the commit. Projecting a large
+# journal_log row, with items first, held the hot item's lock for the whole projection
+# (100-400 ms), and every call on that item waited for it (docs/BENCHMARKS.md, "Projection
+# after mixed traffic"). `ON CONFLICT DO UPDATE ... WHERE` locks the row even when its WHERE
+# refuses the update, as it does for a projected row older than the table's.
+WRITE_ORDER = ("reservations", "reservation_lines", "idempotency", "ledger", "items")
+
+
 def log_column(table: str, column: str) -> str:
     """The journal_log column holding one table column of a logged batch."""
     return f"{table}__{column}"
@@ -125,17 +137,22 @@ def batch_statement(tables: tuple[BatchTable, ...] = BATCH_TABLES, *,
     written directly). So a keyed row is only overwritten by a row of a later batch
     (`WHERE t.stamp <= EXCLUDED.stamp`: the final value wins whatever the commit order), and
     two batches never wait for each other in a cycle: every batch locks its rows table by
-    table in the same order (each CTE starts after the previous one finished: its one-time
-    filter counts the previous CTE's rows) and key by key within a table."""
-    parts, number, previous = [], 0, None
+    table in the same order (`WRITE_ORDER`; each CTE starts after the previous one finished:
+    its one-time filter counts the previous CTE's rows) and key by key within a table."""
+    first_parameter, number = {}, 0
+    for table, table_columns, _, _ in tables:
+        first_parameter[table] = number
+        number += len(table_columns)
+    parts, previous = [], None
     if from_log:
         parts.append("entry AS (DELETE FROM journal_log"
                      " WHERE stamp = (SELECT min(stamp) FROM journal_log) RETURNING *)")
         stamp = "(SELECT stamp FROM entry)"
     else:
-        stamp = f"${sum(len(columns) for _, columns, _, _ in tables) + 1}::bigint"
-    for table, table_columns, key, updates in tables:
-        arrays = []
+        stamp = f"${number + 1}::bigint"  # after every column's array
+    for table, table_columns, key, updates in sorted(
+            tables, key=lambda entry: WRITE_ORDER.index(entry[0])):
+        arrays, number = [], first_parameter[table]
         for name, sql_type in table_columns:
             number += 1
             arrays.append(f"(SELECT {log_column(table, name)} FROM entry)::{sql_type}[]"
@@ -152,10 +169,11 @@ def batch_statement(tables: tuple[BatchTable, ...] = BATCH_TABLES, *,
                 f" ORDER BY {', '.join(order_key(name, types[name]) for name in key)}"
                 f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
                 f" WHERE {table}.stamp <= EXCLUDED.stamp RETURNING {', '.join(key)})")
-        else:  # the ledger: each row stamped with its own operation's LSN
+        else:  # the ledger: each row stamped with its own operation's LSN (and returned,
+            # so that the next table's filter can count them)
             parts.append(f"write_{table} AS (INSERT INTO {table} ({', '.join(names)}, stamp)"
                          f" SELECT t.*, ({stamp} & {~STAMP_LSN_MAX}) | t.lsn"
-                         f" FROM {source}{after})")
+                         f" FROM {source}{after} RETURNING lsn)")
         previous = table
     answer = ("SELECT (SELECT stamp FROM entry), (SELECT operations FROM entry),"
               " array(SELECT sku FROM write_items), array(SELECT location FROM write_items)"

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 
+import asyncpg
 import grpc
 import pytest
 from conftest import ADMIN_TOKEN, REDIS_URL, create_database, drop_database
@@ -137,6 +138,42 @@ async def test_an_older_logged_batch_never_overwrites_a_newer_direct_write(persi
     kinds = [row[4] for row in rows["ledger"]]
     assert kinds == ["set"] + ["reserve"] * RESERVATIONS + ["release"] * RESERVATIONS
     assert sum(row[6] for row in rows["ledger"]) == 0  # reserved deltas: back to 0
+
+
+async def test_a_projection_locks_its_item_rows_last(persistence):
+    """The item row is the one row batches share (a flash sale's hot item is in nearly every
+    batch), and a statement's lock on it lasts until its transaction commits: the batch
+    statement writes items last, so a projection waiting on any other row (here a
+    reservation's, held by another transaction) has not locked the item yet, and a write of
+    the item meanwhile goes through at once (with items first it waited for the whole
+    projection)."""
+    sku = unique("log-lock")
+    engine, stocking = stocked(sku)
+    ids, reserved = reserve(engine, sku, 10)
+    await persistence.write_batch(stocking)
+    await persistence.write_batch(reserved)
+    answers = engine.release_batch([(ids[0], None)], NOW_MS)
+    assert not any(isinstance(answer, Exception) for answer in answers)
+    await persistence.append_log(engine.take_journal(10_000))  # names the item and ids[0]
+    holder = await asyncpg.connect(persistence._database_url)
+    prober = await asyncpg.connect(persistence._database_url)
+    try:
+        async with holder.transaction():
+            await holder.execute(
+                "SELECT 1 FROM reservations WHERE reservation_id = $1 FOR UPDATE", ids[0])
+            projection = asyncio.create_task(persistence.project_next())
+            await asyncio.sleep(0.3)
+            assert not projection.done()  # waiting for the reservation's row
+            await prober.execute("SET lock_timeout = '2s'")
+            await prober.execute("UPDATE items SET on_hand = on_hand WHERE sku = $1", sku)
+        projected = await projection
+    finally:
+        await holder.close()
+        await prober.close()
+    assert projected is not None and projected.items == [(sku, "")]
+    async with connection_of(persistence) as db:
+        assert await db.fetchval(
+            "SELECT status FROM reservations WHERE reservation_id = $1", ids[0]) == "released"
 
 
 async def test_recovery_and_lookups_see_logged_batches(persistence):
