@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # How often old rows are deleted.
 PRUNE_INTERVAL_S = 600.0
-# Rows per DELETE: 2,000 ended reservations took 10-30 ms of PostgreSQL here
+# Rows per DELETE: 2,000 ended reservations took 11-24 ms of PostgreSQL here
 # (docs/BENCHMARKS.md, "Reservation retention").
 PRUNE_SLICE_ROWS = 2_000
 # After a full slice, pause this many times as long as it took.
