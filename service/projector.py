@@ -17,6 +17,7 @@ import logging
 import time
 
 from service import metrics
+from service.background import BackgroundLoop
 from service.persistence import Persistence
 
 log = logging.getLogger(__name__)
@@ -34,18 +35,14 @@ class Projector:
     def __init__(self, persistence: Persistence, *, lag_max_operations: int):
         self._persistence = persistence
         self._lag_soft = lag_max_operations // 2
-        self._task: asyncio.Task | None = None
+        self._loop = BackgroundLoop("projector", self._run)
 
     def start(self) -> None:
-        assert self._task is None, "started twice"
-        self._task = asyncio.create_task(self._run(), name="projector")
+        self._loop.start()
 
     async def stop(self) -> None:
         """Stops projecting; what is left is projected by the next start's recovery."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._loop.stop()
 
     def _due(self) -> bool:
         lag = self._persistence.log_operations

@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from service import metrics
+from service.background import BackgroundLoop
 from service.persistence import Persistence
 from service.recovery import now_ms
 
@@ -45,16 +46,13 @@ class Pruner:
         self._persistence = persistence
         self._idempotency_retention_ms = idempotency_retention_ms
         self._reservation_retention_ms = reservation_retention_ms
-        self._task: asyncio.Task | None = None
+        self._background = BackgroundLoop("pruner", self._loop)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="pruner")
+        self._background.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._background.stop()
 
     async def _loop(self) -> None:
         while True:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 
 from service import metrics
+from service.background import BackgroundLoop
 from service.committer import Committer
 from service.errors import Unavailable
 from service.recovery import EXPIRE_BATCH_MAX, now_ms
@@ -33,16 +34,13 @@ class Sweeper:
     def __init__(self, committer: Committer, *, interval_ms: int):
         self._committer = committer
         self._interval_s = interval_ms / 1000
-        self._task: asyncio.Task | None = None
+        self._loop = BackgroundLoop("expiry-sweeper", self._expire_loop)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._expire_loop(), name="expiry-sweeper")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._loop.stop()
 
     async def _expire_loop(self) -> None:
         while True:
