@@ -22,12 +22,14 @@ OVERDUE_MS = 3_000
 
 
 class DueEngine:
-    """An engine with `due` holds due since OVERDUE_MS and the next expiry `next_in_ms` after
-    them. Each expiration is one journaled operation (an LSN)."""
+    """An engine with `due` holds due since OVERDUE_MS and, once they are expired, the next
+    expiry `next_in_ms` after the engine was made. Each expiration is one journaled operation
+    (an LSN)."""
 
     def __init__(self, due: int, next_in_ms: int | None) -> None:
         self.due = due
-        self.next_in_ms = next_in_ms
+        # A fixed moment, as an engine's next expiry is (not `next_in_ms` after each look).
+        self.next_at_ms = None if next_in_ms is None else now_ms() + next_in_ms
         self.lsn = 0
         self.committer: WritingCommitter | None = None
         # (max_count, the durable LSN when called)
@@ -47,7 +49,7 @@ class DueEngine:
     def next_expiry_ms(self) -> int | None:
         if self.due:
             return now_ms() - OVERDUE_MS
-        return None if self.next_in_ms is None else now_ms() + self.next_in_ms
+        return self.next_at_ms
 
 
 class WritingCommitter:
