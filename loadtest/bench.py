@@ -241,11 +241,12 @@ def closed_loop(address: str, process, scenario: str) -> dict:
                     str(CLOSED_DURATION_S)], process.pid)
 
 
-def open_loop(address: str, process, scenario: str, rate: int) -> dict:
+def open_loop(address: str, process, scenario: str, rate: int, *,
+              duration_s: int = OPEN_DURATION_S, warmup_s: int = WARMUP_S) -> dict:
     """One open-loop run at `rate` calls/s (latency counted from each intended send)."""
     return loadgen(["run", *scenario_arguments(address, scenario), "--mode", "open",
                     "--rate", str(rate), "--concurrency", str(OPEN_IN_FLIGHT_MAX),
-                    "--duration-s", str(OPEN_DURATION_S)], process.pid)
+                    "--duration-s", str(duration_s), "--warmup-s", str(warmup_s)], process.pid)
 
 
 def slowest_per_window(result: dict) -> list[float]:

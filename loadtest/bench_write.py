@@ -42,6 +42,15 @@ def reserve_requests(size: int, start: int) -> list[tuple]:
             for n in range(size)]
 
 
+async def stock_items(engine: Engine, persistence: Persistence) -> None:
+    """ITEMS items (the skus `reserve_requests` names) with ON_HAND each, written down."""
+    now_ms = int(time.time() * 1000)
+    for index in range(ITEMS):
+        engine.set_stock(f"sku-{index:05d}", "", ON_HAND, None, now_ms)
+    while (batch := engine.take_journal(ITEMS)) is not None:
+        await persistence.write_batch(batch)
+
+
 async def measure(persistence: Persistence, engine: Engine, size: int, writers: int,
                   batches: int, counter: list[int]) -> dict:
     async def one_round() -> None:
@@ -82,11 +91,7 @@ async def run(sizes: list[int], writer_counts: list[int], batches: int) -> list[
         await persistence.open()
         try:
             engine = Engine(journal_operations_max=max(ITEMS, *sizes) * max(writer_counts))
-            now_ms = int(time.time() * 1000)
-            for index in range(ITEMS):
-                engine.set_stock(f"sku-{index:05d}", "", ON_HAND, None, now_ms)
-            while (batch := engine.take_journal(ITEMS)) is not None:
-                await persistence.write_batch(batch)
+            await stock_items(engine, persistence)
             counter = [0]
             return [await measure(persistence, engine, size, writers, batches, counter)
                     for size in sizes for writers in writer_counts]

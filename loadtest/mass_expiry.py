@@ -52,13 +52,6 @@ def burst(address: str, process, ttl_ms: int) -> int:
     return int(result["calls_ok"] * BURST_BATCH)
 
 
-def calls_meanwhile(address: str, process, rate: int, span_s: int) -> dict:
-    """Reserve calls at `rate` for `span_s` (past the burst's expiry)."""
-    return bench.loadgen(["run", *bench.scenario_arguments(address, "hot"), "--warmup-s", "0",
-                          "--duration-s", str(span_s), "--mode", "open", "--rate", str(rate),
-                          "--concurrency", str(bench.OPEN_IN_FLIGHT_MAX)], process.pid)
-
-
 def overdue_cleared_s(database: str, due_at: float) -> float:
     """Seconds from `due_at` (epoch s) until PostgreSQL holds no active reservation past its
     expiry: how long the sweeper took to write the burst's expirations down."""
@@ -91,7 +84,8 @@ def expiry_round(address: str, process, database: str, *, ttl_ms: int, lead_s: f
         raise RuntimeError(f"the burst was written down {due_in_s:.1f} s before it fell due:"
                            " raise the TTL")
     time.sleep(due_in_s - lead_s)
-    result = calls_meanwhile(address, process, rate, span_s)
+    # Reserve calls on hot at `rate` for `span_s`, past the burst's expiry.
+    result = bench.open_loop(address, process, "hot", rate, duration_s=span_s, warmup_s=0)
     cleared_s = overdue_cleared_s(database, due_at)
     latency = result["latency_ms"]
     return {"started_at": round(started_at, 3), "holds": holds, "projected_s": projected_s,

@@ -57,13 +57,9 @@ class DrainingCommitter:
         self._engine = engine
         self._wake = asyncio.Event()
         self._durable = asyncio.Event()
-        self.serving = True
 
     def engine(self) -> tuple[TimedEngine, int]:
         return self._engine, 1
-
-    def notify(self) -> None:
-        self._wake.set()
 
     async def wait_durable(self, lsn: int, generation: int) -> None:
         self._wake.set()

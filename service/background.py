@@ -1,22 +1,23 @@
 """One background loop of the service (the projector, the expiry sweeper, the pruner): an
-asyncio task started once and cancelled at shutdown."""
+asyncio task started once and cancelled at shutdown. A subclass names it and writes `_run`."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
-from typing import Any
 
 
 class BackgroundLoop:
-    def __init__(self, name: str, run: Callable[[], Coroutine[Any, Any, None]]):
-        self._name = name
-        self._run = run
+    name = "background"
+
+    def __init__(self) -> None:
         self._task: asyncio.Task | None = None
 
+    async def _run(self) -> None:
+        raise NotImplementedError
+
     def start(self) -> None:
-        assert self._task is None, f"{self._name} started twice"
-        self._task = asyncio.create_task(self._run(), name=self._name)
+        assert self._task is None, f"{self.name} started twice"
+        self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
         """Cancels the loop and waits until it has ended; nothing if it never started."""

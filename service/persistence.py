@@ -39,13 +39,12 @@ PRUNE_RESERVATIONS_STATEMENT = (
     " DELETE FROM reservations WHERE reservation_id = ANY (ARRAY("
     "  SELECT reservation_id FROM reservations"
     "   WHERE status <> 'active' AND updated_at_ms < $1"
-    "     AND stamp < (SELECT coalesce(min(stamp), $3) FROM journal_log)"
+    "     AND stamp < (SELECT coalesce(min(stamp), 9223372036854775807) FROM journal_log)"
     "   ORDER BY updated_at_ms LIMIT $2))"
     " RETURNING reservation_id),"
     " lines AS (DELETE FROM reservation_lines"
     "  WHERE reservation_id = ANY (ARRAY(SELECT reservation_id FROM doomed)))"
     " SELECT count(*) FROM doomed")
-STAMP_UNBOUNDED = (1 << 63) - 1
 # Idempotency records created before $1, at most $2, oldest first, in the same way: the slice
 # comes from the index on created_at_ms (without the order, the planner with no statistics
 # read the table from its start for each slice).
@@ -454,7 +453,7 @@ class Persistence:
         ones are never touched, whatever their age."""
         async with self._acquire() as connection:
             return await connection.fetchval(PRUNE_RESERVATIONS_STATEMENT, ended_before_ms,
-                                             limit, STAMP_UNBOUNDED)
+                                             limit)
 
 
 # How often `wait_projected` looks at the journal log.

@@ -31,18 +31,15 @@ POLL_S = 0.05
 RETRY_S = 1.0
 
 
-class Projector:
+class Projector(BackgroundLoop):
+    """Stopped, it leaves what is not projected yet to the next start's recovery."""
+
+    name = "projector"
+
     def __init__(self, persistence: Persistence, *, lag_max_operations: int):
+        super().__init__()
         self._persistence = persistence
         self._lag_soft = lag_max_operations // 2
-        self._loop = BackgroundLoop("projector", self._run)
-
-    def start(self) -> None:
-        self._loop.start()
-
-    async def stop(self) -> None:
-        """Stops projecting; what is left is projected by the next start's recovery."""
-        await self._loop.stop()
 
     def _due(self) -> bool:
         lag = self._persistence.log_operations

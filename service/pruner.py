@@ -40,21 +40,17 @@ async def _pause(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
-class Pruner:
+class Pruner(BackgroundLoop):
+    name = "pruner"
+
     def __init__(self, persistence: Persistence, *, idempotency_retention_ms: int,
                  reservation_retention_ms: int):
+        super().__init__()
         self._persistence = persistence
         self._idempotency_retention_ms = idempotency_retention_ms
         self._reservation_retention_ms = reservation_retention_ms
-        self._background = BackgroundLoop("pruner", self._loop)
 
-    def start(self) -> None:
-        self._background.start()
-
-    async def stop(self) -> None:
-        await self._background.stop()
-
-    async def _loop(self) -> None:
+    async def _run(self) -> None:
         while True:
             await asyncio.sleep(PRUNE_INTERVAL_S)
             await self.prune_round()

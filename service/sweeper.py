@@ -30,19 +30,15 @@ EXPIRE_CALL_MAX = 100
 SWEEP_PAUSE_MIN_S = 0.01
 
 
-class Sweeper:
+class Sweeper(BackgroundLoop):
+    name = "expiry-sweeper"
+
     def __init__(self, committer: Committer, *, interval_ms: int):
+        super().__init__()
         self._committer = committer
         self._interval_s = interval_ms / 1000
-        self._loop = BackgroundLoop("expiry-sweeper", self._expire_loop)
 
-    def start(self) -> None:
-        self._loop.start()
-
-    async def stop(self) -> None:
-        await self._loop.stop()
-
-    async def _expire_loop(self) -> None:
+    async def _run(self) -> None:
         while True:
             try:
                 delay_s = await self.sweep_once()

@@ -6,8 +6,8 @@ and counts what went."""
 from __future__ import annotations
 
 import pytest
-from conftest import create_database, drop_database
 from prometheus_client import REGISTRY
+from test_service_journal_log import fresh_persistence
 
 from service import persistence as persistence_module
 from service import pruner as pruner_module
@@ -28,15 +28,9 @@ SLICE = 100
 
 @pytest.fixture
 async def store():
-    dsn = await create_database()
-    persistence = Persistence(dsn, pool_size=1, timeout_ms=10_000)
-    await persistence.open()
-    await persistence.new_epoch()
-    try:
+    async with fresh_persistence() as persistence:
+        await persistence.new_epoch()
         yield persistence
-    finally:
-        await persistence.close()
-        await drop_database(dsn)
 
 
 async def write(store: Persistence, engine: Engine) -> None:
@@ -160,7 +154,7 @@ async def test_the_pruner_deletes_a_backlog_slice_by_slice(store, monkeypatch):
 
 @pytest.mark.parametrize(("statement", "index", "arguments"), [
     ("PRUNE_RESERVATIONS_STATEMENT", "reservations_ended",
-     (CUTOFF_MS, 10, persistence_module.STAMP_UNBOUNDED)),
+     (CUTOFF_MS, 10)),
     ("PRUNE_IDEMPOTENCY_STATEMENT", "idempotency_created", (CUTOFF_MS, 10))])
 async def test_a_prune_statement_can_use_its_index(store, statement, index, arguments):
     """The statements' filter and order match their indexes (migration 0006's partial index

@@ -51,17 +51,12 @@ async def write_backlog(database: str, round_number: int) -> None:
         await connection.close()
 
 
-def calls(address: str, process) -> dict:
-    return bench.loadgen(["run", *bench.scenario_arguments(address, "hot"), "--warmup-s", "0",
-                          "--duration-s", str(SPAN_S), "--mode", "open", "--rate", str(RATE),
-                          "--concurrency", str(bench.OPEN_IN_FLIGHT_MAX)], process.pid)
-
-
 async def span(address: str, process, database: str, prune: bool) -> dict:
     persistence = Persistence(database, pool_size=1, timeout_ms=60_000)
     await persistence.open()
     try:
-        load = asyncio.create_task(asyncio.to_thread(calls, address, process))
+        load = asyncio.create_task(asyncio.to_thread(
+            bench.open_loop, address, process, "hot", RATE, duration_s=SPAN_S, warmup_s=0))
         deleted, prune_s = {}, 0.0
         if prune:
             await asyncio.sleep(0.5)

@@ -25,11 +25,10 @@ import uuid
 
 from loadtest import processes
 from loadtest.bench import cpu_seconds, postgres_cpu_seconds, postgres_cpu_spent
+from loadtest.bench_write import reserve_requests, stock_items
 from service.engine import Engine
 from service.persistence import Persistence
-from service.servicer import new_reservation_id
 
-ITEMS = 10_000
 BATCH = 1_000
 BATCHES_PER_ROUND = 10
 WARMUP_ROUNDS = 1
@@ -38,7 +37,6 @@ PER_ROUND = BATCH * BATCHES_PER_ROUND
 PRUNE_HOLDS = (100_000, 300_000)
 PRUNE_BATCH = 10_000
 PRUNE_SLICES = (2_000, 10_000)
-TTL_MS = 600_000
 
 
 class Side:
@@ -54,10 +52,7 @@ class Side:
         if not keep_index:
             async with self.persistence._acquire() as connection:
                 await connection.execute("DROP INDEX reservations_ended")
-        now = int(time.time() * 1000)
-        for index in range(ITEMS):
-            self.engine.set_stock(f"sku-{index:05d}", "", 10**12, None, now)
-        await self.write()
+        await stock_items(self.engine, self.persistence)
 
     async def write(self) -> float:
         """Writes what the engine journaled; returns the PostgreSQL CPU seconds it took."""
@@ -68,9 +63,8 @@ class Side:
 
     def reserve(self, count: int) -> list[str]:
         now = int(time.time() * 1000)
-        ids = [new_reservation_id() for _ in range(count)]
-        requests = [(rid, "o", [(f"sku-{(self.counter + n) % ITEMS:05d}", "", 1)], TTL_MS,
-                     uuid.uuid4().hex) for n, rid in enumerate(ids)]
+        requests = reserve_requests(count, self.counter)
+        ids = [request[0] for request in requests]
         for start in range(0, count, BATCH):
             answers = self.engine.reserve_batch(requests[start:start + BATCH], now)
             assert not any(isinstance(answer, Exception) for answer in answers)
@@ -132,24 +126,23 @@ async def write_cost() -> None:
                         series.append(value)
         for side in sides:
             reserve, release, reserve_backend, release_backend, wal = samples[side.name]
+            def median_us(values: list[float]) -> float:
+                return round(1e6 * statistics.median(values) / PER_ROUND, 2)
+
+            def each_us(values: list[float]) -> list[float]:
+                return [round(1e6 * value / PER_ROUND, 2) for value in values]
+
             print(json.dumps({
                 "probe": "write_cost", "index": side.name, "rounds": ROUNDS, "batch": BATCH,
                 "reservations_per_round": PER_ROUND,
-                "reserve_pg_cpu_us_per_reservation_median":
-                    round(1e6 * statistics.median(reserve) / PER_ROUND, 2),
-                "release_pg_cpu_us_per_reservation_median":
-                    round(1e6 * statistics.median(release) / PER_ROUND, 2),
-                "release_pg_cpu_us_per_reservation_all":
-                    [round(1e6 * value / PER_ROUND, 2) for value in release],
-                "writer_backend_reserve_us_per_reservation_median":
-                    round(1e6 * statistics.median(reserve_backend) / PER_ROUND, 2),
-                "writer_backend_release_us_per_reservation_median":
-                    round(1e6 * statistics.median(release_backend) / PER_ROUND, 2),
-                "writer_backend_release_us_per_reservation_all":
-                    [round(1e6 * value / PER_ROUND, 2) for value in release_backend],
+                "reserve_pg_cpu_us_per_reservation_median": median_us(reserve),
+                "release_pg_cpu_us_per_reservation_median": median_us(release),
+                "release_pg_cpu_us_per_reservation_all": each_us(release),
+                "writer_backend_reserve_us_per_reservation_median": median_us(reserve_backend),
+                "writer_backend_release_us_per_reservation_median": median_us(release_backend),
+                "writer_backend_release_us_per_reservation_all": each_us(release_backend),
                 "release_wal_bytes_per_reservation_median":
-                    round(statistics.median(wal) / PER_ROUND, 1)}),
-                  flush=True)
+                    round(statistics.median(wal) / PER_ROUND, 1)}), flush=True)
             await side.persistence.close()
 
 

@@ -14,9 +14,9 @@ Run from the repository root, e.g.:
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import json
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -31,29 +31,28 @@ BATCH = 1_000
 BATCHES_IN_FLIGHT = 2
 
 
-def singles_command(address: str, seconds: int) -> list[str]:
-    return [str(bench.LOADGEN), "run", *bench.scenario_arguments(address, "hot"), "--warmup-s",
-            "0", "--duration-s", str(seconds), "--mode", "open", "--rate", str(SINGLES_PER_S),
-            "--concurrency", str(bench.OPEN_IN_FLIGHT_MAX)]
+def singles(address: str, process, seconds: int) -> dict:
+    return bench.open_loop(address, process, "hot", SINGLES_PER_S, duration_s=seconds,
+                           warmup_s=0)
 
 
 def one_round(address: str, process, database: str, singles_in_burst: bool) -> dict:
-    during = (subprocess.Popen(singles_command(address, BURST_S), stdout=subprocess.PIPE,
-                               text=True) if singles_in_burst else None)
-    burst = bench.loadgen(["run", *bench.scenario_arguments(address, "spread"), "--warmup-s",
-                           "0", "--duration-s", str(BURST_S), "--batch", str(BATCH),
-                           "--concurrency", str(BATCHES_IN_FLIGHT)], process.pid)
-    burst_end = time.monotonic()
     in_burst = {}
-    if during is not None:
-        latency = json.loads(during.communicate()[0])["latency_ms"]
-        in_burst = {f"in_burst_{name}_ms": latency[name] for name in ("p50", "p99", "max")}
-    singles = bench.loadgen(singles_command(address, SPAN_S)[1:], process.pid)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        during = pool.submit(singles, address, process, BURST_S) if singles_in_burst else None
+        burst = bench.loadgen(["run", *bench.scenario_arguments(address, "spread"),
+                               "--warmup-s", "0", "--duration-s", str(BURST_S), "--batch",
+                               str(BATCH), "--concurrency", str(BATCHES_IN_FLIGHT)], process.pid)
+        burst_end = time.monotonic()
+        if during is not None:
+            latency = during.result()["latency_ms"]
+            in_burst = {f"in_burst_{name}_ms": latency[name] for name in ("p50", "p99", "max")}
+    after = singles(address, process, SPAN_S)
     bench.journal_log_drained(database)
     return {"burst_reservations_per_s": round(burst["operations_ok_per_s"]),
             "projected_after_burst_s": round(time.monotonic() - burst_end, 2),
-            "singles_ok": singles["calls_ok"], **in_burst,
-            **{f"singles_{name}_ms": value for name, value in singles["latency_ms"].items()}}
+            "singles_ok": after["calls_ok"], **in_burst,
+            **{f"singles_{name}_ms": value for name, value in after["latency_ms"].items()}}
 
 
 def main() -> None:

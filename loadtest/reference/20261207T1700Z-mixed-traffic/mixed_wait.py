@@ -70,9 +70,7 @@ def span(address: str, process, metrics_url: str, beside_batches: bool) -> dict:
             [str(bench.LOADGEN), "run", *bench.scenario_arguments(address, "spread"),
              "--duration-s", str(DURATION_S), "--batch", str(BATCH), "--concurrency",
              str(BATCHES_IN_FLIGHT)], stdout=subprocess.PIPE, text=True)
-    singles = bench.loadgen(["run", *bench.scenario_arguments(address, "hot"), "--duration-s",
-                             str(DURATION_S), "--mode", "open", "--rate", str(SINGLES_PER_S),
-                             "--concurrency", str(bench.OPEN_IN_FLIGHT_MAX)], process.pid)
+    singles = bench.open_loop(address, process, "hot", SINGLES_PER_S, duration_s=DURATION_S)
     batch_rate = None
     if batches is not None:
         batch_rate = round(json.loads(batches.communicate()[0])["operations_ok_per_s"])
