@@ -5,7 +5,7 @@ PYTHON_BOOTSTRAP ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMPS := .stamps
-RUST_SOURCES := $(shell find core_rs -name '*.rs' 2>/dev/null) Cargo.toml
+RUST_SOURCES := $(shell find core_rs -name '*.rs' 2>/dev/null) Cargo.toml $(wildcard protos/stock/v1/*.proto)
 export STAMP_DIR := $(STAMPS)
 
 .PHONY: run test test-rust test-python bench lint services build venv gen clean

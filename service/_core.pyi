@@ -7,7 +7,9 @@ tests/engine/test_stub.py checks that this stub and the built module name the sa
 from collections.abc import Sequence
 
 Line = tuple[str, str, int]  # (sku, location, quantity)
-Level = tuple[str, str, int, int, int]  # (sku, location, on_hand, reserved, available)
+# (sku, location, on_hand, reserved, available, safety_stock); available = max(0, on_hand
+# - reserved - safety_stock)
+Level = tuple[str, str, int, int, int, int]
 
 LIMITS: dict[str, int]
 # (table, columns) in the order of JournalBatch.columns.
@@ -47,7 +49,8 @@ class JournalBatch:
     @property
     def lsn_last(self) -> int: ...
     @property
-    def items(self) -> list[tuple[str, str, int, int]]: ...
+    def items(self) -> list[tuple[str, str, int, int, int]]:
+        """(sku, location, on_hand, reserved, safety_stock) per item touched."""
     @property
     def columns(self) -> list[str]: ...
     def shares_rows_with(self, other: JournalBatch) -> bool:
@@ -59,13 +62,15 @@ class JournalBatch:
     @property
     def ledger(
         self,
-    ) -> list[tuple[int, int, str, str, str, int, int, int, int, str, str, str, str, str]]: ...
+    ) -> list[
+        tuple[int, int, str, str, str, int, int, int, int, int, int, str, str, str, str, str]
+    ]: ...
     @property
     def idempotency(self) -> list[tuple[str, int, str, str, int, int]]: ...
 
 class EngineState:
     @property
-    def items(self) -> list[tuple[str, str, int, int]]: ...
+    def items(self) -> list[tuple[str, str, int, int, int]]: ...
     @property
     def holds(self) -> list[tuple[str, str, int, int, list[Line]]]: ...
     @property
@@ -131,6 +136,17 @@ class Engine:
         actor: str = "",
         request_id: str | None = None,
     ) -> LevelsView: ...
+    def set_safety_stock(
+        self,
+        sku: str,
+        location: str,
+        safety_stock: int,
+        now_ms: int,
+        reason: str = "",
+        actor: str = "",
+        request_id: str | None = None,
+    ) -> LevelsView:
+        """Units kept back from sale; an unknown item is created with nothing on hand."""
     def get_stock(self, skus: Sequence[str], location: str, now_ms: int) -> LevelsView: ...
     def expire_due(self, now_ms: int, max_count: int) -> list[str]: ...
     def next_expiry_ms(self) -> int | None: ...
@@ -165,7 +181,7 @@ class Engine:
     def lsn_last(self) -> int: ...
     def load(
         self,
-        items: Sequence[tuple[str, str, int, int]],
+        items: Sequence[tuple[str, str, int, int, int]],
         holds: Sequence[tuple[str, str, int, int, Sequence[Line]]],
         idempotency_records: Sequence[tuple[str, int, str, str, int]],
         now_ms: int,

@@ -2,9 +2,9 @@
 
 Two kinds of commands:
 - through the gRPC API (STOCK_ADDRESS / --address; STOCK_ADMIN_TOKEN / --token for the operator
-  calls): `stock`, `reservation`, `adjust`, `set`, `health`. Changes go through the service like
-  any other call, so the engine decides, the ledger records who/what/why and the cache is
-  invalidated.
+  calls): `stock`, `reservation`, `adjust`, `set`, `safety`, `health`. Changes go through the
+  service like any other call, so the engine decides, the ledger records who/what/why and the
+  cache is invalidated.
 - reading PostgreSQL directly (STOCK_DATABASE_URL / --database-url), read-only, in one
   repeatable-read snapshot: `ledger` (the audit trail of an item) and `reconcile` (do the
   counters agree with the ledger and with the active holds?).
@@ -87,23 +87,26 @@ class Outcome:
 
 LEDGER_ROWS = """
 SELECT id, lsn, at_ms, kind, delta_on_hand, delta_reserved, on_hand_after, reserved_after,
-       reservation_id, order_id, request_id, reason, actor
+       delta_safety, safety_after, reservation_id, order_id, request_id, reason, actor
   FROM ledger WHERE sku = $1 AND location = $2
  ORDER BY stamp DESC, id DESC LIMIT $3
 """
 
-ITEM_ROW = "SELECT on_hand, reserved FROM items WHERE sku = $1 AND location = $2"
+ITEM_ROW = ("SELECT on_hand, reserved, safety_stock FROM items"
+            " WHERE sku = $1 AND location = $2")
 
 # Counters against the sums of the ledger (an item with rows on one side only also differs).
 RECONCILE_LEDGER = """
 WITH sums AS (
     SELECT sku, location, sum(delta_on_hand)::bigint AS on_hand,
-           sum(delta_reserved)::bigint AS reserved
+           sum(delta_reserved)::bigint AS reserved, sum(delta_safety)::bigint AS safety_stock
       FROM ledger GROUP BY sku, location)
 SELECT coalesce(i.sku, s.sku) AS sku, coalesce(i.location, s.location) AS location,
-       i.on_hand, i.reserved, s.on_hand AS ledger_on_hand, s.reserved AS ledger_reserved
+       i.on_hand, i.reserved, i.safety_stock, s.on_hand AS ledger_on_hand,
+       s.reserved AS ledger_reserved, s.safety_stock AS ledger_safety_stock
   FROM items i FULL JOIN sums s ON s.sku = i.sku AND s.location = i.location
  WHERE i.on_hand IS DISTINCT FROM s.on_hand OR i.reserved IS DISTINCT FROM s.reserved
+    OR i.safety_stock IS DISTINCT FROM s.safety_stock
  ORDER BY 2, 1
 """
 
@@ -126,14 +129,17 @@ SELECT coalesce(i.sku, h.sku) AS sku, coalesce(i.location, h.location) AS locati
 # order (docs/PERSISTENCE.md, "Parallel writers").
 RECONCILE_CHAIN = """
 SELECT sku, location, id, kind, previous_on_hand, delta_on_hand, on_hand_after,
-       previous_reserved, delta_reserved, reserved_after
+       previous_reserved, delta_reserved, reserved_after, previous_safety, delta_safety,
+       safety_after
   FROM (SELECT sku, location, id, kind, delta_on_hand, on_hand_after, delta_reserved,
-               reserved_after,
+               reserved_after, delta_safety, safety_after,
                coalesce(lag(on_hand_after) OVER w, 0) AS previous_on_hand,
-               coalesce(lag(reserved_after) OVER w, 0) AS previous_reserved
+               coalesce(lag(reserved_after) OVER w, 0) AS previous_reserved,
+               coalesce(lag(safety_after) OVER w, 0) AS previous_safety
           FROM ledger WINDOW w AS (PARTITION BY sku, location ORDER BY stamp, id)) chained
  WHERE previous_on_hand + delta_on_hand <> on_hand_after
     OR previous_reserved + delta_reserved <> reserved_after
+    OR previous_safety + delta_safety <> safety_after
  ORDER BY location, sku, id
 """
 
@@ -181,7 +187,8 @@ def rpc_failure(error: grpc.RpcError, request_id: str | None) -> CommandFailed:
 
 def level_dict(level: stock_pb2.StockLevel) -> dict[str, Any]:
     return {"sku": level.sku, "location": level.location, "on_hand": level.on_hand,
-            "reserved": level.reserved, "available": level.available}
+            "reserved": level.reserved, "available": level.available,
+            "safety_stock": level.safety_stock}
 
 
 def line_dict(line: stock_pb2.Line) -> dict[str, Any]:
@@ -203,9 +210,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def levels_outcome(levels: Sequence[stock_pb2.StockLevel]) -> Outcome:
     data = [level_dict(level) for level in levels]
-    rows = [(d["sku"], d["location"] or '""', d["on_hand"], d["reserved"], d["available"])
-            for d in data]
-    return Outcome(data, table(("SKU", "LOCATION", "ON_HAND", "RESERVED", "AVAILABLE"), rows))
+    rows = [(d["sku"], d["location"] or '""', d["on_hand"], d["reserved"], d["safety_stock"],
+             d["available"]) for d in data]
+    headers = ("SKU", "LOCATION", "ON_HAND", "RESERVED", "SAFETY", "AVAILABLE")
+    return Outcome(data, table(headers, rows))
 
 
 # ---- gRPC commands ----------------------------------------------------------------------------
@@ -261,6 +269,16 @@ def command_set(args: argparse.Namespace) -> Outcome:
         request.expected_on_hand = args.expected
     response = call(args, lambda channel: stock_pb2_grpc.StockServiceStub(channel).SetStock(
         request, timeout=args.timeout, metadata=metadata(args, operator=True)))
+    return changed_outcome(args, response)
+
+
+def command_safety(args: argparse.Namespace) -> Outcome:
+    request = stock_pb2.SetSafetyStockRequest(request_id=args.request_id, sku=args.sku,
+                                              location=args.location,
+                                              safety_stock=args.safety_stock, reason=args.reason)
+    response = call(args, lambda channel: stock_pb2_grpc.StockServiceStub(
+        channel).SetSafetyStock(request, timeout=args.timeout,
+                                metadata=metadata(args, operator=True)))
     return changed_outcome(args, response)
 
 
@@ -326,14 +344,15 @@ def command_ledger(args: argparse.Namespace) -> Outcome:
     data = {"sku": args.sku, "location": args.location, "item": current, "entries": rows,
             "journal_log_operations": int(logged[0][0])}
     header = (f"{args.sku} at {args.location or 'default location'}: "
-              + (f"on_hand {current['on_hand']} reserved {current['reserved']}" if current
-                 else "no such item"))
+              + (f"on_hand {current['on_hand']} reserved {current['reserved']}"
+                 f" safety_stock {current['safety_stock']}" if current else "no such item"))
     body = table(
-        ("ID", "AT (UTC)", "KIND", "D_ON_HAND", "D_RESERVED", "ON_HAND", "RESERVED",
-         "RESERVATION", "ORDER", "REQUEST", "ACTOR", "REASON"),
+        ("ID", "AT (UTC)", "KIND", "D_ON_HAND", "D_RESERVED", "D_SAFETY", "ON_HAND", "RESERVED",
+         "SAFETY", "RESERVATION", "ORDER", "REQUEST", "ACTOR", "REASON"),
         [(r["id"], format_ms(r["at_ms"]), r["kind"], signed(r["delta_on_hand"]),
-          signed(r["delta_reserved"]), r["on_hand_after"], r["reserved_after"],
-          r["reservation_id"], r["order_id"], r["request_id"], r["actor"], r["reason"])
+          signed(r["delta_reserved"]), signed(r["delta_safety"]), r["on_hand_after"],
+          r["reserved_after"], r["safety_after"], r["reservation_id"], r["order_id"],
+          r["request_id"], r["actor"], r["reason"])
          for r in rows])
     shown = f"last {len(rows)} entries (--limit {args.limit})"
     if data["journal_log_operations"]:
@@ -407,7 +426,7 @@ def common_options(*, defaults: bool) -> argparse.ArgumentParser:
         os.environ.get("STOCK_ADDRESS", ADDRESS_DEFAULT)),
         help="gRPC host:port (env STOCK_ADDRESS)")
     common.add_argument("--token", default=default(os.environ.get("STOCK_ADMIN_TOKEN", "")),
-                        help="admin token for adjust/set (env STOCK_ADMIN_TOKEN)")
+                        help="admin token for adjust/set/safety (env STOCK_ADMIN_TOKEN)")
     common.add_argument("--database-url", default=default(
         os.environ.get("STOCK_DATABASE_URL", "")),
         help="PostgreSQL DSN for ledger/reconcile (env STOCK_DATABASE_URL)")
@@ -454,6 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
                            help="refuse unless on hand is this now (ABORTED otherwise)")
     add_change_options(set_stock)
     set_stock.set_defaults(run=command_set)
+
+    safety = command("safety", "set the safety stock: units kept back from sale (0: none)")
+    safety.add_argument("sku", metavar="SKU")
+    safety.add_argument("safety_stock", type=int, metavar="SAFETY_STOCK")
+    add_change_options(safety)
+    safety.set_defaults(run=command_safety)
 
     health = command("health", "gRPC health: exit 0 only when SERVING")
     health.add_argument("--service", default="", help="health service name ('' = overall)")

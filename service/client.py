@@ -71,7 +71,8 @@ class StockLevel:
     location: str
     on_hand: int
     reserved: int
-    available: int
+    available: int  # on_hand - reserved - safety_stock, at least 0
+    safety_stock: int
 
 
 class StockError(Exception):
@@ -136,7 +137,8 @@ def to_reservation(proto: stock_pb2.Reservation) -> Reservation:
 
 
 def to_level(proto: stock_pb2.StockLevel) -> StockLevel:
-    return StockLevel(proto.sku, proto.location, proto.on_hand, proto.reserved, proto.available)
+    return StockLevel(proto.sku, proto.location, proto.on_hand, proto.reserved, proto.available,
+                      proto.safety_stock)
 
 
 def result_of(result: stock_pb2.ReservationResult) -> Reservation | StockError:
@@ -328,6 +330,15 @@ class StockClient:
                                             on_hand=on_hand, expected_on_hand=expected_on_hand,
                                             reason=reason)
         return to_level((await self._call(self._stub.SetStock, request, operator=True)).level)
+
+    async def set_safety_stock(self, sku: str, safety_stock: int, *, location: str = "",
+                               reason: str = "", request_id: str = "") -> StockLevel:
+        """Keeps `safety_stock` units of the item back from sale (0: none)."""
+        request = stock_pb2.SetSafetyStockRequest(request_id=request_id, sku=sku,
+                                                  location=location, safety_stock=safety_stock,
+                                                  reason=reason)
+        call = self._stub.SetSafetyStock
+        return to_level((await self._call(call, request, operator=True)).level)
 
     async def reserve_batch(self, requests: Sequence[stock_pb2.ReserveRequest]
                             ) -> list[Reservation | StockError]:

@@ -60,8 +60,9 @@ PRUNE_IDEMPOTENCY_STATEMENT = (
 BatchTable = tuple[str, tuple[tuple[str, str], ...], tuple[str, ...], tuple[str, ...]]
 BATCH_TABLES: tuple[BatchTable, ...] = (
     ("items",
-     (("sku", "text"), ("location", "text"), ("on_hand", "bigint"), ("reserved", "bigint")),
-     ("location", "sku"), ("on_hand", "reserved")),
+     (("sku", "text"), ("location", "text"), ("on_hand", "bigint"), ("reserved", "bigint"),
+      ("safety_stock", "bigint")),
+     ("location", "sku"), ("on_hand", "reserved", "safety_stock")),
     ("reservations",
      (("reservation_id", "text"), ("order_id", "text"), ("status", "text"),
       ("expires_at_ms", "bigint"), ("created_at_ms", "bigint"), ("updated_at_ms", "bigint"),
@@ -81,7 +82,8 @@ BATCH_TABLES: tuple[BatchTable, ...] = (
     ("ledger",
      (("lsn", "bigint"), ("at_ms", "bigint"), ("sku", "text"), ("location", "text"),
       ("kind", "text"), ("delta_on_hand", "bigint"), ("delta_reserved", "bigint"),
-      ("on_hand_after", "bigint"), ("reserved_after", "bigint"), ("reservation_id", "text"),
+      ("on_hand_after", "bigint"), ("reserved_after", "bigint"), ("delta_safety", "bigint"),
+      ("safety_after", "bigint"), ("reservation_id", "text"),
       ("order_id", "text"), ("request_id", "text"), ("reason", "text"), ("actor", "text")),
      (), ()),
 )
@@ -231,7 +233,7 @@ class Projected:
 class LoadedState:
     """What recovery hands to `Engine.load`, in its argument shapes."""
 
-    items: list[tuple[str, str, int, int]]
+    items: list[tuple[str, str, int, int, int]]  # sku, location, on_hand, reserved, safety_stock
     holds: list[tuple[str, str, int, int, list[tuple[str, str, int]]]]
     idempotency_records: list[tuple[str, int, str, str, int]]
 
@@ -387,7 +389,8 @@ class Persistence:
         """Everything the engine needs after a start or a rebuild, read in one snapshot."""
         async with self._acquire() as connection, connection.transaction(
                 isolation="repeatable_read", readonly=True):
-            items = await connection.fetch("SELECT sku, location, on_hand, reserved FROM items")
+            items = await connection.fetch(
+                "SELECT sku, location, on_hand, reserved, safety_stock FROM items")
             holds = await connection.fetch(
                 "SELECT r.reservation_id, r.order_id, r.expires_at_ms, r.created_at_ms,"
                 "       array_agg(l.sku ORDER BY l.line_number) AS skus,"

@@ -121,9 +121,9 @@ def reservation_proto(view) -> stock_pb2.Reservation:
 
 
 def level_proto(level: tuple) -> stock_pb2.StockLevel:
-    sku, location, on_hand, reserved, available = level
+    sku, location, on_hand, reserved, available, safety_stock = level
     return stock_pb2.StockLevel(sku=sku, location=location, on_hand=on_hand, reserved=reserved,
-                                available=available)
+                                available=available, safety_stock=safety_stock)
 
 
 def actor_of(context: grpc.aio.ServicerContext) -> str:
@@ -255,6 +255,16 @@ class StockServicer(stock_pb2_grpc.StockServiceServicer):
         actor = actor_of(context)
         view = await self._apply(lambda engine: engine.set_stock(
             sku, location, on_hand, expected, now_ms(), reason=reason, actor=actor,
+            request_id=request_id))
+        return stock_pb2.AdjustResponse(level=level_proto(view.levels[0]))
+
+    @rpc
+    async def SetSafetyStock(self, request, context):
+        self._auth.check(context)
+        request_id, sku, location, safety_stock, reason = validation.set_safety_stock(request)
+        actor = actor_of(context)
+        view = await self._apply(lambda engine: engine.set_safety_stock(
+            sku, location, safety_stock, now_ms(), reason=reason, actor=actor,
             request_id=request_id))
         return stock_pb2.AdjustResponse(level=level_proto(view.levels[0]))
 

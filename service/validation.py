@@ -176,6 +176,14 @@ def set_stock(request) -> tuple[str | None, str, str, int, int | None, str]:
             expected, reason(request.reason))
 
 
+def set_safety_stock(request) -> tuple[str | None, str, str, int, str]:
+    return (optional_id(request.request_id, "request_id"),
+            identifier(request.sku, "sku"),
+            identifier(request.location, "location", required=False),
+            integer(request.safety_stock, "safety_stock", 0, ON_HAND_MAX),
+            reason(request.reason))
+
+
 def get_stock(request) -> tuple[list[str], str]:
     count = len(request.skus)
     if not 1 <= count <= STOCK_QUERY_SKUS_MAX:

@@ -24,6 +24,7 @@ pub enum Operation {
     Decrement,
     Adjust,
     Set,
+    Safety,
 }
 
 impl Operation {
@@ -35,6 +36,7 @@ impl Operation {
             Operation::Decrement => "decrement",
             Operation::Adjust => "adjust",
             Operation::Set => "set",
+            Operation::Safety => "safety",
         }
     }
 
@@ -46,6 +48,7 @@ impl Operation {
             Operation::Decrement,
             Operation::Adjust,
             Operation::Set,
+            Operation::Safety,
         ]
         .into_iter()
         .find(|operation| operation.as_str() == text)
@@ -188,11 +191,16 @@ pub fn outcome_to_json(outcome: &Outcome) -> String {
                 push_text(&mut out, &level.sku);
                 out.push(',');
                 push_text(&mut out, &level.location);
-                let (on_hand, reserved, available) =
-                    (level.on_hand, level.reserved, level.available);
+                let (on_hand, reserved) = (level.on_hand, level.reserved);
+                let (available, safety_stock) = (level.available, level.safety_stock);
                 push_integers(
                     &mut out,
-                    &[on_hand as i128, reserved as i128, available as i128],
+                    &[
+                        on_hand as i128,
+                        reserved as i128,
+                        available as i128,
+                        safety_stock as i128,
+                    ],
                 );
                 out.push(']');
             }
@@ -222,15 +230,19 @@ fn levels_from_json(value: &Value) -> Option<Vec<Level>> {
     let mut levels = Vec::new();
     for level in value.as_array()? {
         let level = level.as_array()?;
-        if level.len() != 5 {
-            return None;
-        }
+        // Outcomes stored before safety stock existed have five elements (no safety stock).
+        let safety_stock = match level.len() {
+            5 => 0,
+            6 => level[5].as_u64()?,
+            _ => return None,
+        };
         levels.push(Level {
             sku: text(&level[0])?,
             location: text(&level[1])?,
             on_hand: level[2].as_u64()?,
             reserved: level[3].as_u64()?,
             available: level[4].as_u64()?,
+            safety_stock,
         });
     }
     Some(levels)
@@ -285,13 +297,20 @@ mod tests {
                 location: Arc::from(""),
                 on_hand: 5,
                 reserved: 2,
-                available: 3,
+                available: 1,
+                safety_stock: 2,
             }],
             lsn: 0,
             replayed: false,
         });
         assert_eq!(outcome_from_json(&outcome_to_json(&levels)), Some(levels));
         assert_eq!(outcome_from_json("{\"kind\":\"other\"}"), None);
+        // An outcome stored before safety stock existed: five numbers, safety stock 0.
+        let stored = r#"{"kind":"levels","levels":[["a","",5,2,3]]}"#;
+        let Some(Outcome::Levels(old)) = outcome_from_json(stored) else {
+            panic!("a five-element level parses");
+        };
+        assert_eq!((old.levels[0].available, old.levels[0].safety_stock), (3, 0));
         // Plain ids are copied; quotes, backslashes and control characters are escaped.
         let mut out = String::new();
         push_text(&mut out, "ab-1");

@@ -28,26 +28,42 @@ pub struct Item {
     pub location: u32,
     pub on_hand: u64,
     pub reserved: u64,
+    /// Units kept back from sale (set by an operator): reserves and decrements see only what
+    /// lies above it. It may exceed what is left (a count or write-off can go below it); the
+    /// item then has nothing available, and nothing else changes.
+    pub safety_stock: u64,
     /// LSN of the last change of this item's levels (0: loaded at recovery).
     pub last_lsn: u64,
     pub holds: ItemHolds,
 }
 
 impl Item {
+    /// What a reserve or a decrement may take: on hand, less what is held, less the
+    /// safety stock (0 when the safety stock is more than what is not held).
     pub fn available(&self) -> u64 {
         self.reserved_checked();
-        self.on_hand - self.reserved
+        available(self.on_hand, self.reserved, self.safety_stock)
     }
 
     /// The level invariant; asserted after every write of an item.
     pub fn reserved_checked(&self) {
         assert!(
-            self.reserved <= self.on_hand && self.on_hand <= ON_HAND_MAX,
-            "item invariant broken: reserved {} on_hand {}",
+            self.reserved <= self.on_hand
+                && self.on_hand <= ON_HAND_MAX
+                && self.safety_stock <= ON_HAND_MAX,
+            "item invariant broken: reserved {} on_hand {} safety_stock {}",
             self.reserved,
-            self.on_hand
+            self.on_hand,
+            self.safety_stock
         );
     }
+}
+
+/// Available stock from levels where `reserved <= on_hand`: what is not held and not kept
+/// back as safety stock.
+pub fn available(on_hand: u64, reserved: u64, safety_stock: u64) -> u64 {
+    debug_assert!(reserved <= on_hand);
+    (on_hand - reserved).saturating_sub(safety_stock)
 }
 
 /// The holds of one item as a min-heap by expiry, so the due ones are found at the top.
@@ -181,6 +197,7 @@ impl Items {
             location: location_index,
             on_hand: 0,
             reserved: 0,
+            safety_stock: 0,
             last_lsn: 0,
             holds: ItemHolds::default(),
         });

@@ -12,7 +12,10 @@ use crate::journal::JournalBatch;
 
 /// (table, columns) in the order `batch_columns` renders them.
 pub const TABLES: [(&str, &[&str]); 5] = [
-    ("items", &["sku", "location", "on_hand", "reserved"]),
+    (
+        "items",
+        &["sku", "location", "on_hand", "reserved", "safety_stock"],
+    ),
     (
         "reservations",
         &[
@@ -59,6 +62,8 @@ pub const TABLES: [(&str, &[&str]); 5] = [
             "delta_reserved",
             "on_hand_after",
             "reserved_after",
+            "delta_safety",
+            "safety_after",
             "reservation_id",
             "order_id",
             "request_id",
@@ -182,12 +187,13 @@ fn arrays(count: usize, rows: usize, bytes_per_row: usize) -> Vec<ArrayText> {
 pub fn batch_columns(batch: &JournalBatch) -> Vec<String> {
     let mut out = Vec::with_capacity(column_count());
 
-    let mut items = arrays(4, batch.items.len(), 16);
+    let mut items = arrays(5, batch.items.len(), 16);
     for item in batch.items.iter() {
         items[0].push_text(item.sku);
         items[1].push_text(item.location);
         items[2].push_integer(item.on_hand);
         items[3].push_integer(item.reserved);
+        items[4].push_integer(item.safety_stock);
     }
     out.extend(items.into_iter().map(ArrayText::finish));
 
@@ -233,7 +239,7 @@ pub fn batch_columns(batch: &JournalBatch) -> Vec<String> {
     }
     out.extend(idempotency.into_iter().map(ArrayText::finish));
 
-    let mut ledger = arrays(14, batch.ledger().len(), 16);
+    let mut ledger = arrays(16, batch.ledger().len(), 16);
     for row in batch.ledger() {
         ledger[0].push_integer(row.lsn);
         ledger[1].push_integer(row.at_ms);
@@ -244,11 +250,13 @@ pub fn batch_columns(batch: &JournalBatch) -> Vec<String> {
         ledger[6].push_integer(row.delta_reserved);
         ledger[7].push_integer(row.on_hand_after);
         ledger[8].push_integer(row.reserved_after);
-        ledger[9].push_text(row.reservation_id);
-        ledger[10].push_text(row.order_id);
-        ledger[11].push_text(row.request_id);
-        ledger[12].push_text(row.reason);
-        ledger[13].push_text(row.actor);
+        ledger[9].push_integer(row.delta_safety);
+        ledger[10].push_integer(row.safety_after);
+        ledger[11].push_text(row.reservation_id);
+        ledger[12].push_text(row.order_id);
+        ledger[13].push_text(row.request_id);
+        ledger[14].push_text(row.reason);
+        ledger[15].push_text(row.actor);
     }
     out.extend(ledger.into_iter().map(ArrayText::finish));
 

@@ -121,7 +121,9 @@ pub struct Level {
     pub location: Arc<str>,
     pub on_hand: u64,
     pub reserved: u64,
+    /// On hand less reserved less the safety stock, at least 0.
     pub available: u64,
+    pub safety_stock: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

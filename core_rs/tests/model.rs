@@ -2,6 +2,9 @@
 //! against a deliberately simple reference model (recomputes everything from scratch, no
 //! indices, no heaps, no lazy expiry). After every step the answers, every level and every
 //! reservation status must agree, and the engine's invariants must hold.
+//!
+//! Levels include the safety stock: a reserve or a decrement may take only what is on hand,
+//! not held and above the safety stock; nothing else is limited by it.
 
 use std::collections::BTreeMap;
 
@@ -35,6 +38,9 @@ const REQUESTS: usize = 4;
 /// conflict that changes nothing.
 const REQUESTS_CHURN: usize = 1_000;
 const START_MS: i64 = 1_000_000;
+/// Safety stocks drawn: up to about what a few adjustments stock, so that it sometimes
+/// decides a reserve or a decrement and sometimes does not.
+const SAFETY_MAX: i64 = 15;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -73,6 +79,11 @@ enum Op {
         expected: Option<i64>,
         request: Option<usize>,
     },
+    Safety {
+        sku: usize,
+        safety_stock: i64,
+        request: Option<usize>,
+    },
     ExpireDue {
         max_count: usize,
     },
@@ -100,8 +111,10 @@ fn op_strategy(
             .prop_map(|(lines, request)| Op::Decrement { lines, request }),
         3 => (0..SKUS.len(), prop_oneof![-6..0i64, 1..12i64], request.clone())
             .prop_map(|(sku, delta, request)| Op::Adjust { sku, delta, request }),
-        1 => (0..SKUS.len(), 0..20i64, prop::option::of(0..20i64), request)
+        1 => (0..SKUS.len(), 0..20i64, prop::option::of(0..20i64), request.clone())
             .prop_map(|(sku, on_hand, expected, request)| Op::Set { sku, on_hand, expected, request }),
+        1 => (0..SKUS.len(), 0..=SAFETY_MAX, request)
+            .prop_map(|(sku, safety_stock, request)| Op::Safety { sku, safety_stock, request }),
         1 => (1..4usize).prop_map(|max_count| Op::ExpireDue { max_count }),
     ]
 }
@@ -120,19 +133,27 @@ struct ModelReservation {
     lines: BTreeMap<usize, u64>,
 }
 
+/// One item's levels: sku, on hand, reserved, available, safety stock.
+type ModelLevel = (String, u64, u64, u64, u64);
+
 /// What a remembered request answered: reservation id and status, or the levels.
 #[derive(Clone, Debug, PartialEq)]
 enum ModelOutcome {
     Reservation(String, &'static str),
-    Levels(Vec<(String, u64, u64, u64)>),
+    Levels(Vec<ModelLevel>),
 }
 
 #[derive(Default)]
 struct Model {
     now_ms: i64,
     on_hand: BTreeMap<usize, u64>,
+    /// Safety stock per known sku (absent: 0).
+    safety: BTreeMap<usize, u64>,
     reservations: BTreeMap<usize, ModelReservation>,
     requests: BTreeMap<usize, (String, ModelOutcome)>,
+    /// A deliberately wrong model, for the harness's own check: reserves and decrements
+    /// are decided on what is not held, ignoring the safety stock (levels still report it).
+    ignores_safety: bool,
 }
 
 type ModelAnswer = Result<ModelOutcome, &'static str>;
@@ -144,6 +165,16 @@ impl Model {
             .filter(|r| r.status == ModelStatus::Active && r.expires_at_ms > self.now_ms)
             .map(|r| r.lines.get(&sku).copied().unwrap_or(0))
             .sum()
+    }
+
+    fn safety(&self, sku: usize) -> u64 {
+        self.safety.get(&sku).copied().unwrap_or(0)
+    }
+
+    /// On hand, less what live holds keep, less the safety stock; at least 0.
+    fn available(&self, sku: usize) -> u64 {
+        let unheld = self.on_hand[&sku] - self.reserved(sku);
+        unheld.saturating_sub(self.safety(sku))
     }
 
     fn status(&self, id: usize) -> Option<&'static str> {
@@ -161,7 +192,8 @@ impl Model {
             skus.keys()
                 .map(|&sku| {
                     let (on_hand, reserved) = (self.on_hand[&sku], self.reserved(sku));
-                    (SKUS[sku].to_string(), on_hand, reserved, on_hand - reserved)
+                    let (available, safety) = (self.available(sku), self.safety(sku));
+                    (SKUS[sku].to_string(), on_hand, reserved, available, safety)
                 })
                 .collect(),
         )
@@ -195,9 +227,10 @@ impl Model {
         if summed.keys().any(|sku| !self.on_hand.contains_key(sku)) {
             return Some("unknown_item");
         }
-        let short = summed
-            .iter()
-            .any(|(&sku, &q)| self.on_hand[&sku] - self.reserved(sku) < q);
+        let short = summed.iter().any(|(&sku, &q)| match self.ignores_safety {
+            false => self.available(sku) < q,
+            true => self.on_hand[&sku] - self.reserved(sku) < q,
+        });
         short.then_some("short_stock")
     }
 
@@ -352,6 +385,20 @@ impl Model {
         self.remember(request, key, &outcome);
         Ok(outcome)
     }
+
+    /// Sets the safety stock; an unknown sku becomes known with nothing on hand. Never
+    /// refused (the values drawn are within bounds), moves no unit.
+    fn set_safety(&mut self, sku: usize, safety_stock: i64, request: Option<usize>) -> ModelAnswer {
+        let key = format!("safety {sku} {safety_stock}");
+        if let Some(answer) = self.remembered(request, &key) {
+            return answer;
+        }
+        self.on_hand.entry(sku).or_insert(0);
+        self.safety.insert(sku, safety_stock as u64);
+        let outcome = self.levels(&BTreeMap::from([(sku, 0)]));
+        self.remember(request, key, &outcome);
+        Ok(outcome)
+    }
 }
 
 fn engine_lines(lines: &[(usize, i64)]) -> Vec<LineInput<'static>> {
@@ -381,7 +428,10 @@ fn engine_answer(result: Result<Outcome, EngineError>) -> ModelAnswer {
             let mut levels: Vec<_> = view
                 .levels
                 .iter()
-                .map(|l| (l.sku.to_string(), l.on_hand, l.reserved, l.available))
+                .map(|l| {
+                    let sku = l.sku.to_string();
+                    (sku, l.on_hand, l.reserved, l.available, l.safety_stock)
+                })
                 .collect();
             levels.sort();
             Ok(ModelOutcome::Levels(levels))
@@ -475,6 +525,20 @@ fn apply_engine(engine: &mut Engine, now_ms: i64, op: &Op) -> Option<ModelAnswer
                 .set_stock(SKUS[*sku], "", *on_hand, *expected, now_ms, annotation)
                 .map(levels)
         }
+        Op::Safety {
+            sku,
+            safety_stock,
+            request,
+        } => {
+            let request = request_name(*request);
+            let annotation = Annotation {
+                request_id: request.as_deref(),
+                ..Annotation::default()
+            };
+            engine
+                .set_safety_stock(SKUS[*sku], "", *safety_stock, now_ms, annotation)
+                .map(levels)
+        }
     };
     Some(engine_answer(result))
 }
@@ -503,6 +567,11 @@ fn apply_model(model: &mut Model, op: &Op) -> Option<ModelAnswer> {
             expected,
             request,
         } => model.set(*sku, *on_hand, *expected, *request),
+        Op::Safety {
+            sku,
+            safety_stock,
+            request,
+        } => model.set_safety(*sku, *safety_stock, *request),
     })
 }
 
@@ -513,7 +582,10 @@ fn compare_state(engine: &Engine, model: &Model, reservations: usize) -> usize {
     let levels: Vec<_> = view
         .levels
         .iter()
-        .map(|l| (l.sku.to_string(), l.on_hand, l.reserved, l.available))
+        .map(|l| {
+            let sku = l.sku.to_string();
+            (sku, l.on_hand, l.reserved, l.available, l.safety_stock)
+        })
         .collect();
     assert_eq!(
         ModelOutcome::Levels(levels),
@@ -532,6 +604,11 @@ fn compare_state(engine: &Engine, model: &Model, reservations: usize) -> usize {
 /// Runs `ops` (reservation ids below `reservations`) against the engine and the model,
 /// comparing after every step; returns whether some item's heap was ever found mid-sweep.
 fn run(ops: &[Op], reservations: usize) -> bool {
+    run_against(ops, reservations, Model::default())
+}
+
+/// `run` against `model` (its clock is set to the start).
+fn run_against(ops: &[Op], reservations: usize, model: Model) -> bool {
     let config = EngineConfig {
         reservations_terminal_max: 1_000,
         journal_operations_max: 100_000,
@@ -540,7 +617,7 @@ fn run(ops: &[Op], reservations: usize) -> bool {
     let mut engine = Engine::new(config).unwrap();
     let mut model = Model {
         now_ms: START_MS,
-        ..Model::default()
+        ..model
     };
     let mut reached_sweep = false;
     for (step, op) in ops.iter().enumerate() {
@@ -658,9 +735,10 @@ fn engine_agrees_with_the_reference_model_through_heap_sweeps() {
     );
 }
 
+/// Guards the model itself: it refuses a reserve above what is on hand, and one above what
+/// the safety stock leaves (as a decrement), and reports the safety stock in its levels.
 #[test]
 fn reference_model_detects_a_wrong_answer() {
-    // Guards the harness itself: a model that disagrees must make `run`-style checks fail.
     let mut model = Model {
         now_ms: START_MS,
         ..Model::default()
@@ -668,5 +746,52 @@ fn reference_model_detects_a_wrong_answer() {
     model.adjust(0, 5, None).unwrap();
     let answer = model.reserve(0, &[(0, 6)], 1_000, None);
     assert_eq!(answer, Err("short_stock"));
+    // 5 on hand, 2 kept back: 3 available.
+    model.set_safety(0, 2, None).unwrap();
+    assert_eq!(model.reserve(0, &[(0, 4)], 1_000, None), Err("short_stock"));
+    assert_eq!(model.decrement(&[(0, 4)], None), Err("short_stock"));
+    model.reserve(0, &[(0, 3)], 1_000, None).unwrap();
+    let levels = model.levels(&BTreeMap::from([(0, 0)]));
+    assert_eq!(levels, ModelOutcome::Levels(vec![("a".into(), 5, 3, 0, 2)]));
     assert_eq!(Status::Active.as_str(), "active");
+}
+
+/// Guards the harness: a sequence where the safety stock refuses a reserve passes against
+/// the reference model, and fails at that reserve against a model that decides reserves
+/// without the safety stock.
+#[test]
+fn a_model_ignoring_safety_stock_is_caught() {
+    let ops = [
+        Op::Adjust {
+            sku: 0,
+            delta: 5,
+            request: None,
+        },
+        Op::Safety {
+            sku: 0,
+            safety_stock: 3,
+            request: None,
+        },
+        Op::Reserve {
+            id: 0,
+            lines: vec![(0, 3)],
+            ttl_ms: 1_000,
+            request: None,
+        },
+    ];
+    run(&ops, RESERVATIONS);
+    let blind = Model {
+        ignores_safety: true,
+        ..Model::default()
+    };
+    let failure = std::panic::catch_unwind(|| run_against(&ops, RESERVATIONS, blind))
+        .expect_err("a model blind to the safety stock must disagree with the engine");
+    let message = failure
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .unwrap_or_default();
+    assert!(
+        message.contains("step 2: Reserve"),
+        "failed elsewhere: {message}"
+    );
 }

@@ -2,10 +2,12 @@
 //! the journal records.
 
 use core_rs::engine::Annotation;
+use core_rs::errors::Shortfall;
 use core_rs::expiry::{ExpiryQueue, EXPIRY_SWEEP_SLACK};
 use core_rs::lazy_heap::STALE_FACTOR;
 use core_rs::limits::{ID_BYTES_MAX, LINES_PER_REQUEST_MAX, ON_HAND_MAX, QUANTITY_MAX, TTL_MS_MAX};
 use core_rs::reservation::Status;
+use core_rs::view::LevelsView;
 use core_rs::{Engine, EngineConfig, EngineError, LineInput, LoadHold, LoadIdempotency, LoadItem};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
@@ -844,6 +846,9 @@ fn journal_row_positions_name_their_rows() {
 fn load_and_export_round_trip() {
     let mut engine = stocked(&[("a", 10), ("b", 5)]);
     engine
+        .set_safety_stock("b", "", 2, NOW, Annotation::default())
+        .unwrap();
+    engine
         .reserve(
             "r1",
             "o1",
@@ -858,11 +863,12 @@ fn load_and_export_round_trip() {
     let items: Vec<LoadItem> = state
         .items
         .iter()
-        .map(|(sku, location, on_hand, reserved)| LoadItem {
+        .map(|(sku, location, on_hand, reserved, safety)| LoadItem {
             sku: sku.to_string(),
             location: location.to_string(),
             on_hand: *on_hand as i64,
             reserved: *reserved as i64,
+            safety_stock: *safety as i64,
         })
         .collect();
     let holds: Vec<LoadHold> = state
@@ -924,6 +930,7 @@ fn load_refuses_reserved_that_differs_from_holds() {
         location: "".into(),
         on_hand: 10,
         reserved: 2,
+        safety_stock: 0,
     }];
     let holds = vec![LoadHold {
         reservation_id: "r1".into(),
@@ -1290,4 +1297,502 @@ fn churn_keeps_the_expiry_queue_bounded() {
     assert_eq!(engine.stats().expiry_queue_entries, 0);
     assert_eq!(level(&engine, "a", far).1 + level(&engine, "b", far).1, 0);
     engine.check_invariants();
+}
+
+/// (on_hand, reserved, available, safety_stock) of a default-location sku at `now_ms`.
+fn safety_level(engine: &Engine, sku: &str, now_ms: i64) -> (u64, u64, u64, u64) {
+    let view = engine.get_stock(&[sku], "", now_ms).unwrap();
+    let level = &view.levels[0];
+    (
+        level.on_hand,
+        level.reserved,
+        level.available,
+        level.safety_stock,
+    )
+}
+
+/// Sets the safety stock of a default-location sku, with no annotation.
+fn set_safety(engine: &mut Engine, sku: &str, safety_stock: i64) -> LevelsView {
+    engine
+        .set_safety_stock(sku, "", safety_stock, NOW, Annotation::default())
+        .unwrap()
+}
+
+/// (sku, requested, available) of every shortfall of a `ShortStock` refusal.
+fn shortfalls(error: EngineError) -> Vec<(String, u64, u64)> {
+    let EngineError::ShortStock { shortfalls } = error else {
+        panic!("expected ShortStock, got {error:?}")
+    };
+    shortfalls
+        .iter()
+        .map(|s| (s.sku.to_string(), s.requested, s.available))
+        .collect()
+}
+
+/// A reserve holds only what lies above the safety stock: a refusal names, per short item,
+/// what is available net of it (0 when the safety stock exceeds what is not held) and
+/// changes nothing; a reserve of exactly that much is accepted and leaves nothing.
+#[test]
+fn reserve_never_holds_the_safety_stock() {
+    let mut engine = stocked(&[("a", 10), ("b", 5), ("c", 3)]);
+    engine
+        .reserve("r0", "", &[line("a", 2)], TTL, NOW, None)
+        .unwrap();
+    let view = set_safety(&mut engine, "a", 3);
+    assert_eq!(
+        view.levels[0].available, 5,
+        "10 on hand, 2 held, 3 kept back"
+    );
+    set_safety(&mut engine, "b", 1);
+    set_safety(&mut engine, "c", 7);
+    let pending = engine.journal_pending();
+    let lines = [line("a", 6), line("b", 5), line("c", 1)];
+    let error = engine
+        .reserve("r1", "", &lines, TTL, NOW, None)
+        .unwrap_err();
+    let expected = vec![("a".into(), 6, 5), ("b".into(), 5, 4), ("c".into(), 1, 0)];
+    assert_eq!(shortfalls(error), expected);
+    assert_eq!(
+        engine.journal_pending(),
+        pending,
+        "a refusal journals nothing"
+    );
+    assert_eq!(safety_level(&engine, "a", NOW), (10, 2, 5, 3));
+    engine
+        .reserve("r1", "", &[line("a", 5), line("b", 4)], TTL, NOW, None)
+        .unwrap();
+    assert_eq!(safety_level(&engine, "a", NOW), (10, 7, 0, 3));
+    assert_eq!(safety_level(&engine, "b", NOW), (5, 4, 0, 1));
+    let error = engine
+        .reserve("r2", "", &[line("a", 1)], TTL, NOW, None)
+        .unwrap_err();
+    assert_eq!(shortfalls(error), vec![("a".into(), 1, 0)]);
+    // Due holds stop counting; the safety stock still does.
+    assert_eq!(safety_level(&engine, "a", NOW + TTL), (10, 0, 7, 3));
+    engine
+        .reserve("r2", "", &[line("a", 7)], TTL, NOW + TTL, None)
+        .unwrap();
+    assert_eq!(safety_level(&engine, "a", NOW + TTL), (10, 7, 0, 3));
+    engine.check_invariants();
+}
+
+/// A decrement sells only what lies above the safety stock and what is held: refused with
+/// the available quantity net of both, accepted up to it.
+#[test]
+fn decrement_never_sells_the_safety_stock() {
+    let mut engine = stocked(&[("a", 10)]);
+    engine
+        .reserve("r1", "", &[line("a", 3)], TTL, NOW, None)
+        .unwrap();
+    set_safety(&mut engine, "a", 5);
+    let pending = engine.journal_pending();
+    let error = engine
+        .decrement(&[line("a", 3)], NOW, "o", None)
+        .unwrap_err();
+    let expected = EngineError::ShortStock {
+        shortfalls: vec![Shortfall {
+            sku: "a".into(),
+            location: "".into(),
+            requested: 3,
+            available: 2,
+        }],
+    };
+    assert_eq!(error, expected);
+    assert_eq!(engine.journal_pending(), pending);
+    assert_eq!(safety_level(&engine, "a", NOW), (10, 3, 2, 5));
+    let view = engine
+        .decrement(&[line("a", 1), line("a", 1)], NOW, "o", None)
+        .unwrap();
+    let level = &view.levels[0];
+    assert_eq!(
+        (
+            level.on_hand,
+            level.reserved,
+            level.available,
+            level.safety_stock
+        ),
+        (8, 3, 0, 5)
+    );
+    let error = engine
+        .decrement(&[line("a", 1)], NOW, "o", None)
+        .unwrap_err();
+    assert_eq!(shortfalls(error), vec![("a".into(), 1, 0)]);
+    engine.check_invariants();
+}
+
+/// Held units are already taken: commit (whole or part), release, extend and expiry of
+/// holds all succeed after the safety stock is raised above what is not held, and it never
+/// makes anything available while on hand less reserved stays below it.
+#[test]
+fn holds_settle_whatever_the_safety_stock() {
+    let mut engine = stocked(&[("a", 10)]);
+    for (id, quantity) in [("r1", 4), ("r2", 2), ("r3", 1), ("r4", 1)] {
+        engine
+            .reserve(id, "", &[line("a", quantity)], TTL, NOW, None)
+            .unwrap();
+    }
+    set_safety(&mut engine, "a", 8);
+    assert_eq!(safety_level(&engine, "a", NOW), (10, 8, 0, 8));
+    // Three of r1's four units leave on hand; the fourth is released.
+    let answer = engine
+        .commit("r1", Some(&[line("a", 3)]), NOW, None)
+        .unwrap();
+    assert_eq!(engine.view(&answer).unwrap().status, Status::Committed);
+    assert_eq!(safety_level(&engine, "a", NOW), (7, 4, 0, 8));
+    engine.commit("r2", None, NOW, None).unwrap();
+    assert_eq!(safety_level(&engine, "a", NOW), (5, 2, 0, 8));
+    engine.release("r4", NOW, None).unwrap();
+    assert_eq!(safety_level(&engine, "a", NOW), (5, 1, 0, 8));
+    let answer = engine.extend("r3", 2 * TTL, NOW).unwrap();
+    assert_eq!(engine.view(&answer).unwrap().expires_at_ms, NOW + 2 * TTL);
+    let expired = engine.expire_due(NOW + 2 * TTL, 10).unwrap();
+    assert_eq!(expired, vec!["r3".into()]);
+    assert_eq!(safety_level(&engine, "a", NOW + 2 * TTL), (5, 0, 0, 8));
+    engine.check_invariants();
+}
+
+/// Adjustments and counts are not limited by the safety stock: they may leave less than it
+/// not held (available is then 0), but still never go below what is held.
+#[test]
+fn adjust_and_set_stock_may_go_below_the_safety_stock() {
+    let mut engine = stocked(&[("a", 10)]);
+    engine
+        .reserve("r1", "", &[line("a", 2)], TTL, NOW, None)
+        .unwrap();
+    set_safety(&mut engine, "a", 6);
+    let view = engine
+        .adjust("a", "", -5, NOW, Annotation::default())
+        .unwrap();
+    let level = &view.levels[0];
+    assert_eq!(
+        (
+            level.on_hand,
+            level.reserved,
+            level.available,
+            level.safety_stock
+        ),
+        (5, 2, 0, 6)
+    );
+    let error = engine
+        .adjust("a", "", -4, NOW, Annotation::default())
+        .unwrap_err();
+    let expected = EngineError::OnHandBelowReserved {
+        sku: "a".into(),
+        location: "".into(),
+        on_hand: 1,
+        reserved: 2,
+    };
+    assert_eq!(error, expected);
+    engine
+        .set_stock("a", "", 2, Some(5), NOW, Annotation::default())
+        .unwrap();
+    assert_eq!(safety_level(&engine, "a", NOW), (2, 2, 0, 6));
+    let error = engine
+        .set_stock("a", "", 1, None, NOW, Annotation::default())
+        .unwrap_err();
+    assert!(matches!(
+        error,
+        EngineError::OnHandBelowReserved {
+            on_hand: 1,
+            reserved: 2,
+            ..
+        }
+    ));
+    // Restocking above the safety stock makes units available again.
+    engine
+        .adjust("a", "", 10, NOW, Annotation::default())
+        .unwrap();
+    assert_eq!(safety_level(&engine, "a", NOW), (12, 2, 4, 6));
+    engine.check_invariants();
+}
+
+/// A safety stock may come before the goods: setting it on an unknown item creates the
+/// item with nothing on hand (then known: a reserve of it is short, not unknown), within
+/// the item capacity.
+#[test]
+fn set_safety_stock_creates_an_unknown_item() {
+    let mut engine = engine();
+    let view = engine
+        .set_safety_stock("a", "w1", 3, NOW, Annotation::default())
+        .unwrap();
+    assert!(!view.replayed);
+    assert_eq!((view.lsn, engine.lsn_last()), (1, 1));
+    let level = &view.levels[0];
+    let read = (&*level.sku, &*level.location, level.on_hand, level.reserved);
+    assert_eq!(read, ("a", "w1", 0, 0));
+    assert_eq!((level.available, level.safety_stock), (0, 3));
+    assert_eq!(engine.stats().items, 1);
+    let got = engine.get_stock(&["a"], "w1", NOW).unwrap();
+    assert_eq!(got.levels, view.levels);
+    let lines = [LineInput {
+        sku: "a",
+        location: "w1",
+        quantity: 1,
+    }];
+    let error = engine
+        .reserve("r1", "", &lines, TTL, NOW, None)
+        .unwrap_err();
+    assert_eq!(shortfalls(error), vec![("a".into(), 1, 0)]);
+    let view = engine
+        .adjust("a", "w1", 5, NOW, Annotation::default())
+        .unwrap();
+    assert_eq!(view.levels[0].available, 2);
+    engine.check_invariants();
+    // A new item counts toward the item bound.
+    let config = EngineConfig {
+        items_max: 1,
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(config).unwrap();
+    set_safety(&mut engine, "a", 1);
+    let error = engine
+        .set_safety_stock("b", "", 1, NOW, Annotation::default())
+        .unwrap_err();
+    assert_eq!(error, EngineError::CapacityExceeded { what: "items" });
+    assert_eq!((engine.stats().items, engine.journal_pending()), (1, 1));
+}
+
+/// The safety stock is bounded by 0..=ON_HAND_MAX: beyond, it is refused (also on an
+/// unknown item, which is then not created, and with a request id, which is then not
+/// remembered) and nothing changes; both bounds are accepted.
+#[test]
+fn set_safety_stock_is_bounded() {
+    let mut engine = stocked(&[("a", 10)]);
+    set_safety(&mut engine, "a", 2);
+    let (pending, lsn) = (engine.journal_pending(), engine.lsn_last());
+    let annotation = Annotation {
+        request_id: Some("q1"),
+        ..Annotation::default()
+    };
+    // As for on_hand in a count, the bound named is the one crossed.
+    let out_of_bounds = [
+        (-1, 0),
+        (i64::MIN, 0),
+        (ON_HAND_MAX as i64 + 1, ON_HAND_MAX),
+        (i64::MAX, ON_HAND_MAX),
+    ];
+    for (value, bound) in out_of_bounds {
+        for sku in ["a", "new"] {
+            let error = engine
+                .set_safety_stock(sku, "", value, NOW, annotation)
+                .unwrap_err();
+            assert_eq!(error, limit("safety_stock", bound), "{sku} {value}");
+        }
+    }
+    assert_eq!(
+        (engine.journal_pending(), engine.lsn_last()),
+        (pending, lsn)
+    );
+    assert_eq!(safety_level(&engine, "a", NOW), (10, 0, 8, 2));
+    assert!(engine
+        .get_stock(&["new"], "", NOW)
+        .unwrap()
+        .levels
+        .is_empty());
+    assert_eq!(engine.stats().items, 1);
+    let view = engine
+        .set_safety_stock("a", "", ON_HAND_MAX as i64, NOW, annotation)
+        .unwrap();
+    assert!(!view.replayed, "the refused request was not remembered");
+    assert_eq!(safety_level(&engine, "a", NOW), (10, 0, 0, ON_HAND_MAX));
+    set_safety(&mut engine, "a", 0);
+    assert_eq!(safety_level(&engine, "a", NOW), (10, 0, 10, 0));
+    engine.check_invariants();
+}
+
+/// With a request id, the same request replays its first answer (even after the levels
+/// moved) with no new LSN and no journal; the same id with any other argument, or with
+/// another operation, is a conflict that changes nothing.
+#[test]
+fn set_safety_stock_replays_and_conflicts_by_request_id() {
+    let mut engine = stocked(&[("a", 10), ("b", 10)]);
+    let q1 = Annotation {
+        reason: "season",
+        actor: "ops",
+        request_id: Some("q1"),
+    };
+    let first = engine.set_safety_stock("a", "", 4, NOW, q1).unwrap();
+    assert!(!first.replayed);
+    engine
+        .adjust("a", "", 1, NOW, Annotation::default())
+        .unwrap();
+    let (pending, lsn) = (engine.journal_pending(), engine.lsn_last());
+    let replay = engine.set_safety_stock("a", "", 4, NOW + 5, q1).unwrap();
+    assert!(replay.replayed);
+    assert_eq!(replay.lsn, first.lsn);
+    assert_eq!(
+        replay.levels, first.levels,
+        "the first answer, not today's levels"
+    );
+    assert_eq!(
+        (engine.journal_pending(), engine.lsn_last()),
+        (pending, lsn)
+    );
+    assert_eq!(safety_level(&engine, "a", NOW), (11, 0, 7, 4));
+    let conflict = EngineError::IdempotencyConflict {
+        request_id: "q1".into(),
+    };
+    let changed = [
+        ("a", "", 5, q1),
+        ("b", "", 4, q1),
+        ("a", "w1", 4, q1),
+        (
+            "a",
+            "",
+            4,
+            Annotation {
+                reason: "count",
+                ..q1
+            },
+        ),
+        ("a", "", 4, Annotation { actor: "ann", ..q1 }),
+    ];
+    for (sku, location, value, annotation) in changed {
+        let error = engine
+            .set_safety_stock(sku, location, value, NOW, annotation)
+            .unwrap_err();
+        assert_eq!(error, conflict, "{sku} {location:?} {value} {annotation:?}");
+    }
+    let error = engine.adjust("a", "", 1, NOW, q1).unwrap_err();
+    assert_eq!(error, conflict);
+    let error = engine.set_stock("a", "", 4, None, NOW, q1).unwrap_err();
+    assert_eq!(error, conflict);
+    // An id first used by another operation conflicts here.
+    let q2 = Annotation {
+        request_id: Some("q2"),
+        ..Annotation::default()
+    };
+    engine.set_stock("b", "", 4, None, NOW, q2).unwrap();
+    let (pending, lsn) = (engine.journal_pending(), engine.lsn_last());
+    let error = engine.set_safety_stock("b", "", 4, NOW, q2).unwrap_err();
+    assert!(matches!(error, EngineError::IdempotencyConflict { .. }));
+    assert_eq!(
+        (engine.journal_pending(), engine.lsn_last()),
+        (pending, lsn)
+    );
+    assert_eq!(safety_level(&engine, "a", NOW), (11, 0, 7, 4));
+    assert_eq!(safety_level(&engine, "b", NOW), (4, 0, 4, 0));
+}
+
+/// A safety stock change is one ledger row of kind "safety" that moves no unit (deltas
+/// 0, 0 and new less old, safety_after the new value), with its annotation; every other
+/// row carries the safety stock as it stands, and the item row its final value. The
+/// idempotency row remembers the operation as "safety" with the safety stock in its levels.
+#[test]
+fn journal_records_safety_stock_changes() {
+    let mut engine = stocked(&[("a", 10)]);
+    engine.take_journal(100).unwrap();
+    let annotation = Annotation {
+        reason: "season",
+        actor: "ops",
+        request_id: Some("q1"),
+    };
+    engine
+        .set_safety_stock("a", "", 4, NOW, annotation)
+        .unwrap();
+    engine
+        .reserve("r1", "o1", &[line("a", 2)], TTL, NOW, None)
+        .unwrap();
+    engine
+        .set_safety_stock("a", "", 1, NOW + 1, Annotation::default())
+        .unwrap();
+    engine
+        .set_safety_stock("c", "w1", 2, NOW + 2, Annotation::default())
+        .unwrap();
+    let batch = engine.take_journal(100).unwrap().unwrap();
+    assert_eq!((batch.lsn_first, batch.lsn_last), (2, 5));
+    let rows: Vec<_> = batch
+        .ledger()
+        .map(|r| {
+            let deltas = (r.delta_on_hand, r.delta_reserved, r.delta_safety);
+            let after = (r.on_hand_after, r.reserved_after, r.safety_after);
+            (r.lsn, r.sku, r.location, r.kind, deltas, after)
+        })
+        .collect();
+    let expected = vec![
+        (2, "a", "", "safety", (0, 0, 4), (10, 0, 4)),
+        (3, "a", "", "reserve", (0, 2, 0), (10, 2, 4)),
+        (4, "a", "", "safety", (0, 0, -3), (10, 2, 1)),
+        (5, "c", "w1", "safety", (0, 0, 2), (0, 0, 2)),
+    ];
+    assert_eq!(rows, expected);
+    let first = batch.ledger().next().unwrap();
+    let texts = (first.reason, first.actor, first.request_id, first.order_id);
+    assert_eq!(texts, ("season", "ops", "q1", ""));
+    assert_eq!((first.at_ms, first.reservation_row), (NOW, None));
+    let items: Vec<_> = batch
+        .items
+        .iter()
+        .map(|i| (i.sku, i.location, i.on_hand, i.reserved, i.safety_stock))
+        .collect();
+    assert_eq!(items, vec![("a", "", 10, 2, 1), ("c", "w1", 0, 0, 2)]);
+    assert_eq!(batch.idempotency.len(), 1);
+    let remembered = &batch.idempotency[0];
+    assert_eq!(
+        (&*remembered.request_id, remembered.operation),
+        ("q1", "safety")
+    );
+    assert!(
+        remembered.outcome_json.contains(r#"["a","",10,0,6,4]"#),
+        "{}",
+        remembered.outcome_json
+    );
+}
+
+/// Recovery keeps the safety stock: loaded items keep theirs (a reserve sees it), a
+/// remembered safety stock request replays after a load with its levels, and a loaded
+/// safety stock outside 0..=ON_HAND_MAX is a mismatch.
+#[test]
+fn load_keeps_the_safety_stock() {
+    let mut engine = stocked(&[("a", 10)]);
+    let annotation = Annotation {
+        request_id: Some("q1"),
+        ..Annotation::default()
+    };
+    let first = engine
+        .set_safety_stock("a", "", 7, NOW, annotation)
+        .unwrap();
+    let batch = engine.take_journal(100).unwrap().unwrap();
+    let records: Vec<LoadIdempotency> = batch
+        .idempotency
+        .iter()
+        .map(|row| LoadIdempotency {
+            request_id: row.request_id.to_string(),
+            fingerprint: row.fingerprint,
+            operation: row.operation.to_string(),
+            outcome_json: row.outcome_json.clone(),
+            created_at_ms: row.created_at_ms,
+        })
+        .collect();
+    let item = |safety_stock| LoadItem {
+        sku: "a".into(),
+        location: "".into(),
+        on_hand: 10,
+        reserved: 0,
+        safety_stock,
+    };
+    let mut restored = engine_with_defaults();
+    restored.load(&[item(7)], &[], &records, NOW).unwrap();
+    assert_eq!(restored.export(), engine.export());
+    assert_eq!(safety_level(&restored, "a", NOW), (10, 0, 3, 7));
+    let error = restored
+        .reserve("r1", "", &[line("a", 4)], TTL, NOW, None)
+        .unwrap_err();
+    assert_eq!(shortfalls(error), vec![("a".into(), 4, 3)]);
+    let replay = restored
+        .set_safety_stock("a", "", 7, NOW, annotation)
+        .unwrap();
+    assert!(replay.replayed);
+    assert_eq!(replay.levels, first.levels);
+    for safety_stock in [-1, ON_HAND_MAX as i64 + 1] {
+        let mut restored = engine_with_defaults();
+        let error = restored
+            .load(&[item(safety_stock)], &[], &[], NOW)
+            .unwrap_err();
+        assert!(
+            matches!(error, EngineError::RecoveryMismatch { .. }),
+            "{error:?}"
+        );
+        assert_eq!(restored.stats().items, 0);
+    }
 }

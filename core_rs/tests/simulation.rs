@@ -31,7 +31,8 @@ type ReservationRow = (String, String, i64, i64, BTreeMap<Key, u64>);
 
 #[derive(Default)]
 struct Database {
-    items: BTreeMap<Key, (u64, u64)>,
+    /// (on hand, reserved, safety stock) per item.
+    items: BTreeMap<Key, (u64, u64, u64)>,
     reservations: BTreeMap<String, ReservationRow>,
     idempotency: BTreeMap<String, LoadIdempotency>,
     lsn_durable: u64,
@@ -48,7 +49,7 @@ impl Database {
         self.lsn_durable = batch.lsn_last;
         for row in batch.ledger() {
             let key = (row.sku.to_string(), row.location.to_string());
-            let (on_hand, reserved) = self.items.get(&key).copied().unwrap_or((0, 0));
+            let (on_hand, reserved, safety) = self.items.get(&key).copied().unwrap_or((0, 0, 0));
             assert_eq!(
                 on_hand as i64 + row.delta_on_hand,
                 row.on_hand_after as i64,
@@ -59,14 +60,19 @@ impl Database {
                 row.reserved_after as i64,
                 "ledger chain"
             );
-            self.items
-                .insert(key, (row.on_hand_after, row.reserved_after));
+            assert_eq!(
+                safety as i64 + row.delta_safety,
+                row.safety_after as i64,
+                "ledger chain"
+            );
+            let after = (row.on_hand_after, row.reserved_after, row.safety_after);
+            self.items.insert(key, after);
         }
         for item in batch.items.iter() {
             let key = (item.sku.to_string(), item.location.to_string());
             assert_eq!(
                 self.items[&key],
-                (item.on_hand, item.reserved),
+                (item.on_hand, item.reserved, item.safety_stock),
                 "item row equals ledger end"
             );
         }
@@ -108,11 +114,12 @@ impl Database {
         let items = self
             .items
             .iter()
-            .map(|((sku, location), (on_hand, reserved))| LoadItem {
+            .map(|((sku, location), (on_hand, reserved, safety))| LoadItem {
                 sku: sku.clone(),
                 location: location.clone(),
                 on_hand: *on_hand as i64,
                 reserved: *reserved as i64,
+                safety_stock: *safety as i64,
             })
             .collect();
         let holds = self
@@ -392,6 +399,19 @@ impl Simulation {
     fn operator_step(&mut self) {
         let sku = sku(self.rng.random_range(0..SKUS));
         let location = LOCATIONS[self.rng.random_range(0..LOCATIONS.len())];
+        if self.rng.random_ratio(1, 4) {
+            let safety = self.rng.random_range(0..10);
+            let view = self
+                .engine
+                .set_safety_stock(&sku, location, safety, self.now_ms, Annotation::default())
+                .expect("a safety stock within bounds is always accepted");
+            let level = &view.levels[0];
+            assert_eq!(level.safety_stock, safety as u64);
+            let unheld = level.on_hand - level.reserved;
+            assert_eq!(level.available, unheld.saturating_sub(safety as u64));
+            self.count("safety_set");
+            return;
+        }
         if self.rng.random_ratio(1, 2) {
             let delta = self.rng.random_range(-10..20);
             let delta = if delta == 0 { 1 } else { delta };
@@ -496,11 +516,11 @@ impl Simulation {
             self.database.apply(&batch);
         }
         let state = self.engine.export();
-        let engine_items: BTreeMap<Key, (u64, u64)> = state
+        let engine_items: BTreeMap<Key, (u64, u64, u64)> = state
             .items
             .iter()
-            .map(|(s, l, on_hand, reserved)| {
-                ((s.to_string(), l.to_string()), (*on_hand, *reserved))
+            .map(|(s, l, on_hand, reserved, safety)| {
+                ((s.to_string(), l.to_string()), (*on_hand, *reserved, *safety))
             })
             .collect();
         assert_eq!(
@@ -574,6 +594,7 @@ fn simulate(seed: u64) {
         "short",
         "sold",
         "adjusted",
+        "safety_set",
         "replayed",
         "conflict",
     ];

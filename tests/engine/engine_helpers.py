@@ -23,6 +23,7 @@ def stock(engine: Engine, **on_hand: int) -> None:
 
 
 def level(engine: Engine, sku: str, now_ms: int = NOW_MS, location: str = "") -> tuple:
-    """(on_hand, reserved, available) of one item."""
-    [(_, _, on_hand, reserved, available)] = engine.get_stock([sku], location, now_ms).levels
-    return on_hand, reserved, available
+    """(on_hand, reserved, available, safety_stock) of one item."""
+    [(_, _, on_hand, reserved, available, safety_stock)] = engine.get_stock(
+        [sku], location, now_ms).levels
+    return on_hand, reserved, available, safety_stock

@@ -32,7 +32,7 @@ def rss_mib():
 
 mib, items, rounds = (int(argument) for argument in sys.argv[1:4])
 pause_s = float(sys.argv[4])
-rows = [(f"sku-{i:07d}", "", 100, 0) for i in range(items)]
+rows = [(f"sku-{i:07d}", "", 100, 0, 0) for i in range(items)]
 start = rss_mib()
 prefault_memory(mib)
 for _ in range(rounds):

@@ -39,7 +39,7 @@ def test_reserve_returns_a_view_of_the_hold(engine):
     assert view.committed_lines == []
     assert view.expires_at_ms == NOW_MS + TTL_MS
     assert view.lsn == 3 and view.replayed is False
-    assert level(engine, "a") == (10, 3, 7)
+    assert level(engine, "a") == (10, 3, 7, 0)
 
 
 def test_views_are_read_only(engine):
@@ -56,7 +56,7 @@ def test_short_stock_names_every_short_item_with_its_available(engine):
                        TTL_MS, NOW_MS)
     assert caught.value.code == "short_stock"
     assert caught.value.shortfalls == [("a", "", 2, 1), ("b", "", 3, 2)]
-    assert level(engine, "c") == (10, 0, 10)
+    assert level(engine, "c") == (10, 0, 10, 0)
 
 
 def test_unknown_items_are_a_distinct_error(engine):
@@ -82,8 +82,8 @@ def test_commit_part_and_release_the_rest(engine):
     view = engine.commit("r1", [("a", "", 3)], NOW_MS + 1)
     assert view.status == "committed"
     assert view.committed_lines == [("a", "", 3)]
-    assert level(engine, "a") == (7, 0, 7)
-    assert level(engine, "b") == (10, 0, 10)
+    assert level(engine, "a") == (7, 0, 7, 0)
+    assert level(engine, "b") == (10, 0, 10, 0)
     again = engine.commit("r1", None, NOW_MS + 2)
     assert (again.status, again.lsn) == ("committed", view.lsn)
     assert again.committed_lines == [("a", "", 3)]
@@ -96,7 +96,7 @@ def test_commit_above_held_or_not_held_is_invalid(engine):
         with pytest.raises(InvalidRequest) as caught:
             engine.commit("r1", lines, NOW_MS)
         assert (caught.value.code, caught.value.field) == ("invalid_request", "lines")
-    assert level(engine, "a") == (10, 4, 6)
+    assert level(engine, "a") == (10, 4, 6, 0)
 
 
 def test_wrong_state_carries_reservation_status_and_operation(engine):
@@ -119,8 +119,8 @@ def test_wrong_state_carries_reservation_status_and_operation(engine):
 def test_expired_hold_does_not_count_and_cannot_be_committed(engine):
     stock(engine, a=10)
     engine.reserve("r1", "", [("a", "", 10)], TTL_MS, NOW_MS)
-    assert level(engine, "a", NOW_MS + TTL_MS - 1) == (10, 10, 0)
-    assert level(engine, "a", NOW_MS + TTL_MS) == (10, 0, 10)
+    assert level(engine, "a", NOW_MS + TTL_MS - 1) == (10, 10, 0, 0)
+    assert level(engine, "a", NOW_MS + TTL_MS) == (10, 0, 10, 0)
     assert engine.get_reservation("r1", NOW_MS + TTL_MS).status == "expired"
     with pytest.raises(WrongState) as caught:
         engine.commit("r1", None, NOW_MS + TTL_MS)
@@ -135,7 +135,7 @@ def test_extend_moves_the_expiry(engine):
     view = engine.extend("r1", 2 * TTL_MS, NOW_MS + 5)
     assert view.expires_at_ms == NOW_MS + 5 + 2 * TTL_MS
     assert engine.next_expiry_ms() == view.expires_at_ms
-    assert level(engine, "a", NOW_MS + TTL_MS) == (10, 2, 8)
+    assert level(engine, "a", NOW_MS + TTL_MS) == (10, 2, 8, 0)
 
 
 def test_extend_away_and_back_to_the_same_expiry_counts_the_hold_once(engine):
@@ -146,9 +146,9 @@ def test_extend_away_and_back_to_the_same_expiry_counts_the_hold_once(engine):
     engine.extend("r1", 2 * TTL_MS, NOW_MS)
     back = engine.extend("r1", TTL_MS, NOW_MS)
     assert back.expires_at_ms == NOW_MS + TTL_MS
-    assert level(engine, "a", NOW_MS) == (10, 2, 8)
+    assert level(engine, "a", NOW_MS) == (10, 2, 8, 0)
     assert engine.expire_due(NOW_MS + TTL_MS, 10) == ["r1"]
-    assert level(engine, "a", NOW_MS + TTL_MS) == (10, 0, 10)
+    assert level(engine, "a", NOW_MS + TTL_MS) == (10, 0, 10, 0)
     assert engine.expire_due(NOW_MS + 3 * TTL_MS, 10) == []
 
 
@@ -175,12 +175,12 @@ def test_decrement_is_all_or_nothing(engine):
     assert caught.value.shortfalls == [("a", "", 3, 2)]
     view = engine.decrement([("a", "", 2), ("b", "", 1)], NOW_MS, order_id="o")
     assert isinstance(view, LevelsView)
-    assert view.levels == [("a", "", 8, 8, 0), ("b", "", 0, 0, 0)]
+    assert view.levels == [("a", "", 8, 8, 0, 0), ("b", "", 0, 0, 0, 0)]
 
 
 def test_adjust_and_on_hand_below_reserved(engine):
     view = engine.adjust("a", "w1", 5, NOW_MS, reason="receipt", actor="alice")
-    assert view.levels == [("a", "w1", 5, 0, 5)]
+    assert view.levels == [("a", "w1", 5, 0, 5, 0)]
     engine.reserve("r1", "", [("a", "w1", 4)], TTL_MS, NOW_MS)
     with pytest.raises(OnHandBelowReserved) as caught:
         engine.adjust("a", "w1", -2, NOW_MS)
@@ -198,12 +198,12 @@ def test_set_stock_compare_and_set(engine):
     error = caught.value
     assert (error.code, error.sku, error.location, error.expected, error.actual) == (
         "expected_mismatch", "a", "", 4, 5)
-    assert engine.set_stock("a", "", 9, 5, NOW_MS).levels == [("a", "", 9, 0, 9)]
+    assert engine.set_stock("a", "", 9, 5, NOW_MS).levels == [("a", "", 9, 0, 9, 0)]
 
 
 def test_get_stock_omits_unknown_skus(engine):
     stock(engine, a=3)
-    assert engine.get_stock(["zz", "a"], "", NOW_MS).levels == [("a", "", 3, 0, 3)]
+    assert engine.get_stock(["zz", "a"], "", NOW_MS).levels == [("a", "", 3, 0, 3, 0)]
 
 
 def test_replay_returns_the_first_outcome(engine):
@@ -249,14 +249,14 @@ def test_journal_batch_contents(engine):
     batch = engine.take_journal(100)
     assert isinstance(batch, JournalBatch)
     assert (batch.lsn_first, batch.lsn_last) == (1, 3)
-    assert batch.items == [("a", "", 8, 0)]
+    assert batch.items == [("a", "", 8, 0, 0)]
     assert batch.reservations == [
         ("r1", "o1", "committed", NOW_MS + 1 + TTL_MS, NOW_MS + 1, NOW_MS + 2, "q1")]
     assert batch.reservation_lines == [("r1", "a", "", 3, 2)]
     assert batch.ledger == [
-        (1, NOW_MS, "a", "", "adjust", 10, 0, 10, 0, "", "", "q0", "receipt", "alice"),
-        (2, NOW_MS + 1, "a", "", "reserve", 0, 3, 10, 3, "r1", "o1", "q1", "", ""),
-        (3, NOW_MS + 2, "a", "", "commit", -2, -3, 8, 0, "r1", "o1", "", "", ""),
+        (1, NOW_MS, "a", "", "adjust", 10, 0, 10, 0, 0, 0, "", "", "q0", "receipt", "alice"),
+        (2, NOW_MS + 1, "a", "", "reserve", 0, 3, 10, 3, 0, 0, "r1", "o1", "q1", "", ""),
+        (3, NOW_MS + 2, "a", "", "commit", -2, -3, 8, 0, 0, 0, "r1", "o1", "", "", ""),
     ]
     assert [(r[0], r[2], r[4], r[5]) for r in batch.idempotency] == [
         ("q0", "adjust", 1, NOW_MS), ("q1", "reserve", 2, NOW_MS + 1)]
@@ -272,7 +272,7 @@ def test_journal_records_expirations(engine):
     assert engine.expire_due(NOW_MS + TTL_MS, 10) == ["r1"]
     batch = engine.take_journal(100)
     assert batch.reservations[0][:3] == ("r1", "", "expired")
-    assert batch.ledger[0][4:9] == ("expire", 0, -3, 10, 0)
+    assert batch.ledger[0][4:11] == ("expire", 0, -3, 10, 0, 0, 0)
     assert batch.reservation_lines == []
 
 
@@ -286,7 +286,8 @@ def test_load_export_round_trip_and_replays_at_lsn_zero(engine):
         records += [(r[0], r[1], r[2], r[3], r[5]) for r in batch.idempotency]
     state = engine.export()
     assert state.idempotency_count == 1
-    assert sorted(state.items) == [("a", "", 10, 3), ("b", "", 4, 4), ("c", "north", 7, 2)]
+    assert sorted(state.items) == [
+        ("a", "", 10, 3, 0), ("b", "", 4, 4, 0), ("c", "north", 7, 2, 0)]
     restored = small_engine()
     restored.load(state.items, state.holds, records, NOW_MS)
     again = restored.export()
@@ -301,7 +302,7 @@ def test_load_export_round_trip_and_replays_at_lsn_zero(engine):
 def test_load_refuses_a_reserved_that_is_not_the_sum_of_holds():
     engine = small_engine()
     with pytest.raises(RecoveryMismatch) as caught:
-        engine.load([("a", "", 10, 2)], [("r1", "", NOW_MS + TTL_MS, NOW_MS, [("a", "", 3)])],
+        engine.load([("a", "", 10, 2, 0)], [("r1", "", NOW_MS + TTL_MS, NOW_MS, [("a", "", 3)])],
                     [], NOW_MS)
     assert caught.value.code == "recovery_mismatch"
     assert engine.stats()["items"] == 0

@@ -35,6 +35,7 @@ class Hold:
 class Model:
     now_ms: int = START_MS
     on_hand: dict[str, int] = field(default_factory=dict)
+    safety_stock: dict[str, int] = field(default_factory=dict)
     holds: dict[str, Hold] = field(default_factory=dict)
     requests: dict[str, tuple[str, object]] = field(default_factory=dict)
 
@@ -50,9 +51,13 @@ class Model:
             return "expired"
         return hold.status
 
+    def available(self, sku: str) -> int:
+        """On hand less reserved less the safety stock, never below 0."""
+        return max(0, self.on_hand[sku] - self.reserved(sku) - self.safety_stock.get(sku, 0))
+
     def levels(self, skus) -> list[tuple]:
-        return sorted((s, "", self.on_hand[s], self.reserved(s), self.on_hand[s] - self.reserved(s))
-                      for s in skus)
+        return sorted((s, "", self.on_hand[s], self.reserved(s), self.available(s),
+                       self.safety_stock.get(s, 0)) for s in skus)
 
     def remembered(self, request_id, key):
         if request_id is None or request_id not in self.requests:
@@ -121,7 +126,7 @@ class EngineMachine(RuleBasedStateMachine):
         wanted = summed(lines)
         if any(s not in model.on_hand for s in wanted):
             return "unknown_item"
-        if any(model.on_hand[s] - model.reserved(s) < q for s, q in wanted.items()):
+        if any(model.available(s) < q for s, q in wanted.items()):
             return "short_stock"
         model.holds[reservation_id] = Hold("active", model.now_ms + ttl_ms, wanted)
         return model.remember(request_id, key, (reservation_id, "active"))
@@ -202,7 +207,7 @@ class EngineMachine(RuleBasedStateMachine):
             wanted = summed(lines)
             if any(s not in model.on_hand for s in wanted):
                 expected = "unknown_item"
-            elif any(model.on_hand[s] - model.reserved(s) < q for s, q in wanted.items()):
+            elif any(model.available(s) < q for s, q in wanted.items()):
                 expected = "short_stock"
             else:
                 for sku, quantity in wanted.items():
@@ -247,6 +252,23 @@ class EngineMachine(RuleBasedStateMachine):
             else:
                 model.on_hand[sku] = on_hand
                 expected = model.remember(request_id, key, model.levels([sku]))
+        assert actual == expected
+
+    @rule(sku=st.sampled_from(SKUS), safety_stock=st.integers(0, 8),
+          reason=st.sampled_from(("", "count")), request_id=st.sampled_from(REQUESTS))
+    def set_safety_stock(self, sku, safety_stock, reason, request_id):
+        """Moves no unit and is never refused for the levels: an unknown item is created
+        with nothing on hand; only what a reserve or decrement may take changes."""
+        request_id = scoped("safety", request_id)
+        actual = answer(lambda: self.engine.set_safety_stock(
+            sku, "", safety_stock, self.model.now_ms, reason=reason, request_id=request_id))
+        model = self.model
+        key = ("safety", sku, safety_stock, reason)
+        expected = model.remembered(request_id, key)
+        if expected is None:
+            model.on_hand.setdefault(sku, 0)
+            model.safety_stock[sku] = safety_stock
+            expected = model.remember(request_id, key, model.levels([sku]))
         assert actual == expected
 
     @rule(max_count=st.integers(1, 4))

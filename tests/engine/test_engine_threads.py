@@ -44,8 +44,9 @@ def test_threads_racing_for_one_item_never_oversell():
     assert not failures, failures
     assert sum(won) == UNITS
     assert sum(won) + sum(refused) == THREADS * ATTEMPTS_PER_THREAD
-    [(_, _, on_hand, reserved, available)] = engine.get_stock(["hot"], "", NOW_MS).levels
-    assert (on_hand, reserved, available) == (UNITS, UNITS, 0)
+    [(_, _, on_hand, reserved, available, safety_stock)] = engine.get_stock(
+        ["hot"], "", NOW_MS).levels
+    assert (on_hand, reserved, available, safety_stock) == (UNITS, UNITS, 0, 0)
     assert engine.stats()["reservations_active"] == UNITS
 
 
@@ -72,7 +73,9 @@ def test_threads_committing_and_releasing_keep_the_books():
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
-    [(_, _, on_hand, reserved, _)] = engine.get_stock(["hot"], "", NOW_MS).levels
-    assert reserved == 0
+    [(_, _, on_hand, reserved, available, safety_stock)] = engine.get_stock(
+        ["hot"], "", NOW_MS).levels
+    assert (reserved, safety_stock) == (0, 0)
+    assert available == on_hand
     assert on_hand == UNITS - sum(committed)
     assert on_hand >= 0

@@ -39,7 +39,7 @@ class RecordingServicer(stock_pb2_grpc.StockServiceServicer):
         self.record("GetStock", request, context)
         return stock_pb2.GetStockResponse(levels=[
             stock_pb2.StockLevel(sku=sku, location=request.location, on_hand=10, reserved=3,
-                                 available=7)
+                                 available=5, safety_stock=2)
             for sku in request.skus if sku != "UNKNOWN"])
 
     async def GetReservation(self, request, context):
@@ -68,6 +68,12 @@ class RecordingServicer(stock_pb2_grpc.StockServiceServicer):
             sku=request.sku, location=request.location, on_hand=request.on_hand, reserved=0,
             available=request.on_hand))
 
+    async def SetSafetyStock(self, request, context):
+        self.record("SetSafetyStock", request, context)
+        return stock_pb2.AdjustResponse(level=stock_pb2.StockLevel(
+            sku=request.sku, location=request.location, on_hand=10, reserved=0,
+            available=max(0, 10 - request.safety_stock), safety_stock=request.safety_stock))
+
 
 @pytest.fixture
 async def stand_in():
@@ -90,7 +96,9 @@ async def test_stock_prints_levels_and_names_unknown_skus(stand_in):
     result = await run_cli("--address", stand_in.address, "stock", "A", "UNKNOWN",
                            "--location", "WH1")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[1].split() == ["A", "WH1", "10", "3", "7"]
+    assert result.stdout.split("\n")[0].split() == [
+        "SKU", "LOCATION", "ON_HAND", "RESERVED", "SAFETY", "AVAILABLE"]
+    assert result.stdout.split("\n")[1].split() == ["A", "WH1", "10", "3", "2", "5"]
     assert "unknown at location 'WH1': UNKNOWN" in result.stdout
     name, request, _ = stand_in.calls[0]
     assert (name, list(request.skus), request.location) == ("GetStock", ["A", "UNKNOWN"], "WH1")
@@ -99,7 +107,8 @@ async def test_stock_prints_levels_and_names_unknown_skus(stand_in):
 async def test_stock_json_is_machine_readable(stand_in):
     result = await run_cli("stock", "A", "--json", "--address", stand_in.address)
     assert json.loads(result.stdout) == [
-        {"sku": "A", "location": "", "on_hand": 10, "reserved": 3, "available": 7}]
+        {"sku": "A", "location": "", "on_hand": 10, "reserved": 3, "available": 5,
+         "safety_stock": 2}]
 
 
 async def test_reservation_shows_held_and_committed_per_line(stand_in):
@@ -163,6 +172,24 @@ async def test_set_sends_expected_on_hand_only_when_given(stand_in):
     assert second.expected_on_hand == 99 and second.on_hand == 12
 
 
+async def test_safety_sends_the_safety_stock_with_token_reason_and_request_id(stand_in):
+    result = await run_cli("--address", stand_in.address, "--token", TOKEN, "--json", "safety",
+                           "A", "4", "--reason", "miscounts", "--request-id", "safe-1",
+                           "--location", "WH1")
+    assert result.returncode == 0, result.stderr
+    name, request, sent = stand_in.calls[0]
+    assert name == "SetSafetyStock"
+    assert (request.sku, request.location, request.safety_stock, request.reason,
+            request.request_id) == ("A", "WH1", 4, "miscounts", "safe-1")
+    assert sent["authorization"] == f"Bearer {TOKEN}"
+    assert json.loads(result.stdout) == {"request_id": "safe-1", "level": {
+        "sku": "A", "location": "WH1", "on_hand": 10, "reserved": 0, "available": 6,
+        "safety_stock": 4}}
+    unauthorized = await run_cli("--address", stand_in.address, "safety", "A", "1", "--reason",
+                                 "x", env={"PATH": "/usr/bin:/bin"})
+    assert unauthorized.returncode == 3 and len(stand_in.calls) == 1
+
+
 async def test_health_exit_code_follows_serving(stand_in):
     assert (await run_cli("--address", stand_in.address, "health")).returncode == 0
     await stand_in.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -185,27 +212,29 @@ async def test_unreachable_service_suggests_retrying_with_the_same_request_id():
 LEDGER_INSERT = """
 INSERT INTO ledger (lsn, at_ms, sku, location, kind, delta_on_hand, delta_reserved,
                     on_hand_after, reserved_after, reservation_id, order_id, request_id,
-                    reason, actor)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                    reason, actor, delta_safety, safety_after)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 """
 AT_MS = 1_700_000_000_000
 
 
 @pytest.fixture
 async def ledger_database(shared_database):
-    """A consistent little history: A received 10 and 3 of them held by r1; B counted at 5."""
+    """A consistent little history: A received 10 and 3 of them held by r1; B counted at 5,
+    2 of them kept back as safety stock."""
     connection = await asyncpg.connect(shared_database)
     await apply_migrations(connection)
     await connection.execute(
-        "INSERT INTO items (sku, location, on_hand, reserved) VALUES ('A', '', 10, 3),"
-        " ('B', 'WH1', 5, 0)")
+        "INSERT INTO items (sku, location, on_hand, reserved, safety_stock)"
+        " VALUES ('A', '', 10, 3, 0), ('B', 'WH1', 5, 0, 2)")
     await connection.execute(
         "INSERT INTO reservations VALUES ('r1', 'o1', 'active', $1, $1, $1, 'q1')", AT_MS)
     await connection.execute("INSERT INTO reservation_lines VALUES ('r1', 'A', '', 3, 0)")
     rows = [
-        (1, AT_MS, "A", "", "adjust", 10, 0, 10, 0, "", "", "q0", "goods in", "alice"),
-        (2, AT_MS + 1, "A", "", "reserve", 0, 3, 10, 3, "r1", "o1", "q1", "", ""),
-        (3, AT_MS + 2, "B", "WH1", "set", 5, 0, 5, 0, "", "", "q2", "count", "bob"),
+        (1, AT_MS, "A", "", "adjust", 10, 0, 10, 0, "", "", "q0", "goods in", "alice", 0, 0),
+        (2, AT_MS + 1, "A", "", "reserve", 0, 3, 10, 3, "r1", "o1", "q1", "", "", 0, 0),
+        (3, AT_MS + 2, "B", "WH1", "set", 5, 0, 5, 0, "", "", "q2", "count", "bob", 0, 0),
+        (4, AT_MS + 3, "B", "WH1", "safety", 0, 0, 5, 0, "", "", "q3", "buffer", "bob", 2, 2),
     ]
     await connection.executemany(LEDGER_INSERT, rows)
     yield shared_database, connection
@@ -235,8 +264,9 @@ async def test_ledger_limit_keeps_the_newest_and_location_selects_the_item(ledge
     assert [entry["kind"] for entry in newest["entries"]] == ["reserve"]
     other = json.loads((await run_cli("--database-url", database_url, "--json", "ledger", "B",
                                       "--location", "WH1")).stdout)
-    assert other["item"] == {"on_hand": 5, "reserved": 0}
-    assert [entry["actor"] for entry in other["entries"]] == ["bob"]
+    assert other["item"] == {"on_hand": 5, "reserved": 0, "safety_stock": 2}
+    assert [(entry["kind"], entry["delta_safety"], entry["safety_after"])
+            for entry in other["entries"]] == [("set", 0, 0), ("safety", 2, 2)]
     too_many = await run_cli("--database-url", database_url, "ledger", "A",
                              "--limit", str(LEDGER_LIMIT_MAX + 1))
     assert too_many.returncode == 2
@@ -256,8 +286,8 @@ async def test_reconcile_finds_a_counter_the_ledger_does_not_explain(ledger_data
     code, report = await reconcile(database_url)
     assert code == 1
     assert report["counters_vs_ledger"] == [{
-        "sku": "A", "location": "", "on_hand": 11, "reserved": 3, "ledger_on_hand": 10,
-        "ledger_reserved": 3}]
+        "sku": "A", "location": "", "on_hand": 11, "reserved": 3, "safety_stock": 0,
+        "ledger_on_hand": 10, "ledger_reserved": 3, "ledger_safety_stock": 0}]
     assert report["reserved_vs_active_holds"] == [] and report["ledger_chain_breaks"] == []
     text = await run_cli("--database-url", database_url, "reconcile")
     assert text.returncode == 1 and "counters_vs_ledger: 1" in text.stdout
@@ -287,8 +317,8 @@ async def test_reconcile_finds_a_hold_on_an_item_that_does_not_exist(ledger_data
 async def test_reconcile_finds_a_gap_in_the_ledger_chain(ledger_database):
     database_url, connection = ledger_database
     # +1 but the level jumps from 5 to 7: one change is missing from the ledger.
-    await connection.execute(LEDGER_INSERT, 4, AT_MS + 3, "B", "WH1", "adjust", 1, 0, 7, 0,
-                             "", "", "q3", "found", "bob")
+    await connection.execute(LEDGER_INSERT, 5, AT_MS + 4, "B", "WH1", "adjust", 1, 0, 7, 0,
+                             "", "", "q4", "found", "bob", 0, 2)
     await connection.execute("UPDATE items SET on_hand = 7 WHERE sku = 'B'")
     code, report = await reconcile(database_url)
     assert code == 1
@@ -296,6 +326,24 @@ async def test_reconcile_finds_a_gap_in_the_ledger_chain(ledger_database):
     assert [(b["sku"], b["previous_on_hand"], b["on_hand_after"]) for b in breaks] == [
         ("B", 5, 7)]
     assert [row["sku"] for row in report["counters_vs_ledger"]] == ["B"]
+
+
+async def test_reconcile_finds_a_safety_stock_the_ledger_does_not_explain(ledger_database):
+    database_url, connection = ledger_database
+    await connection.execute("UPDATE items SET safety_stock = 3 WHERE sku = 'B'")
+    code, report = await reconcile(database_url)
+    assert code == 1
+    assert [(row["sku"], row["safety_stock"], row["ledger_safety_stock"])
+            for row in report["counters_vs_ledger"]] == [("B", 3, 2)]
+    assert report["ledger_chain_breaks"] == []
+    # A change of the safety stock whose row does not continue from the one before it: the
+    # sums agree again (2 + 1), the chain does not (2 + 1 is not 4).
+    await connection.execute(LEDGER_INSERT, 5, AT_MS + 4, "B", "WH1", "safety", 0, 0, 5, 0,
+                             "", "", "q4", "buffer", "bob", 1, 4)
+    code, report = await reconcile(database_url)
+    assert code == 1 and report["counters_vs_ledger"] == []
+    assert [(b["sku"], b["previous_safety"], b["delta_safety"], b["safety_after"])
+            for b in report["ledger_chain_breaks"]] == [("B", 2, 1, 4)]
 
 
 async def test_reconcile_and_ledger_report_operations_not_yet_projected(ledger_database):
@@ -343,7 +391,10 @@ async def test_operator_session_against_the_real_service(
     assert json.loads(written_off.stdout)["level"]["on_hand"] == 95
     stock = json.loads((await run_cli(*common, "--json", "stock", "E2E")).stdout)
     assert stock == [{"sku": "E2E", "location": "", "on_hand": 95, "reserved": 0,
-                      "available": 95}]
+                      "available": 95, "safety_stock": 0}]
+    kept = await run_cli(*common, "--json", "safety", "E2E", "10", "--reason", "buffer")
+    assert kept.returncode == 0, kept.stderr
+    assert json.loads(kept.stdout)["level"]["available"] == 85
     wrong_count = await run_cli(*common, "set", "E2E", "90", "--expected", "100",
                                 "--reason", "recount")
     assert wrong_count.returncode == 3 and "ABORTED" in wrong_count.stderr
@@ -351,6 +402,8 @@ async def test_operator_session_against_the_real_service(
     ledger = json.loads((await run_cli(*common, "--json", "ledger", "E2E")).stdout)
     assert [(e["kind"], e["delta_on_hand"], e["on_hand_after"], e["reason"], e["actor"])
             for e in ledger["entries"]] == [("set", 100, 100, "count", "carol"),
-                                            ("adjust", -5, 95, "damaged", "carol")]
+                                            ("adjust", -5, 95, "damaged", "carol"),
+                                            ("safety", 0, 95, "buffer", "carol")]
+    assert ledger["entries"][-1]["delta_safety"] == ledger["entries"][-1]["safety_after"] == 10
     reconciled = await run_cli(*common, "reconcile")
     assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr

@@ -87,7 +87,7 @@ async def test_batch_is_written_whole_whatever_its_size(persistence, db, count):
     ledger = await db.fetch("SELECT lsn, reservation_id, order_id, reserved_after FROM ledger"
                             " WHERE sku = $1 AND kind = 'reserve' ORDER BY id", sku)
     assert [tuple(row) for row in ledger] == [
-        (row[0], row[9], row[10], row[8]) for row in reserving.ledger]
+        (row[0], row[11], row[12], row[8]) for row in reserving.ledger]
 
 
 @pytest.mark.parametrize("count", [1, 128])
@@ -124,10 +124,12 @@ async def test_every_row_reaches_postgresql_as_the_engine_rendered_it(persistenc
     engine.release(f"{tag}-r2", NOW_MS, None)
     engine.decrement([(skus[1], ODD_TEXTS[0], 1)], NOW_MS, order_id=ODD_TEXTS[1],
                      request_id=f"{tag}-q3")
+    engine.set_safety_stock(skus[2], ODD_TEXTS[0], 3, NOW_MS, reason=ODD_TEXTS[1],
+                            request_id=f"{tag}-q4")
     batch = engine.take_journal(10_000)
     await persistence.write_batch(batch)
 
-    items = await db.fetch("SELECT sku, location, on_hand, reserved FROM items"
+    items = await db.fetch("SELECT sku, location, on_hand, reserved, safety_stock FROM items"
                            " WHERE sku LIKE $1 ORDER BY sku", f"{tag}%")
     assert sorted(tuple(row) for row in items) == sorted(batch.items)
     reservations = await db.fetch(
@@ -141,14 +143,15 @@ async def test_every_row_reaches_postgresql_as_the_engine_rendered_it(persistenc
     assert [tuple(row) for row in stored_lines] == batch.reservation_lines
     ledger = await db.fetch(
         "SELECT lsn, at_ms, sku, location, kind, delta_on_hand, delta_reserved, on_hand_after,"
-        " reserved_after, reservation_id, order_id, request_id, reason, actor FROM ledger"
+        " reserved_after, delta_safety, safety_after, reservation_id, order_id, request_id,"
+        " reason, actor FROM ledger"
         " WHERE sku LIKE $1 ORDER BY id", f"{tag}%")
     assert [tuple(row) for row in ledger] == batch.ledger
     records = await db.fetch(
         "SELECT request_id, fingerprint, operation, outcome_json, lsn, created_at_ms"
         " FROM idempotency WHERE request_id LIKE $1", f"{tag}%")
     assert sorted(tuple(row) for row in records) == sorted(batch.idempotency)
-    assert len(batch.idempotency) == 3
+    assert len(batch.idempotency) == 4
 
 
 async def test_a_later_batch_committed_first_keeps_its_final_values(persistence, db):

@@ -19,7 +19,7 @@ SERVING_WAIT_S = 30.0
 
 async def database_state(connection) -> tuple[set, set]:
     items = {tuple(row) for row in await connection.fetch(
-        "SELECT sku, location, on_hand, reserved FROM items")}
+        "SELECT sku, location, on_hand, reserved, safety_stock FROM items")}
     holds = set()
     for row in await connection.fetch(
             "SELECT r.reservation_id, r.order_id, r.expires_at_ms, r.created_at_ms,"
@@ -51,6 +51,8 @@ async def make_state(stub, metadata) -> dict:
     await stub.SetStock(stock_pb2.SetStockRequest(sku=sku_a, on_hand=20), metadata=metadata)
     await stub.SetStock(stock_pb2.SetStockRequest(sku=sku_b, location="WH", on_hand=7),
                         metadata=metadata)
+    await stub.SetSafetyStock(stock_pb2.SetSafetyStockRequest(sku=sku_a, safety_stock=3),
+                              metadata=metadata)
     request_id = unique("req")
     active = await stub.Reserve(stock_pb2.ReserveRequest(
         request_id=request_id, order_id="o1", lines=[line(sku_a, 4), line(sku_b, 2, "WH")]))
@@ -101,8 +103,11 @@ async def check_restored(app: App, port: int, before: dict) -> None:
         stub = stock_pb2_grpc.StockServiceStub(channel)
         levels = await stub.GetStock(stock_pb2.GetStockRequest(skus=[before["sku_a"]]))
         # Before: the short hold of 5 still counted. After: recovery expired it.
-        assert [(lv.on_hand, lv.reserved) for lv in before["levels"].levels] == [(19, 9)]
-        assert [(lv.on_hand, lv.reserved) for lv in levels.levels] == [(19, 4)]
+        # The safety stock of 3 survives the restart: available is 19 - 4 - 3.
+        assert [(lv.on_hand, lv.reserved, lv.safety_stock, lv.available)
+                for lv in before["levels"].levels] == [(19, 9, 3, 7)]
+        assert [(lv.on_hand, lv.reserved, lv.safety_stock, lv.available)
+                for lv in levels.levels] == [(19, 4, 3, 12)]
         active = before["active"]
         replay = await stub.Reserve(stock_pb2.ReserveRequest(
             request_id=before["request_id"], order_id="o1",

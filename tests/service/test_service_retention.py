@@ -82,7 +82,7 @@ async def test_only_reservations_ended_before_the_cutoff_go_with_their_lines(sto
     assert await store.prune_reservations(CUTOFF_MS, SLICE) == 0
     state = await store.load_state(1_000)
     assert [hold[0] for hold in state.holds] == ["r-active"]
-    assert (SKU, "", 98, 2) in state.items
+    assert (SKU, "", 98, 2, 0) in state.items
 
 
 async def test_an_active_reservation_is_kept_however_old(store):

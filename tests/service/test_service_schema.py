@@ -76,6 +76,28 @@ async def test_identifier_columns_compare_byte_by_byte(db):
         ("ledger", "sku"): "C", ("ledger", "location"): "C"}
 
 
+# Columns migration 0007 added (safety stock): a version before it wrote batches without them.
+SAFETY_COLUMNS = {("items", "safety_stock"), ("ledger", "delta_safety"),
+                  ("ledger", "safety_after")}
+
+
+def tables_before_safety_stock() -> tuple:
+    """The journal tables as a version before migration 0007 wrote them."""
+    return tuple(
+        (table, tuple(c for c in columns if (table, c[0]) not in SAFETY_COLUMNS), key,
+         tuple(name for name in updates if (table, name) not in SAFETY_COLUMNS))
+        for table, columns, key, updates in persistence.BATCH_TABLES)
+
+
+def columns_before_safety_stock(columns: list[str]) -> list[str]:
+    """A batch's arrays without the safety stock columns (`JournalBatch.columns` order)."""
+    names = [(table, name) for table, table_columns, _, _ in persistence.BATCH_TABLES
+             for name, _ in table_columns]
+    assert len(names) == len(columns)
+    return [array for name, array in zip(names, columns, strict=True)
+            if name not in SAFETY_COLUMNS]
+
+
 async def test_collation_migration_keeps_rows_written_before_it(monkeypatch):
     """A database written at migration 0004 (the batch statement of then: no collation in its
     sort) keeps every row through 0005, and takes the current statement's writes after it."""
@@ -92,9 +114,11 @@ async def test_collation_migration_keeps_rows_written_before_it(monkeypatch):
         engine.reserve_batch([(f"r-{index}", f"o-{index}", [(f"upgrade-{index:02d}",
                                "" if index % 2 else "WH-b", 2)], 60_000, f"q-{index}")
                               for index in range(10)], 2_000)
-        old_statement = persistence.BATCH_STATEMENT.replace(' COLLATE "C"', "")
-        assert old_statement != persistence.BATCH_STATEMENT
-        await connection.fetchrow(old_statement, *engine.take_journal(1_000).columns, 1)
+        statement_before_safety = persistence.batch_statement(tables_before_safety_stock())
+        old_statement = statement_before_safety.replace(' COLLATE "C"', "")
+        assert old_statement != statement_before_safety
+        await connection.fetchrow(
+            old_statement, *columns_before_safety_stock(engine.take_journal(1_000).columns), 1)
         tables = ("items", "reservations", "reservation_lines", "idempotency", "ledger")
         before = {table: sorted(tuple(row) for row in await connection.fetch(
             f"SELECT * FROM {table}")) for table in tables}
@@ -104,6 +128,8 @@ async def test_collation_migration_keeps_rows_written_before_it(monkeypatch):
         after = {table: sorted(tuple(row) for row in await connection.fetch(
             f"SELECT * FROM {table}")) for table in tables}
         assert after == before
+        monkeypatch.setattr(persistence, "migration_files", lambda: files)
+        await persistence.apply_migrations(connection)
         engine.reserve_batch([(f"r-{index}", f"o-{index}", [(f"upgrade-{index:02d}",
                                "" if index % 2 else "WH-b", 3)], 60_000, f"q-{index}")
                               for index in range(10, 20)], 3_000)
@@ -111,6 +137,67 @@ async def test_collation_migration_keeps_rows_written_before_it(monkeypatch):
                                   *engine.take_journal(1_000).columns, 2)
         assert await connection.fetchval("SELECT sum(reserved) FROM items") == 10 * 2 + 10 * 3
         assert await connection.fetchval("SELECT count(*) FROM reservations") == 20
+    finally:
+        await connection.close()
+        await drop_database(dsn)
+
+
+async def test_safety_stock_migration_fills_logged_batches_and_keeps_rows(monkeypatch):
+    """A database at migration 0006 with rows in the tables and a batch still in the journal
+    log (both written without safety stock columns) migrates to 0007: rows keep their values
+    with safety stock 0, the logged batch projects with zeros in the new columns, the counters
+    still equal the ledger's sums, and a safety stock change is then written like any other."""
+    dsn = await create_database()
+    connection = await asyncpg.connect(dsn)
+    try:
+        files = migration_files()
+        assert files[6][1] == "0007_safety_stock.sql"
+        monkeypatch.setattr(persistence, "migration_files", lambda: files[:6])
+        await persistence.apply_migrations(connection)
+        old_tables = tables_before_safety_stock()
+        engine = Engine()
+        for index in range(5):
+            engine.set_stock(f"old-{index}", "", 10, None, 1_000)
+        engine.reserve("r-direct", "o", [("old-0", "", 2)], 60_000, 1_500)
+        await connection.fetchrow(persistence.batch_statement(old_tables),
+                                  *columns_before_safety_stock(engine.take_journal(100).columns),
+                                  1)
+        engine.reserve("r-logged", "o", [("old-0", "", 3), ("old-1", "", 1)], 60_000, 2_000)
+        logged = engine.take_journal(100)
+        await connection.execute(
+            persistence.log_append_statement(old_tables), 2, logged.lsn_first,
+            logged.lsn_last - logged.lsn_first + 1, *columns_before_safety_stock(logged.columns))
+
+        monkeypatch.setattr(persistence, "migration_files", lambda: files)
+        assert await persistence.apply_migrations(connection) == [files[6][1]]
+
+        assert await connection.fetchval("SELECT items__safety_stock FROM journal_log") == \
+            "{0,0}"
+        projected = await connection.fetchrow(persistence.PROJECT_STATEMENT)
+        assert projected[0] == 2
+        items = {row["sku"]: tuple(row)[1:] for row in await connection.fetch(
+            "SELECT sku, on_hand, reserved, safety_stock FROM items")}
+        assert items["old-0"] == (10, 5, 0) and items["old-1"] == (10, 1, 0)
+        assert await connection.fetchval(
+            "SELECT count(*) FROM ledger WHERE delta_safety <> 0 OR safety_after <> 0") == 0
+
+        view = engine.set_safety_stock("old-0", "", 4, 3_000, reason="buffer")
+        assert view.levels == [("old-0", "", 10, 5, 1, 4)]
+        await connection.fetchrow(persistence.BATCH_STATEMENT,
+                                  *engine.take_journal(100).columns, 3)
+        assert tuple(await connection.fetchrow(
+            "SELECT on_hand, reserved, safety_stock FROM items WHERE sku = 'old-0'")) == \
+            (10, 5, 4)
+        row = await connection.fetchrow(
+            "SELECT kind, delta_on_hand, delta_reserved, delta_safety, safety_after, reason"
+            " FROM ledger WHERE sku = 'old-0' ORDER BY stamp DESC, id DESC LIMIT 1")
+        assert tuple(row) == ("safety", 0, 0, 4, 4, "buffer")
+        differing = await connection.fetchval(
+            "SELECT count(*) FROM items i JOIN (SELECT sku, sum(delta_on_hand) AS on_hand,"
+            " sum(delta_reserved) AS reserved, sum(delta_safety) AS safety FROM ledger"
+            " GROUP BY sku) s USING (sku) WHERE (i.on_hand, i.reserved, i.safety_stock)"
+            " <> (s.on_hand, s.reserved, s.safety)")
+        assert differing == 0
     finally:
         await connection.close()
         await drop_database(dsn)

@@ -130,7 +130,7 @@ def test_single_commit_and_release_travel_on_the_wire():
     (part,), _ = engine.call_wire("release", release.SerializeToString(), NOW_MS)
     assert stock_pb2.Reservation.FromString(part).status == stock_pb2.RESERVATION_STATUS_RELEASED
     # (sku, location, on_hand, reserved, available): 1 unit left, 1 back.
-    assert engine.get_stock(["a"], "", NOW_MS).levels == [("a", "", 3, 0, 3)]
+    assert engine.get_stock(["a"], "", NOW_MS).levels == [("a", "", 3, 0, 3, 0)]
     (refused,), _ = engine.call_wire("release", commit.SerializeToString(), NOW_MS)
     assert isinstance(refused, EngineError) and refused.code == "wrong_state"
     with pytest.raises(EngineError, match="is not reserve, commit or release"):

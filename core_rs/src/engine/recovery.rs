@@ -17,6 +17,7 @@ pub struct LoadItem {
     pub location: String,
     pub on_hand: i64,
     pub reserved: i64,
+    pub safety_stock: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -48,7 +49,8 @@ pub struct ExportHold {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineState {
-    pub items: Vec<(Arc<str>, Arc<str>, u64, u64)>,
+    /// (sku, location, on hand, reserved, safety stock).
+    pub items: Vec<(Arc<str>, Arc<str>, u64, u64, u64)>,
     pub holds: Vec<ExportHold>,
     pub idempotency_count: usize,
 }
@@ -105,17 +107,20 @@ impl Engine {
             checked(validate::id("sku", &row.sku), &what)?;
             checked(validate::optional_id("location", &row.location), &what)?;
             let valid = 0 <= row.reserved && row.reserved <= row.on_hand;
-            if !valid || row.on_hand > ON_HAND_MAX as i64 {
+            let safety_valid = (0..=ON_HAND_MAX as i64).contains(&row.safety_stock);
+            if !valid || !safety_valid || row.on_hand > ON_HAND_MAX as i64 {
                 return Err(mismatch(format!(
-                    "{what}: on_hand {} reserved {}",
-                    row.on_hand, row.reserved
+                    "{what}: on_hand {} reserved {} safety_stock {}",
+                    row.on_hand, row.reserved, row.safety_stock
                 )));
             }
             if self.items.find(&row.sku, &row.location).is_some() {
                 return Err(mismatch(format!("{what} loaded twice")));
             }
             let index = self.items.insert(&row.sku, &row.location);
-            self.items.get_mut(index).on_hand = row.on_hand as u64;
+            let item = self.items.get_mut(index);
+            item.on_hand = row.on_hand as u64;
+            item.safety_stock = row.safety_stock as u64;
             declared.push(row.reserved as u64);
         }
         Ok(declared)
@@ -240,7 +245,8 @@ impl Engine {
             .map(|index| {
                 let item = self.items.get(index);
                 let (sku, location) = self.items.key(index);
-                (sku, location, item.on_hand, item.reserved)
+                let levels = (item.on_hand, item.reserved, item.safety_stock);
+                (sku, location, levels.0, levels.1, levels.2)
             })
             .collect();
         let holds = self

@@ -187,15 +187,9 @@ impl Engine {
             item.reserved += hold.quantity;
             item.last_lsn = lsn;
             item.reserved_checked();
-            let (on_hand_after, reserved_after) = (item.on_hand, item.reserved);
-            self.journal.push_entry(LedgerEntry {
-                item: hold.item,
-                kind: LedgerKind::Reserve,
-                delta_on_hand: 0,
-                delta_reserved: hold.quantity as i64,
-                on_hand_after,
-                reserved_after,
-            });
+            let deltas = (0, hold.quantity as i64, 0);
+            let entry = LedgerEntry::after(hold.item, item, LedgerKind::Reserve, deltas);
+            self.journal.push_entry(entry);
         }
     }
 }

@@ -58,15 +58,9 @@ impl Engine {
             item.last_lsn = lsn;
             item.holds.ended();
             item.reserved_checked();
-            let (on_hand_after, reserved_after) = (item.on_hand, item.reserved);
-            self.journal.push_entry(LedgerEntry {
-                item: line.item,
-                kind,
-                delta_on_hand: -(quantity_committed as i64),
-                delta_reserved: -(line.quantity as i64),
-                on_hand_after,
-                reserved_after,
-            });
+            let deltas = (-(quantity_committed as i64), -(line.quantity as i64), 0);
+            let entry = LedgerEntry::after(line.item, item, kind, deltas);
+            self.journal.push_entry(entry);
         }
     }
 

@@ -6,7 +6,7 @@ use super::{levels_outcome, Engine};
 use crate::errors::{EngineError, EngineResult};
 use crate::fingerprint::Fingerprint;
 use crate::idempotency::Operation;
-use crate::item::ItemIndex;
+use crate::item::{available, ItemIndex};
 use crate::journal::{LedgerEntry, LedgerKind, OperationExtra, StockTexts};
 use crate::limits::{ON_HAND_MAX, QUANTITY_MAX, STOCK_QUERY_SKUS_MAX};
 use crate::validate::{self, LineInput};
@@ -39,13 +39,14 @@ impl Engine {
                 let item = self.items.get(index);
                 let reserved = item.reserved - self.due_quantity(index, now_ms);
                 let (sku, location) = self.items.key(index);
-                let (on_hand, available) = (item.on_hand, item.on_hand - reserved);
+                let (on_hand, safety_stock) = (item.on_hand, item.safety_stock);
                 Level {
                     sku,
                     location,
                     on_hand,
                     reserved,
-                    available,
+                    available: available(on_hand, reserved, safety_stock),
+                    safety_stock,
                 }
             })
             .collect();
@@ -87,15 +88,8 @@ impl Engine {
         entry.on_hand = on_hand as u64;
         entry.last_lsn = lsn;
         entry.reserved_checked();
-        let (on_hand_after, reserved_after) = (entry.on_hand, entry.reserved);
-        self.journal.push_entry(LedgerEntry {
-            item,
-            kind,
-            delta_on_hand: delta,
-            delta_reserved: 0,
-            on_hand_after,
-            reserved_after,
-        });
+        let entry = LedgerEntry::after(item, entry, kind, (delta, 0, 0));
+        self.journal.push_entry(entry);
     }
 
     /// A sale with no hold: all or nothing, never beyond available.
@@ -307,6 +301,74 @@ impl Engine {
         let operation = annotated_operation(annotation);
         let remembered = Remembered {
             operation: Operation::Set,
+            fingerprint,
+            request_id: annotation.request_id,
+        };
+        Ok(self.accept_levels(&[item], now_ms, lsn, remembered, operation))
+    }
+
+    /// Sets the units of an item kept back from sale; an unknown item is created with
+    /// nothing on hand (the safety stock may come before the goods). Moves no unit: what
+    /// is held stays held, and a safety stock above what is not held leaves nothing
+    /// available.
+    pub fn set_safety_stock(
+        &mut self,
+        sku: &str,
+        location: &str,
+        safety_stock: i64,
+        now_ms: i64,
+        annotation: Annotation<'_>,
+    ) -> EngineResult<LevelsView> {
+        validate::id("sku", sku)?;
+        validate::optional_id("location", location)?;
+        if safety_stock < 0 {
+            return Err(EngineError::LimitExceeded {
+                field: "safety_stock",
+                bound: 0,
+            });
+        }
+        if safety_stock > ON_HAND_MAX as i64 {
+            return Err(EngineError::LimitExceeded {
+                field: "safety_stock",
+                bound: ON_HAND_MAX,
+            });
+        }
+        validate::reason_actor(annotation.reason, annotation.actor)?;
+        validate::request_id(annotation.request_id)?;
+        let fingerprint = match annotation.request_id {
+            Some(_) => Fingerprint::new("safety")
+                .text(sku)
+                .text(location)
+                .integer(safety_stock)
+                .text(annotation.reason)
+                .text(annotation.actor)
+                .finish(),
+            None => 0,
+        };
+        if let Some(outcome) = self.replay(annotation.request_id, Operation::Safety, fingerprint)? {
+            return Ok(levels_outcome(outcome));
+        }
+        let item = match self.items.find(sku, location) {
+            Some(item) => {
+                self.expire_items(std::iter::once(item), now_ms, 1)?;
+                item
+            }
+            None => {
+                self.ensure_journal_room(1)?;
+                self.create_item(sku, location)?
+            }
+        };
+        let lsn = self.next_lsn();
+        let entry = self.items.get_mut(item);
+        let delta = safety_stock - entry.safety_stock as i64;
+        entry.safety_stock = safety_stock as u64;
+        entry.last_lsn = lsn;
+        entry.reserved_checked();
+        let entry = LedgerEntry::after(item, entry, LedgerKind::Safety, (0, 0, delta));
+        self.journal.push_entry(entry);
+        let operation = annotated_operation(annotation);
+        let remembered = Remembered {
+            operation: Operation::Safety,
             fingerprint,
             request_id: annotation.request_id,
         };

@@ -49,8 +49,10 @@ pub struct LedgerRow<'a> {
     pub kind: &'static str,
     pub delta_on_hand: i64,
     pub delta_reserved: i64,
+    pub delta_safety: i64,
     pub on_hand_after: u64,
     pub reserved_after: u64,
+    pub safety_after: u64,
     /// Position of the operation in the batch; consecutive rows of one operation share
     /// the text fields below, so callers may convert them once per operation.
     pub operation: usize,
@@ -207,8 +209,10 @@ impl JournalBatch {
                 kind: entry.kind.as_str(),
                 delta_on_hand: entry.delta_on_hand,
                 delta_reserved: entry.delta_reserved,
+                delta_safety: entry.delta_safety,
                 on_hand_after: entry.on_hand_after,
                 reserved_after: entry.reserved_after,
+                safety_after: entry.safety_after,
                 operation: operation_index as usize,
                 reservation_row: (reservation_row != NO_ROW).then_some(reservation_row as usize),
                 reservation_id: record.map_or("", |r| r.reservation_id),
@@ -238,7 +242,11 @@ pub struct ItemLevels<'a> {
     pub location: &'a str,
     pub on_hand: u64,
     pub reserved: u64,
+    pub safety_stock: u64,
 }
+
+/// Final levels of an item row: (on hand, reserved, safety stock).
+type Levels = (u64, u64, u64);
 
 /// The items a batch touched, one row each, names copied into one buffer: a batch shares
 /// nothing with the engine, so building it and dropping it (which the binding may do on
@@ -249,7 +257,7 @@ pub struct BatchItems {
     /// Each row's sku, then its location, back to back.
     names: String,
     /// Per row: where its sku and its location end in `names`, its final levels.
-    rows: Vec<(u32, u32, u64, u64)>,
+    rows: Vec<(u32, u32, Levels)>,
 }
 
 impl BatchItems {
@@ -270,7 +278,7 @@ impl BatchItems {
 
     /// Row `row`; panics beyond `len`.
     pub fn get(&self, row: usize) -> ItemLevels<'_> {
-        let (sku_end, location_end, on_hand, reserved) = self.rows[row];
+        let (sku_end, location_end, (on_hand, reserved, safety_stock)) = self.rows[row];
         let sku_start = match row {
             0 => 0,
             _ => self.rows[row - 1].1,
@@ -280,6 +288,7 @@ impl BatchItems {
             location: &self.names[sku_end as usize..location_end as usize],
             on_hand,
             reserved,
+            safety_stock,
         }
     }
 
@@ -297,14 +306,13 @@ impl BatchItems {
         self.names.push_str(sku);
         let sku_end = self.names.len() as u32;
         self.names.push_str(location);
-        self.rows.push((sku_end, self.names.len() as u32, 0, 0));
+        self.rows.push((sku_end, self.names.len() as u32, (0, 0, 0)));
         (self.rows.len() - 1) as u32
     }
 
     /// Sets the levels of row `row` (the latest entry's wins).
-    fn set_levels(&mut self, row: u32, on_hand: u64, reserved: u64) {
-        let row = &mut self.rows[row as usize];
-        (row.2, row.3) = (on_hand, reserved);
+    fn set_levels(&mut self, row: u32, levels: Levels) {
+        self.rows[row as usize].2 = levels;
     }
 }
 
@@ -560,7 +568,8 @@ fn entry_item_rows(
     item_rows.cover(items.len());
     let rows_of_entries = entries.iter().map(|entry| {
         let item_row = item_rows.row(entry.item, items, rows);
-        rows.set_levels(item_row, entry.on_hand_after, entry.reserved_after);
+        let levels = (entry.on_hand_after, entry.reserved_after, entry.safety_after);
+        rows.set_levels(item_row, levels);
         item_row
     });
     rows_of_entries.collect()
@@ -696,17 +705,18 @@ mod tests {
         let mut items = BatchItems::with_capacity(2);
         let first = items.push("a-1", "");
         let second = items.push("bé", "w1");
-        items.set_levels(second, 7, 3);
-        items.set_levels(first, 5, 0);
-        items.set_levels(second, 8, 2);
+        items.set_levels(second, (7, 3, 0));
+        items.set_levels(first, (5, 0, 4));
+        items.set_levels(second, (8, 2, 1));
         let read: Vec<_> = items.iter().collect();
-        let level = |sku, location, on_hand, reserved| ItemLevels {
+        let level = |sku, location, on_hand, reserved, safety_stock| ItemLevels {
             sku,
             location,
             on_hand,
             reserved,
+            safety_stock,
         };
-        assert_eq!(read, [level("a-1", "", 5, 0), level("bé", "w1", 8, 2)]);
+        assert_eq!(read, [level("a-1", "", 5, 0, 4), level("bé", "w1", 8, 2, 1)]);
         assert_eq!(items.get(1), read[1]);
     }
 }

@@ -23,7 +23,7 @@ pub use records::{CopiedRecord, RecordCopy};
 use records::{RecordQueue, Records};
 
 use crate::idempotency::IdempotencyRecord;
-use crate::item::{ItemIndex, Items};
+use crate::item::{Item, ItemIndex, Items};
 use crate::limits::{LINES_PER_REQUEST_MAX, TABLE_SIZE_MAX};
 use crate::prefetch::prefetch_after;
 use crate::record::ReservationRecord;
@@ -38,6 +38,8 @@ pub enum LedgerKind {
     Decrement,
     Adjust,
     Set,
+    /// The safety stock was set; on hand and reserved do not change.
+    Safety,
 }
 
 impl LedgerKind {
@@ -50,6 +52,7 @@ impl LedgerKind {
             LedgerKind::Decrement => "decrement",
             LedgerKind::Adjust => "adjust",
             LedgerKind::Set => "set",
+            LedgerKind::Safety => "safety",
         }
     }
 }
@@ -61,8 +64,30 @@ pub struct LedgerEntry {
     pub kind: LedgerKind,
     pub delta_on_hand: i64,
     pub delta_reserved: i64,
+    pub delta_safety: i64,
     pub on_hand_after: u64,
     pub reserved_after: u64,
+    pub safety_after: u64,
+}
+
+/// The changes of one ledger entry: (on hand, reserved, safety stock).
+pub type Deltas = (i64, i64, i64);
+
+impl LedgerEntry {
+    /// The entry for a change of `deltas` that left item `index` at `item`'s levels.
+    pub fn after(index: ItemIndex, item: &Item, kind: LedgerKind, deltas: Deltas) -> LedgerEntry {
+        let (delta_on_hand, delta_reserved, delta_safety) = deltas;
+        LedgerEntry {
+            item: index,
+            kind,
+            delta_on_hand,
+            delta_reserved,
+            delta_safety,
+            on_hand_after: item.on_hand,
+            reserved_after: item.reserved,
+            safety_after: item.safety_stock,
+        }
+    }
 }
 
 /// A reservation's state right after an operation: a copy of its fixed part (see
@@ -316,6 +341,10 @@ impl Journal {
 
     pub fn push_entry(&mut self, entry: LedgerEntry) {
         assert!(entry.reserved_after <= entry.on_hand_after);
+        // A safety stock entry moves no unit; no other entry changes the safety stock.
+        let moves_units = entry.delta_on_hand != 0 || entry.delta_reserved != 0;
+        let safety = entry.kind == LedgerKind::Safety;
+        assert!(!(safety && moves_units) && (safety || entry.delta_safety == 0));
         self.entries.push_back(entry);
         prefetch_after(self.entries.back().expect("just pushed"), WRITE_AHEAD_BYTES);
         self.open_rows += 1;

@@ -114,15 +114,19 @@ pub fn inputs(lines: &[Line]) -> Inputs<'_> {
     lines.iter().map(Line::input).collect()
 }
 
+/// `(sku, location, on_hand, reserved, safety_stock)`.
+type ItemRow = (String, String, i64, i64, i64);
+
 pub fn load_items(value: &Bound<'_, PyAny>) -> PyResult<Vec<LoadItem>> {
     let mut items = Vec::with_capacity(value.len()?);
     for row in value.try_iter()? {
-        let (sku, location, on_hand, reserved): (String, String, i64, i64) = row?.extract()?;
+        let (sku, location, on_hand, reserved, safety_stock): ItemRow = row?.extract()?;
         items.push(LoadItem {
             sku,
             location,
             on_hand,
             reserved,
+            safety_stock,
         });
     }
     Ok(items)

@@ -332,6 +332,32 @@ impl Engine {
         raise(py, result).map(LevelsView::new)
     }
 
+    #[pyo3(signature = (sku, location, safety_stock, now_ms, reason="", actor="",
+        request_id=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn set_safety_stock(
+        &self,
+        py: Python<'_>,
+        sku: &str,
+        location: &str,
+        safety_stock: &Bound<'_, PyAny>,
+        now_ms: i64,
+        reason: &str,
+        actor: &str,
+        request_id: Option<&str>,
+    ) -> PyResult<LevelsView> {
+        let safety_stock = integer(safety_stock, "safety_stock", ON_HAND_MAX)?;
+        let annotation = Annotation {
+            reason,
+            actor,
+            request_id,
+        };
+        let result =
+            self.engine(py)
+                .set_safety_stock(sku, location, safety_stock, now_ms, annotation);
+        raise(py, result).map(LevelsView::new)
+    }
+
     fn get_stock(
         &self,
         py: Python<'_>,

@@ -7,7 +7,7 @@ use pyo3::types::{PyList, PyString, PyTuple};
 
 use super::conversions::tuple;
 use crate::engine::EngineState as RustEngineState;
-use crate::journal::{JournalBatch as RustJournalBatch, LedgerRow};
+use crate::journal::{ItemLevels, JournalBatch as RustJournalBatch, LedgerRow};
 use crate::pg_columns;
 use crate::view;
 
@@ -121,6 +121,7 @@ impl LevelsView {
                 level.on_hand,
                 level.reserved,
                 level.available,
+                level.safety_stock,
             )
         });
         PyList::new(py, rows)
@@ -141,7 +142,10 @@ impl LevelsView {
             .inner
             .levels
             .iter()
-            .map(|l| (&*l.sku, &*l.location, l.on_hand, l.reserved, l.available))
+            .map(|l| {
+                let (sku, location) = (&*l.sku, &*l.location);
+                (sku, location, l.on_hand, l.reserved, l.available, l.safety_stock)
+            })
             .collect();
         let replayed = if self.inner.replayed { "True" } else { "False" };
         format!(
@@ -357,6 +361,8 @@ fn ledger_list<'py>(
                 any(py, ledger.delta_reserved)?,
                 any(py, ledger.on_hand_after)?,
                 any(py, ledger.reserved_after)?,
+                any(py, ledger.delta_safety)?,
+                any(py, ledger.safety_after)?,
                 operation[2].clone(),
                 operation[3].clone(),
                 operation[4].clone(),
@@ -378,7 +384,7 @@ impl JournalBatch {
         let mut items = Vec::with_capacity(batch.items.len());
         for (row, item) in batch.items.iter().enumerate() {
             let (sku, location) = objects.item(row, item.sku, item.location);
-            items.push(row_tuple4(py, sku, location, item.on_hand, item.reserved)?);
+            items.push(item_tuple(py, sku, location, item)?);
         }
         Ok(JournalBatch {
             lsn_first: batch.lsn_first,
@@ -458,20 +464,21 @@ impl Rows {
     }
 }
 
-fn row_tuple4<'py>(
+/// An item row of a batch: (sku, location, on hand, reserved, safety stock).
+fn item_tuple<'py>(
     py: Python<'py>,
     sku: Bound<'py, PyString>,
     location: Bound<'py, PyString>,
-    on_hand: u64,
-    reserved: u64,
+    item: ItemLevels<'_>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     row(
         py,
         [
             sku.into_any(),
             location.into_any(),
-            any(py, on_hand)?,
-            any(py, reserved)?,
+            any(py, item.on_hand)?,
+            any(py, item.reserved)?,
+            any(py, item.safety_stock)?,
         ],
     )
 }
@@ -489,7 +496,9 @@ impl EngineState {
         let items = state
             .items
             .iter()
-            .map(|(sku, location, on_hand, reserved)| (&**sku, &**location, *on_hand, *reserved));
+            .map(|(sku, location, on_hand, reserved, safety_stock)| {
+                (&**sku, &**location, *on_hand, *reserved, *safety_stock)
+            });
         let mut holds: Vec<Bound<'_, PyTuple>> = Vec::with_capacity(state.holds.len());
         for hold in &state.holds {
             let lines = line_list(py, &hold.lines)?;

@@ -26,15 +26,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14stock/v1/stock.proto\x12\x08stock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n\x04Line\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x10\n\x08location\x18\x03 \x01(\t\"e\n\x0eReserveRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x1d\n\x05lines\x18\x03 \x03(\x0b\x32\x0e.stock.v1.Line\x12\x0e\n\x06ttl_ms\x18\x04 \x01(\x03\"\xdc\x01\n\x0bReservation\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.stock.v1.ReservationStatus\x12\x1d\n\x05lines\x18\x04 \x03(\x0b\x32\x0e.stock.v1.Line\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x0f\x63ommitted_lines\x18\x06 \x03(\x0b\x32\x0e.stock.v1.Line\"Z\n\rCommitRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x1d\n\x05lines\x18\x03 \x03(\x0b\x32\x0e.stock.v1.Line\"<\n\x0eReleaseRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"7\n\rExtendRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0e\n\x06ttl_ms\x18\x02 \x01(\x03\"/\n\x15GetReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"W\n\x10\x44\x65\x63rementRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1d\n\x05lines\x18\x02 \x03(\x0b\x32\x0e.stock.v1.Line\x12\x10\n\x08order_id\x18\x03 \x01(\t\"9\n\x11\x44\x65\x63rementResponse\x12$\n\x06levels\x18\x01 \x03(\x0b\x32\x14.stock.v1.StockLevel\"a\n\rAdjustRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x10\n\x08location\x18\x03 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\x99\x01\n\x0fSetStockRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x10\n\x08location\x18\x03 \x01(\t\x12\x0f\n\x07on_hand\x18\x04 \x01(\x03\x12\x1d\n\x10\x65xpected_on_hand\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x06 \x01(\tB\x13\n\x11_expected_on_hand\"5\n\x0e\x41\x64justResponse\x12#\n\x05level\x18\x01 \x01(\x0b\x32\x14.stock.v1.StockLevel\"1\n\x0fGetStockRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t\x12\x10\n\x08location\x18\x02 \x01(\t\"8\n\x10GetStockResponse\x12$\n\x06levels\x18\x01 \x03(\x0b\x32\x14.stock.v1.StockLevel\"a\n\nStockLevel\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08location\x18\x02 \x01(\t\x12\x0f\n\x07on_hand\x18\x03 \x01(\x03\x12\x10\n\x08reserved\x18\x04 \x01(\x03\x12\x11\n\tavailable\x18\x05 \x01(\x03\"r\n\x11ReservationResult\x12,\n\x0breservation\x18\x01 \x01(\x0b\x32\x15.stock.v1.ReservationH\x00\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x14.stock.v1.BatchErrorH\x00\x42\x08\n\x06result\"U\n\nBatchError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12(\n\x0bshort_items\x18\x03 \x03(\x0b\x32\x13.stock.v1.ShortItem\"P\n\tShortItem\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08location\x18\x02 \x01(\t\x12\x11\n\trequested\x18\x03 \x01(\x03\x12\x11\n\tavailable\x18\x04 \x01(\x03\"A\n\x13ReserveBatchRequest\x12*\n\x08requests\x18\x01 \x03(\x0b\x32\x18.stock.v1.ReserveRequest\"D\n\x14ReserveBatchResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.stock.v1.ReservationResult\"?\n\x12\x43ommitBatchRequest\x12)\n\x08requests\x18\x01 \x03(\x0b\x32\x17.stock.v1.CommitRequest\"A\n\x13ReleaseBatchRequest\x12*\n\x08requests\x18\x01 \x03(\x0b\x32\x18.stock.v1.ReleaseRequest\"H\n\x18ReservationBatchResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.stock.v1.ReservationResult*\xb9\x01\n\x11ReservationStatus\x12\"\n\x1eRESERVATION_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESERVATION_STATUS_ACTIVE\x10\x01\x12 \n\x1cRESERVATION_STATUS_COMMITTED\x10\x02\x12\x1f\n\x1bRESERVATION_STATUS_RELEASED\x10\x03\x12\x1e\n\x1aRESERVATION_STATUS_EXPIRED\x10\x04\x32\xbe\x06\n\x0cStockService\x12:\n\x07Reserve\x12\x18.stock.v1.ReserveRequest\x1a\x15.stock.v1.Reservation\x12\x38\n\x06\x43ommit\x12\x17.stock.v1.CommitRequest\x1a\x15.stock.v1.Reservation\x12:\n\x07Release\x12\x18.stock.v1.ReleaseRequest\x1a\x15.stock.v1.Reservation\x12\x38\n\x06\x45xtend\x12\x17.stock.v1.ExtendRequest\x1a\x15.stock.v1.Reservation\x12H\n\x0eGetReservation\x12\x1f.stock.v1.GetReservationRequest\x1a\x15.stock.v1.Reservation\x12\x44\n\tDecrement\x12\x1a.stock.v1.DecrementRequest\x1a\x1b.stock.v1.DecrementResponse\x12;\n\x06\x41\x64just\x12\x17.stock.v1.AdjustRequest\x1a\x18.stock.v1.AdjustResponse\x12?\n\x08SetStock\x12\x19.stock.v1.SetStockRequest\x1a\x18.stock.v1.AdjustResponse\x12\x41\n\x08GetStock\x12\x19.stock.v1.GetStockRequest\x1a\x1a.stock.v1.GetStockResponse\x12M\n\x0cReserveBatch\x12\x1d.stock.v1.ReserveBatchRequest\x1a\x1e.stock.v1.ReserveBatchResponse\x12O\n\x0b\x43ommitBatch\x12\x1c.stock.v1.CommitBatchRequest\x1a\".stock.v1.ReservationBatchResponse\x12Q\n\x0cReleaseBatch\x12\x1d.stock.v1.ReleaseBatchRequest\x1a\".stock.v1.ReservationBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14stock/v1/stock.proto\x12\x08stock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n\x04Line\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x10\n\x08location\x18\x03 \x01(\t\"e\n\x0eReserveRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x1d\n\x05lines\x18\x03 \x03(\x0b\x32\x0e.stock.v1.Line\x12\x0e\n\x06ttl_ms\x18\x04 \x01(\x03\"\xdc\x01\n\x0bReservation\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.stock.v1.ReservationStatus\x12\x1d\n\x05lines\x18\x04 \x03(\x0b\x32\x0e.stock.v1.Line\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x0f\x63ommitted_lines\x18\x06 \x03(\x0b\x32\x0e.stock.v1.Line\"Z\n\rCommitRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x1d\n\x05lines\x18\x03 \x03(\x0b\x32\x0e.stock.v1.Line\"<\n\x0eReleaseRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"7\n\rExtendRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0e\n\x06ttl_ms\x18\x02 \x01(\x03\"/\n\x15GetReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"W\n\x10\x44\x65\x63rementRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1d\n\x05lines\x18\x02 \x03(\x0b\x32\x0e.stock.v1.Line\x12\x10\n\x08order_id\x18\x03 \x01(\t\"9\n\x11\x44\x65\x63rementResponse\x12$\n\x06levels\x18\x01 \x03(\x0b\x32\x14.stock.v1.StockLevel\"a\n\rAdjustRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x10\n\x08location\x18\x03 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\x99\x01\n\x0fSetStockRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x10\n\x08location\x18\x03 \x01(\t\x12\x0f\n\x07on_hand\x18\x04 \x01(\x03\x12\x1d\n\x10\x65xpected_on_hand\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x06 \x01(\tB\x13\n\x11_expected_on_hand\"p\n\x15SetSafetyStockRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x10\n\x08location\x18\x03 \x01(\t\x12\x14\n\x0csafety_stock\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\"5\n\x0e\x41\x64justResponse\x12#\n\x05level\x18\x01 \x01(\x0b\x32\x14.stock.v1.StockLevel\"1\n\x0fGetStockRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t\x12\x10\n\x08location\x18\x02 \x01(\t\"8\n\x10GetStockResponse\x12$\n\x06levels\x18\x01 \x03(\x0b\x32\x14.stock.v1.StockLevel\"w\n\nStockLevel\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08location\x18\x02 \x01(\t\x12\x0f\n\x07on_hand\x18\x03 \x01(\x03\x12\x10\n\x08reserved\x18\x04 \x01(\x03\x12\x11\n\tavailable\x18\x05 \x01(\x03\x12\x14\n\x0csafety_stock\x18\x06 \x01(\x03\"r\n\x11ReservationResult\x12,\n\x0breservation\x18\x01 \x01(\x0b\x32\x15.stock.v1.ReservationH\x00\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x14.stock.v1.BatchErrorH\x00\x42\x08\n\x06result\"U\n\nBatchError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12(\n\x0bshort_items\x18\x03 \x03(\x0b\x32\x13.stock.v1.ShortItem\"P\n\tShortItem\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08location\x18\x02 \x01(\t\x12\x11\n\trequested\x18\x03 \x01(\x03\x12\x11\n\tavailable\x18\x04 \x01(\x03\"A\n\x13ReserveBatchRequest\x12*\n\x08requests\x18\x01 \x03(\x0b\x32\x18.stock.v1.ReserveRequest\"D\n\x14ReserveBatchResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.stock.v1.ReservationResult\"?\n\x12\x43ommitBatchRequest\x12)\n\x08requests\x18\x01 \x03(\x0b\x32\x17.stock.v1.CommitRequest\"A\n\x13ReleaseBatchRequest\x12*\n\x08requests\x18\x01 \x03(\x0b\x32\x18.stock.v1.ReleaseRequest\"H\n\x18ReservationBatchResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.stock.v1.ReservationResult*\xb9\x01\n\x11ReservationStatus\x12\"\n\x1eRESERVATION_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESERVATION_STATUS_ACTIVE\x10\x01\x12 \n\x1cRESERVATION_STATUS_COMMITTED\x10\x02\x12\x1f\n\x1bRESERVATION_STATUS_RELEASED\x10\x03\x12\x1e\n\x1aRESERVATION_STATUS_EXPIRED\x10\x04\x32\x8b\x07\n\x0cStockService\x12:\n\x07Reserve\x12\x18.stock.v1.ReserveRequest\x1a\x15.stock.v1.Reservation\x12\x38\n\x06\x43ommit\x12\x17.stock.v1.CommitRequest\x1a\x15.stock.v1.Reservation\x12:\n\x07Release\x12\x18.stock.v1.ReleaseRequest\x1a\x15.stock.v1.Reservation\x12\x38\n\x06\x45xtend\x12\x17.stock.v1.ExtendRequest\x1a\x15.stock.v1.Reservation\x12H\n\x0eGetReservation\x12\x1f.stock.v1.GetReservationRequest\x1a\x15.stock.v1.Reservation\x12\x44\n\tDecrement\x12\x1a.stock.v1.DecrementRequest\x1a\x1b.stock.v1.DecrementResponse\x12;\n\x06\x41\x64just\x12\x17.stock.v1.AdjustRequest\x1a\x18.stock.v1.AdjustResponse\x12?\n\x08SetStock\x12\x19.stock.v1.SetStockRequest\x1a\x18.stock.v1.AdjustResponse\x12\x41\n\x08GetStock\x12\x19.stock.v1.GetStockRequest\x1a\x1a.stock.v1.GetStockResponse\x12K\n\x0eSetSafetyStock\x12\x1f.stock.v1.SetSafetyStockRequest\x1a\x18.stock.v1.AdjustResponse\x12M\n\x0cReserveBatch\x12\x1d.stock.v1.ReserveBatchRequest\x1a\x1e.stock.v1.ReserveBatchResponse\x12O\n\x0b\x43ommitBatch\x12\x1c.stock.v1.CommitBatchRequest\x1a\".stock.v1.ReservationBatchResponse\x12Q\n\x0cReleaseBatch\x12\x1d.stock.v1.ReleaseBatchRequest\x1a\".stock.v1.ReservationBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stock.v1.stock_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RESERVATIONSTATUS']._serialized_start=2005
-  _globals['_RESERVATIONSTATUS']._serialized_end=2190
+  _globals['_RESERVATIONSTATUS']._serialized_start=2141
+  _globals['_RESERVATIONSTATUS']._serialized_end=2326
   _globals['_LINE']._serialized_start=67
   _globals['_LINE']._serialized_end=122
   _globals['_RESERVEREQUEST']._serialized_start=124
@@ -57,30 +57,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADJUSTREQUEST']._serialized_end=955
   _globals['_SETSTOCKREQUEST']._serialized_start=958
   _globals['_SETSTOCKREQUEST']._serialized_end=1111
-  _globals['_ADJUSTRESPONSE']._serialized_start=1113
-  _globals['_ADJUSTRESPONSE']._serialized_end=1166
-  _globals['_GETSTOCKREQUEST']._serialized_start=1168
-  _globals['_GETSTOCKREQUEST']._serialized_end=1217
-  _globals['_GETSTOCKRESPONSE']._serialized_start=1219
-  _globals['_GETSTOCKRESPONSE']._serialized_end=1275
-  _globals['_STOCKLEVEL']._serialized_start=1277
-  _globals['_STOCKLEVEL']._serialized_end=1374
-  _globals['_RESERVATIONRESULT']._serialized_start=1376
-  _globals['_RESERVATIONRESULT']._serialized_end=1490
-  _globals['_BATCHERROR']._serialized_start=1492
-  _globals['_BATCHERROR']._serialized_end=1577
-  _globals['_SHORTITEM']._serialized_start=1579
-  _globals['_SHORTITEM']._serialized_end=1659
-  _globals['_RESERVEBATCHREQUEST']._serialized_start=1661
-  _globals['_RESERVEBATCHREQUEST']._serialized_end=1726
-  _globals['_RESERVEBATCHRESPONSE']._serialized_start=1728
-  _globals['_RESERVEBATCHRESPONSE']._serialized_end=1796
-  _globals['_COMMITBATCHREQUEST']._serialized_start=1798
-  _globals['_COMMITBATCHREQUEST']._serialized_end=1861
-  _globals['_RELEASEBATCHREQUEST']._serialized_start=1863
-  _globals['_RELEASEBATCHREQUEST']._serialized_end=1928
-  _globals['_RESERVATIONBATCHRESPONSE']._serialized_start=1930
-  _globals['_RESERVATIONBATCHRESPONSE']._serialized_end=2002
-  _globals['_STOCKSERVICE']._serialized_start=2193
-  _globals['_STOCKSERVICE']._serialized_end=3023
+  _globals['_SETSAFETYSTOCKREQUEST']._serialized_start=1113
+  _globals['_SETSAFETYSTOCKREQUEST']._serialized_end=1225
+  _globals['_ADJUSTRESPONSE']._serialized_start=1227
+  _globals['_ADJUSTRESPONSE']._serialized_end=1280
+  _globals['_GETSTOCKREQUEST']._serialized_start=1282
+  _globals['_GETSTOCKREQUEST']._serialized_end=1331
+  _globals['_GETSTOCKRESPONSE']._serialized_start=1333
+  _globals['_GETSTOCKRESPONSE']._serialized_end=1389
+  _globals['_STOCKLEVEL']._serialized_start=1391
+  _globals['_STOCKLEVEL']._serialized_end=1510
+  _globals['_RESERVATIONRESULT']._serialized_start=1512
+  _globals['_RESERVATIONRESULT']._serialized_end=1626
+  _globals['_BATCHERROR']._serialized_start=1628
+  _globals['_BATCHERROR']._serialized_end=1713
+  _globals['_SHORTITEM']._serialized_start=1715
+  _globals['_SHORTITEM']._serialized_end=1795
+  _globals['_RESERVEBATCHREQUEST']._serialized_start=1797
+  _globals['_RESERVEBATCHREQUEST']._serialized_end=1862
+  _globals['_RESERVEBATCHRESPONSE']._serialized_start=1864
+  _globals['_RESERVEBATCHRESPONSE']._serialized_end=1932
+  _globals['_COMMITBATCHREQUEST']._serialized_start=1934
+  _globals['_COMMITBATCHREQUEST']._serialized_end=1997
+  _globals['_RELEASEBATCHREQUEST']._serialized_start=1999
+  _globals['_RELEASEBATCHREQUEST']._serialized_end=2064
+  _globals['_RESERVATIONBATCHRESPONSE']._serialized_start=2066
+  _globals['_RESERVATIONBATCHRESPONSE']._serialized_end=2138
+  _globals['_STOCKSERVICE']._serialized_start=2329
+  _globals['_STOCKSERVICE']._serialized_end=3236
 # @@protoc_insertion_point(module_scope)

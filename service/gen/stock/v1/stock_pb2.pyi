@@ -140,6 +140,20 @@ class SetStockRequest(_message.Message):
     reason: str
     def __init__(self, request_id: _Optional[str] = ..., sku: _Optional[str] = ..., location: _Optional[str] = ..., on_hand: _Optional[int] = ..., expected_on_hand: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class SetSafetyStockRequest(_message.Message):
+    __slots__ = ("request_id", "sku", "location", "safety_stock", "reason")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SKU_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    SAFETY_STOCK_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    sku: str
+    location: str
+    safety_stock: int
+    reason: str
+    def __init__(self, request_id: _Optional[str] = ..., sku: _Optional[str] = ..., location: _Optional[str] = ..., safety_stock: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class AdjustResponse(_message.Message):
     __slots__ = ("level",)
     LEVEL_FIELD_NUMBER: _ClassVar[int]
@@ -161,18 +175,20 @@ class GetStockResponse(_message.Message):
     def __init__(self, levels: _Optional[_Iterable[_Union[StockLevel, _Mapping]]] = ...) -> None: ...
 
 class StockLevel(_message.Message):
-    __slots__ = ("sku", "location", "on_hand", "reserved", "available")
+    __slots__ = ("sku", "location", "on_hand", "reserved", "available", "safety_stock")
     SKU_FIELD_NUMBER: _ClassVar[int]
     LOCATION_FIELD_NUMBER: _ClassVar[int]
     ON_HAND_FIELD_NUMBER: _ClassVar[int]
     RESERVED_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    SAFETY_STOCK_FIELD_NUMBER: _ClassVar[int]
     sku: str
     location: str
     on_hand: int
     reserved: int
     available: int
-    def __init__(self, sku: _Optional[str] = ..., location: _Optional[str] = ..., on_hand: _Optional[int] = ..., reserved: _Optional[int] = ..., available: _Optional[int] = ...) -> None: ...
+    safety_stock: int
+    def __init__(self, sku: _Optional[str] = ..., location: _Optional[str] = ..., on_hand: _Optional[int] = ..., reserved: _Optional[int] = ..., available: _Optional[int] = ..., safety_stock: _Optional[int] = ...) -> None: ...
 
 class ReservationResult(_message.Message):
     __slots__ = ("reservation", "error")

@@ -80,6 +80,11 @@ class StockServiceStub:
                 request_serializer=stock_dot_v1_dot_stock__pb2.GetStockRequest.SerializeToString,
                 response_deserializer=stock_dot_v1_dot_stock__pb2.GetStockResponse.FromString,
                 _registered_method=True)
+        self.SetSafetyStock = channel.unary_unary(
+                '/stock.v1.StockService/SetSafetyStock',
+                request_serializer=stock_dot_v1_dot_stock__pb2.SetSafetyStockRequest.SerializeToString,
+                response_deserializer=stock_dot_v1_dot_stock__pb2.AdjustResponse.FromString,
+                _registered_method=True)
         self.ReserveBatch = channel.unary_unary(
                 '/stock.v1.StockService/ReserveBatch',
                 request_serializer=stock_dot_v1_dot_stock__pb2.ReserveBatchRequest.SerializeToString,
@@ -161,6 +166,13 @@ class StockServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetSafetyStock(self, request, context):
+        """operator: units kept back from sale (reserves and decrements see only what lies above)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReserveBatch(self, request, context):
         """Batch calls: up to 1,000 independent operations per call, each all-or-nothing on its own,
         applied in order, persisted in the same group commit, each with its own result.
@@ -228,6 +240,11 @@ def add_StockServiceServicer_to_server(servicer, server):
                     servicer.GetStock,
                     request_deserializer=stock_dot_v1_dot_stock__pb2.GetStockRequest.FromString,
                     response_serializer=stock_dot_v1_dot_stock__pb2.GetStockResponse.SerializeToString,
+            ),
+            'SetSafetyStock': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSafetyStock,
+                    request_deserializer=stock_dot_v1_dot_stock__pb2.SetSafetyStockRequest.FromString,
+                    response_serializer=stock_dot_v1_dot_stock__pb2.AdjustResponse.SerializeToString,
             ),
             'ReserveBatch': grpc.unary_unary_rpc_method_handler(
                     servicer.ReserveBatch,
@@ -488,6 +505,33 @@ class StockService:
             '/stock.v1.StockService/GetStock',
             stock_dot_v1_dot_stock__pb2.GetStockRequest.SerializeToString,
             stock_dot_v1_dot_stock__pb2.GetStockResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSafetyStock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stock.v1.StockService/SetSafetyStock',
+            stock_dot_v1_dot_stock__pb2.SetSafetyStockRequest.SerializeToString,
+            stock_dot_v1_dot_stock__pb2.AdjustResponse.FromString,
             options,
             channel_credentials,
             insecure,
