@@ -27,13 +27,15 @@ from service.persistence import wait_projected
 STATEMENT_TIMEOUT_S = 30.0
 
 ITEMS = """
-SELECT i.sku, i.location, i.on_hand, i.reserved,
+SELECT i.sku, i.location, i.on_hand, i.reserved, i.safety_stock,
        coalesce(l.on_hand_sum, 0) AS ledger_on_hand, coalesce(l.reserved_sum, 0) AS ledger_reserved,
+       coalesce(l.safety_sum, 0) AS ledger_safety,
        coalesce(l.committed, 0) AS ledger_committed, coalesce(l.received, 0) AS ledger_received,
        coalesce(l.set_sum, 0) AS ledger_set, coalesce(h.held, 0) AS active_hold_units
 FROM items i
 LEFT JOIN (
     SELECT sku, location, sum(delta_on_hand) AS on_hand_sum, sum(delta_reserved) AS reserved_sum,
+           sum(delta_safety) AS safety_sum,
            -sum(delta_on_hand) FILTER (WHERE kind = 'commit') AS committed,
            sum(delta_on_hand) FILTER (WHERE kind = 'adjust') AS received,
            sum(delta_on_hand) FILTER (WHERE kind = 'set') AS set_sum
@@ -54,7 +56,8 @@ WHERE status = 'active' AND order_id LIKE $1 AND expires_at_ms < $2
 
 BAD_LEDGER_ROWS = """
 SELECT count(*) FROM ledger
-WHERE sku LIKE $1 AND (on_hand_after < 0 OR reserved_after < 0 OR reserved_after > on_hand_after)
+WHERE sku LIKE $1 AND (on_hand_after < 0 OR reserved_after < 0 OR reserved_after > on_hand_after
+                       OR safety_after < 0)
 """
 
 

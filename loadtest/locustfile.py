@@ -54,6 +54,10 @@ ORDER_LINES_MAX = 4
 TTL_MS_RANGE = (1_000, 2_000)  # the API's minimum: expiries happen within a short run
 THINK_S_RANGE = (0.05, 0.4)  # between reserve and commit/release: well inside the ttl
 RESTOCK_UNITS_RANGE = (5, 20)
+# The operator keeps back up to this many units of an order-mix SKU as safety stock.
+SAFETY_UNITS_MAX = 5
+# Calls that need the operator token.
+OPERATOR_CALLS = ("Adjust", "SetSafetyStock")
 SAMPLE_INTERVAL_S = 0.25
 SAMPLE_SKUS = 100
 SEED_CALLS_IN_FLIGHT_MAX = 256
@@ -176,13 +180,14 @@ class OrderMixBuyer(StockUser):
 
 
 class Operator(StockUser):
-    """Restocks order-mix SKUs with Adjust, as a warehouse receiving goods would."""
+    """Restocks order-mix SKUs with Adjust, as a warehouse receiving goods would, and now
+    and then changes how many units of one are kept back as safety stock."""
 
     scenario = "orders"
     wait_time = between(0.2, 0.5)
 
     @tag("orders")
-    @task
+    @task(3)
     def restock(self) -> None:
         sku = order_sku(random.randrange(ORDER_SKUS))
         delta = random.randint(*RESTOCK_UNITS_RANGE)
@@ -195,6 +200,21 @@ class Operator(StockUser):
             STATE.received[sku] += delta
         else:
             STATE.uncertain.append(("Adjust", request))
+
+    @tag("orders")
+    @task(1)
+    def keep_back(self) -> None:
+        sku = order_sku(random.randrange(ORDER_SKUS))
+        request = stock_pb2.SetSafetyStockRequest(
+            request_id=uuid.uuid4().hex, sku=sku, safety_stock=random.randint(0, SAFETY_UNITS_MAX),
+            reason="safety stock")
+        STATE.in_flight[request.request_id] = ("SetSafetyStock", request)
+        response, _ = self.caller.call("SetSafetyStock", request, operator=True)
+        del STATE.in_flight[request.request_id]
+        if response is not None:
+            STATE.check_levels([response.level], "SetSafetyStock")
+        else:
+            STATE.uncertain.append(("SetSafetyStock", request))
 
 
 def scenarios_of(environment) -> set[str]:
@@ -300,7 +320,7 @@ def settle_uncertain(caller: Caller, state: RunState) -> None:
     returns the remembered outcome or applies it now; either way the books become exact."""
     for name, request in state.uncertain:
         for _ in range(SETTLE_ATTEMPTS_MAX):
-            response, error = caller.call(name, request, operator=(name == "Adjust"),
+            response, error = caller.call(name, request, operator=(name in OPERATOR_CALLS),
                                           refusals=EXPECTED_REFUSALS)
             if response is not None:
                 if name == "Commit":

@@ -88,9 +88,12 @@ class RunState:
     def check_levels(self, levels, where: str) -> None:
         self.samples += 1
         for level in levels:
-            if level.available < 0 or level.reserved < 0 or level.reserved > level.on_hand:
+            sellable = max(0, level.on_hand - level.reserved - level.safety_stock)
+            if (level.available < 0 or level.reserved < 0 or level.reserved > level.on_hand
+                    or level.safety_stock < 0 or level.available != sellable):
                 self.violation(f"{where}: {level.sku} on_hand {level.on_hand} "
-                               f"reserved {level.reserved} available {level.available}")
+                               f"reserved {level.reserved} safety_stock {level.safety_stock} "
+                               f"available {level.available}")
 
     def check_final_levels(self, levels) -> None:
         """After every hold is due: nothing reserved, and on_hand = initial + received - sold."""
@@ -125,6 +128,8 @@ class RunState:
         comparisons = {
             "on_hand = sum of ledger delta_on_hand": (row["on_hand"], row["ledger_on_hand"]),
             "reserved = sum of ledger delta_reserved": (row["reserved"], row["ledger_reserved"]),
+            "safety_stock = sum of ledger delta_safety": (row["safety_stock"],
+                                                          row["ledger_safety"]),
             "reserved = units of active holds": (row["reserved"], row["active_hold_units"]),
             "ledger set rows = initial stock": (row["ledger_set"], initial),
             "ledger adjust rows = units received": (row["ledger_received"], self.received[sku]),

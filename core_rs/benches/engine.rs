@@ -144,6 +144,7 @@ fn load_inputs() -> (Vec<LoadItem>, Vec<LoadHold>) {
             location: String::new(),
             on_hand: 10,
             reserved: 1,
+            safety_stock: 0,
         })
         .collect();
     let holds = (0..LOAD_HOLDS)

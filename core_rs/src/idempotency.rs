@@ -310,7 +310,10 @@ mod tests {
         let Some(Outcome::Levels(old)) = outcome_from_json(stored) else {
             panic!("a five-element level parses");
         };
-        assert_eq!((old.levels[0].available, old.levels[0].safety_stock), (3, 0));
+        assert_eq!(
+            (old.levels[0].available, old.levels[0].safety_stock),
+            (3, 0)
+        );
         // Plain ids are copied; quotes, backslashes and control characters are escaped.
         let mut out = String::new();
         push_text(&mut out, "ab-1");

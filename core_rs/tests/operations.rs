@@ -1657,6 +1657,11 @@ fn set_safety_stock_replays_and_conflicts_by_request_id() {
     assert_eq!(error, conflict);
     let error = engine.set_stock("a", "", 4, None, NOW, q1).unwrap_err();
     assert_eq!(error, conflict);
+    assert_eq!(
+        (engine.journal_pending(), engine.lsn_last()),
+        (pending, lsn)
+    );
+    assert_eq!(engine.stats().items, 2, "no conflict creates an item");
     // An id first used by another operation conflicts here.
     let q2 = Annotation {
         request_id: Some("q2"),

@@ -520,7 +520,10 @@ impl Simulation {
             .items
             .iter()
             .map(|(s, l, on_hand, reserved, safety)| {
-                ((s.to_string(), l.to_string()), (*on_hand, *reserved, *safety))
+                (
+                    (s.to_string(), l.to_string()),
+                    (*on_hand, *reserved, *safety),
+                )
             })
             .collect();
         assert_eq!(

@@ -57,7 +57,7 @@ def test_scenario_keeps_every_invariant(scenario, tmp_path):
     assert counts.get("Reserve", 0) > 0, counts
     assert counts.get("Commit", 0) > 0 and counts.get("Release", 0) > 0, counts
     if scenario == "orders":
-        assert counts.get("Adjust", 0) > 0, counts
+        assert counts.get("Adjust", 0) > 0 and counts.get("SetSafetyStock", 0) > 0, counts
 
 
 def test_a_server_that_never_expires_holds_fails_the_run(tmp_path):

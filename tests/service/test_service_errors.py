@@ -67,6 +67,11 @@ BAD_INPUT = [
      str(ON_HAND_MAX)),
     ("SetStock", stock_pb2.SetStockRequest(sku=SKU, on_hand=1, expected_on_hand=-1),
      "expected_on_hand", str(ON_HAND_MAX)),
+    ("SetSafetyStock", stock_pb2.SetSafetyStockRequest(sku=SKU, safety_stock=-1),
+     "safety_stock", str(ON_HAND_MAX)),
+    ("SetSafetyStock", stock_pb2.SetSafetyStockRequest(sku=SKU, safety_stock=ON_HAND_MAX + 1),
+     "safety_stock", str(ON_HAND_MAX)),
+    ("SetSafetyStock", stock_pb2.SetSafetyStockRequest(safety_stock=1), "sku", str(ID_BYTES_MAX)),
     ("GetStock", stock_pb2.GetStockRequest(skus=[]), "skus", "1.."),
     ("GetStock", stock_pb2.GetStockRequest(skus=[SKU, ""]), "skus[1]", str(ID_BYTES_MAX)),
     ("ReserveBatch", stock_pb2.ReserveBatchRequest(), "requests", "1..1000"),
@@ -95,6 +100,7 @@ async def test_bad_input_is_invalid_argument_naming_field_and_bound(
     violation = bad_request(error).field_violations[0]
     assert violation.field == field
     assert tuple(await item_row(db, SKU)) == (100, 0)  # bad input changes nothing
+    assert await db.fetchval("SELECT safety_stock FROM items WHERE sku = $1", SKU) == 0
 
 
 async def test_short_stock_holds_nothing_and_names_every_short_item(stub, db, admin_metadata):
@@ -163,6 +169,7 @@ async def test_refused_request_is_decided_afresh_on_retry(stub, admin_metadata):
 OPERATOR_CALLS = [
     ("Adjust", stock_pb2.AdjustRequest(sku="auth-sku", delta=5)),
     ("SetStock", stock_pb2.SetStockRequest(sku="auth-sku", on_hand=5)),
+    ("SetSafetyStock", stock_pb2.SetSafetyStockRequest(sku="auth-sku", safety_stock=5)),
 ]
 
 

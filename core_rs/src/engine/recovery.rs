@@ -47,10 +47,12 @@ pub struct ExportHold {
     pub lines: Vec<LineView>,
 }
 
+/// An exported item: (sku, location, on hand, reserved, safety stock).
+pub type ExportItem = (Arc<str>, Arc<str>, u64, u64, u64);
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineState {
-    /// (sku, location, on hand, reserved, safety stock).
-    pub items: Vec<(Arc<str>, Arc<str>, u64, u64, u64)>,
+    pub items: Vec<ExportItem>,
     pub holds: Vec<ExportHold>,
     pub idempotency_count: usize,
 }

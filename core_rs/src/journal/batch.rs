@@ -306,7 +306,8 @@ impl BatchItems {
         self.names.push_str(sku);
         let sku_end = self.names.len() as u32;
         self.names.push_str(location);
-        self.rows.push((sku_end, self.names.len() as u32, (0, 0, 0)));
+        self.rows
+            .push((sku_end, self.names.len() as u32, (0, 0, 0)));
         (self.rows.len() - 1) as u32
     }
 
@@ -568,7 +569,11 @@ fn entry_item_rows(
     item_rows.cover(items.len());
     let rows_of_entries = entries.iter().map(|entry| {
         let item_row = item_rows.row(entry.item, items, rows);
-        let levels = (entry.on_hand_after, entry.reserved_after, entry.safety_after);
+        let levels = (
+            entry.on_hand_after,
+            entry.reserved_after,
+            entry.safety_after,
+        );
         rows.set_levels(item_row, levels);
         item_row
     });
@@ -716,7 +721,10 @@ mod tests {
             reserved,
             safety_stock,
         };
-        assert_eq!(read, [level("a-1", "", 5, 0, 4), level("bé", "w1", 8, 2, 1)]);
+        assert_eq!(
+            read,
+            [level("a-1", "", 5, 0, 4), level("bé", "w1", 8, 2, 1)]
+        );
         assert_eq!(items.get(1), read[1]);
     }
 }

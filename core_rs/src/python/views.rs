@@ -144,7 +144,14 @@ impl LevelsView {
             .iter()
             .map(|l| {
                 let (sku, location) = (&*l.sku, &*l.location);
-                (sku, location, l.on_hand, l.reserved, l.available, l.safety_stock)
+                (
+                    sku,
+                    location,
+                    l.on_hand,
+                    l.reserved,
+                    l.available,
+                    l.safety_stock,
+                )
             })
             .collect();
         let replayed = if self.inner.replayed { "True" } else { "False" };
