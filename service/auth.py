@@ -1,4 +1,5 @@
-"""Operator authentication: Adjust and SetStock need `authorization: Bearer <STOCK_ADMIN_TOKEN>`.
+"""Operator authentication: Adjust, SetStock and SetSafetyStock need
+`authorization: Bearer <STOCK_ADMIN_TOKEN>`.
 
 Operator calls change on-hand stock outside any order, so they are refused with
 UNAUTHENTICATED unless the caller shows the configured token. With no token configured the

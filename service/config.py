@@ -48,7 +48,8 @@ class Config:
     """STOCK_REDIS_PREFIX: prefix of every cache key the service deletes."""
 
     admin_token: str = ""
-    """STOCK_ADMIN_TOKEN: bearer token for Adjust and SetStock. Empty: operator calls refused."""
+    """STOCK_ADMIN_TOKEN: bearer token for Adjust, SetStock and SetSafetyStock. Empty: operator
+    calls refused."""
 
     metrics_listen: str = ""
     """STOCK_METRICS_LISTEN: host:port for Prometheus /metrics. Empty: no metrics endpoint."""
