@@ -345,3 +345,18 @@ def test_limits_are_exported():
     assert LIMITS["BATCH_REQUESTS_MAX"] == 1_000
     assert LIMITS["EXPIRE_BATCH_MAX"] == 10_000
     assert LIMITS["JOURNAL_TAKE_OPERATIONS_MAX"] == 10_000
+
+
+def test_stored_fingerprints_keep_their_values():
+    """Fingerprints are stored with idempotency records (PostgreSQL, and across upgrades): a
+    retry after an upgrade must match the record an older version wrote. These values were
+    written by the engine before safety stock existed (1df9b28) and must never change."""
+    engine = Engine()
+    engine.set_stock("a", "w", 10, None, NOW_MS, reason="count", actor="bob", request_id="q-set")
+    engine.set_stock("a", "w", 12, 10, NOW_MS, reason="count", actor="bob", request_id="q-cas")
+    engine.adjust("a", "w", -3, NOW_MS, reason="broken", actor="amy", request_id="q-adj")
+    engine.decrement([("a", "w", 1)], NOW_MS, order_id="o", request_id="q-dec")
+    batch = engine.take_journal(100)
+    assert sorted((row[0], row[1]) for row in batch.idempotency) == [
+        ("q-adj", 194872697615461809), ("q-cas", 6388004243800478211),
+        ("q-dec", -4632421982781817986), ("q-set", 4763753963071733060)]

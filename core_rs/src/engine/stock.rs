@@ -185,44 +185,27 @@ impl Engine {
         validate::quantity("delta", delta.checked_abs().unwrap_or(i64::MAX))?;
         validate::reason_actor(annotation.reason, annotation.actor)?;
         validate::request_id(annotation.request_id)?;
-        let fingerprint = match annotation.request_id {
-            Some(_) => Fingerprint::new("adjust")
-                .text(sku)
-                .text(location)
-                .integer(delta)
-                .text(annotation.reason)
-                .text(annotation.actor)
-                .finish(),
-            None => 0,
-        };
+        let fingerprint = operator_fingerprint("adjust", sku, location, annotation, |f| {
+            f.integer(delta);
+        });
         if let Some(outcome) = self.replay(annotation.request_id, Operation::Adjust, fingerprint)? {
             return Ok(levels_outcome(outcome));
         }
-        let item = match self.items.find(sku, location) {
-            Some(item) => {
-                self.expire_items(std::iter::once(item), now_ms, 1)?;
-                let entry = self.items.get(item);
-                self.check_on_hand(sku, location, entry.on_hand as i64 + delta, entry.reserved)?;
-                item
-            }
-            None if delta > 0 => {
-                self.ensure_journal_room(1)?;
-                self.create_item(sku, location)?
-            }
-            None => {
-                let items = vec![(sku.to_string(), location.to_string())];
-                return Err(EngineError::UnknownItem { items });
-            }
-        };
+        if delta <= 0 && self.items.find(sku, location).is_none() {
+            let items = vec![(sku.to_string(), location.to_string())];
+            return Err(EngineError::UnknownItem { items });
+        }
+        let item = self.item_for_change(sku, location, now_ms)?;
+        let entry = self.items.get(item);
+        self.check_on_hand(sku, location, entry.on_hand as i64 + delta, entry.reserved)?;
         let lsn = self.next_lsn();
         self.push_level_change(item, LedgerKind::Adjust, delta, lsn);
-        let operation = annotated_operation(annotation);
         let remembered = Remembered {
             operation: Operation::Adjust,
             fingerprint,
             request_id: annotation.request_id,
         };
-        Ok(self.accept_levels(&[item], now_ms, lsn, remembered, operation))
+        Ok(self.accept_change(item, now_ms, lsn, remembered, annotation))
     }
 
     /// A stock count: sets on-hand stock, compare-and-set against `expected_on_hand`.
@@ -238,18 +221,7 @@ impl Engine {
     ) -> EngineResult<LevelsView> {
         validate::id("sku", sku)?;
         validate::optional_id("location", location)?;
-        if on_hand < 0 {
-            return Err(EngineError::LimitExceeded {
-                field: "on_hand",
-                bound: 0,
-            });
-        }
-        if on_hand > ON_HAND_MAX as i64 {
-            return Err(EngineError::LimitExceeded {
-                field: "on_hand",
-                bound: ON_HAND_MAX,
-            });
-        }
+        level_value("on_hand", on_hand)?;
         if expected_on_hand.is_some_and(|expected| expected < 0 || expected > ON_HAND_MAX as i64) {
             return Err(EngineError::LimitExceeded {
                 field: "expected_on_hand",
@@ -258,17 +230,9 @@ impl Engine {
         }
         validate::reason_actor(annotation.reason, annotation.actor)?;
         validate::request_id(annotation.request_id)?;
-        let fingerprint = match annotation.request_id {
-            Some(_) => Fingerprint::new("set")
-                .text(sku)
-                .text(location)
-                .integer(on_hand)
-                .optional_integer(expected_on_hand)
-                .text(annotation.reason)
-                .text(annotation.actor)
-                .finish(),
-            None => 0,
-        };
+        let fingerprint = operator_fingerprint("set", sku, location, annotation, |f| {
+            f.integer(on_hand).optional_integer(expected_on_hand);
+        });
         if let Some(outcome) = self.replay(annotation.request_id, Operation::Set, fingerprint)? {
             return Ok(levels_outcome(outcome));
         }
@@ -284,27 +248,17 @@ impl Engine {
                 });
             }
         }
-        let item = match existing {
-            Some(item) => {
-                self.expire_items(std::iter::once(item), now_ms, 1)?;
-                self.check_on_hand(sku, location, on_hand, self.items.get(item).reserved)?;
-                item
-            }
-            None => {
-                self.ensure_journal_room(1)?;
-                self.create_item(sku, location)?
-            }
-        };
+        let item = self.item_for_change(sku, location, now_ms)?;
+        self.check_on_hand(sku, location, on_hand, self.items.get(item).reserved)?;
         let lsn = self.next_lsn();
         let delta = on_hand - self.items.get(item).on_hand as i64;
         self.push_level_change(item, LedgerKind::Set, delta, lsn);
-        let operation = annotated_operation(annotation);
         let remembered = Remembered {
             operation: Operation::Set,
             fingerprint,
             request_id: annotation.request_id,
         };
-        Ok(self.accept_levels(&[item], now_ms, lsn, remembered, operation))
+        Ok(self.accept_change(item, now_ms, lsn, remembered, annotation))
     }
 
     /// Sets the units of an item kept back from sale; an unknown item is created with
@@ -321,43 +275,16 @@ impl Engine {
     ) -> EngineResult<LevelsView> {
         validate::id("sku", sku)?;
         validate::optional_id("location", location)?;
-        if safety_stock < 0 {
-            return Err(EngineError::LimitExceeded {
-                field: "safety_stock",
-                bound: 0,
-            });
-        }
-        if safety_stock > ON_HAND_MAX as i64 {
-            return Err(EngineError::LimitExceeded {
-                field: "safety_stock",
-                bound: ON_HAND_MAX,
-            });
-        }
+        level_value("safety_stock", safety_stock)?;
         validate::reason_actor(annotation.reason, annotation.actor)?;
         validate::request_id(annotation.request_id)?;
-        let fingerprint = match annotation.request_id {
-            Some(_) => Fingerprint::new("safety")
-                .text(sku)
-                .text(location)
-                .integer(safety_stock)
-                .text(annotation.reason)
-                .text(annotation.actor)
-                .finish(),
-            None => 0,
-        };
+        let fingerprint = operator_fingerprint("safety", sku, location, annotation, |f| {
+            f.integer(safety_stock);
+        });
         if let Some(outcome) = self.replay(annotation.request_id, Operation::Safety, fingerprint)? {
             return Ok(levels_outcome(outcome));
         }
-        let item = match self.items.find(sku, location) {
-            Some(item) => {
-                self.expire_items(std::iter::once(item), now_ms, 1)?;
-                item
-            }
-            None => {
-                self.ensure_journal_room(1)?;
-                self.create_item(sku, location)?
-            }
-        };
+        let item = self.item_for_change(sku, location, now_ms)?;
         let lsn = self.next_lsn();
         let entry = self.items.get_mut(item);
         let delta = safety_stock - entry.safety_stock as i64;
@@ -366,13 +293,45 @@ impl Engine {
         entry.reserved_checked();
         let entry = LedgerEntry::after(item, entry, LedgerKind::Safety, (0, 0, delta));
         self.journal.push_entry(entry);
-        let operation = annotated_operation(annotation);
         let remembered = Remembered {
             operation: Operation::Safety,
             fingerprint,
             request_id: annotation.request_id,
         };
-        Ok(self.accept_levels(&[item], now_ms, lsn, remembered, operation))
+        Ok(self.accept_change(item, now_ms, lsn, remembered, annotation))
+    }
+
+    /// The item an operator change names, its due holds expired first; an unknown one is
+    /// created with nothing on hand.
+    fn item_for_change(
+        &mut self,
+        sku: &str,
+        location: &str,
+        now_ms: i64,
+    ) -> EngineResult<ItemIndex> {
+        match self.items.find(sku, location) {
+            Some(item) => {
+                self.expire_items(std::iter::once(item), now_ms, 1)?;
+                Ok(item)
+            }
+            None => {
+                self.ensure_journal_room(1)?;
+                self.create_item(sku, location)
+            }
+        }
+    }
+
+    /// Closes operator change `lsn` of `item`: journaled with its reason and actor.
+    fn accept_change(
+        &mut self,
+        item: ItemIndex,
+        now_ms: i64,
+        lsn: u64,
+        remembered: Remembered<'_>,
+        annotation: Annotation<'_>,
+    ) -> LevelsView {
+        let operation = annotated_operation(annotation);
+        self.accept_levels(&[item], now_ms, lsn, remembered, operation)
     }
 
     /// Levels of the known skus at one location, as of `now_ms` (due holds excluded).
@@ -406,6 +365,40 @@ impl Engine {
             .unwrap_or(0);
         Ok(self.levels_view(&items, lsn, now_ms))
     }
+}
+
+/// A level an operator sets (on hand, safety stock): 0..=ON_HAND_MAX, a negative one
+/// refused with the bound 0.
+fn level_value(field: &'static str, value: i64) -> EngineResult<()> {
+    let bound = match value {
+        ..0 => 0,
+        _ if value > ON_HAND_MAX as i64 => ON_HAND_MAX,
+        _ => return Ok(()),
+    };
+    Err(EngineError::LimitExceeded { field, bound })
+}
+
+/// The fingerprint of an operator change given a request id (0 without one): the
+/// operation's name, the item, the change's own `values`, then why and who. The order is
+/// part of every stored fingerprint: changing it would turn retries of stored requests into
+/// conflicts.
+fn operator_fingerprint(
+    name: &str,
+    sku: &str,
+    location: &str,
+    annotation: Annotation<'_>,
+    values: impl FnOnce(&mut Fingerprint),
+) -> i64 {
+    if annotation.request_id.is_none() {
+        return 0;
+    }
+    let mut fingerprint = Fingerprint::new(name);
+    fingerprint.text(sku).text(location);
+    values(&mut fingerprint);
+    fingerprint
+        .text(annotation.reason)
+        .text(annotation.actor)
+        .finish()
 }
 
 fn annotated_operation(annotation: Annotation<'_>) -> OperationExtra {
