@@ -412,6 +412,14 @@ fn engine_lines(lines: &[(usize, i64)]) -> Vec<LineInput<'static>> {
         .collect()
 }
 
+/// An operator change's annotation: only its request id.
+fn with_request(request: &Option<String>) -> Annotation<'_> {
+    Annotation {
+        request_id: request.as_deref(),
+        ..Annotation::default()
+    }
+}
+
 fn request_name(request: Option<usize>) -> Option<String> {
     request.map(|r| format!("q{r}"))
 }
@@ -502,10 +510,7 @@ fn apply_engine(engine: &mut Engine, now_ms: i64, op: &Op) -> Option<ModelAnswer
             request,
         } => {
             let request = request_name(*request);
-            let annotation = Annotation {
-                request_id: request.as_deref(),
-                ..Annotation::default()
-            };
+            let annotation = with_request(&request);
             engine
                 .adjust(SKUS[*sku], "", *delta, now_ms, annotation)
                 .map(levels)
@@ -517,10 +522,7 @@ fn apply_engine(engine: &mut Engine, now_ms: i64, op: &Op) -> Option<ModelAnswer
             request,
         } => {
             let request = request_name(*request);
-            let annotation = Annotation {
-                request_id: request.as_deref(),
-                ..Annotation::default()
-            };
+            let annotation = with_request(&request);
             engine
                 .set_stock(SKUS[*sku], "", *on_hand, *expected, now_ms, annotation)
                 .map(levels)
@@ -531,10 +533,7 @@ fn apply_engine(engine: &mut Engine, now_ms: i64, op: &Op) -> Option<ModelAnswer
             request,
         } => {
             let request = request_name(*request);
-            let annotation = Annotation {
-                request_id: request.as_deref(),
-                ..Annotation::default()
-            };
+            let annotation = with_request(&request);
             engine
                 .set_safety_stock(SKUS[*sku], "", *safety_stock, now_ms, annotation)
                 .map(levels)
