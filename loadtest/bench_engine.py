@@ -121,7 +121,7 @@ def bench_load(count: int) -> dict:
     gc.collect()
     rss_start = rss_bytes()
     start = time.perf_counter()
-    items = [(f"sku-{i:08}", "", 10, 1) for i in range(count)]
+    items = [(f"sku-{i:08}", "", 10, 1, 0) for i in range(count)]
     holds = [(f"{i:08x}-0000-4000-8000-000000000000", f"order-{i}", NOW_MS + TTL_MS, NOW_MS,
               [(f"sku-{i:08}", "", 1)]) for i in range(count)]
     build_s = time.perf_counter() - start

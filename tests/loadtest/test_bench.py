@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 from loadtest import bench, charts, hold_churn_summary
 
 
@@ -207,3 +211,14 @@ def test_mass_expiry_rounds_are_summarised(tmp_path):
     charts.write_all(report, tmp_path)
     summary = (tmp_path / "summary.md").read_text()
     assert "| 91,000 | 1,000 | 8.5 | 21.3 | 32.6 | 6.65 |" in summary
+
+
+def test_the_engine_benchmark_runs_against_the_built_engine():
+    """`python -m loadtest.bench_engine --quick` runs every part against the engine as built
+    (its inputs follow the binding's shapes: a change of them once broke only `make bench`)."""
+    finished = subprocess.run([sys.executable, "-m", "loadtest.bench_engine", "--quick"],
+                              capture_output=True, text=True, timeout=300, check=False)
+    assert finished.returncode == 0, finished.stderr[-2_000:]
+    report, _ = json.JSONDecoder().raw_decode(finished.stdout)
+    assert set(report) >= {"reserve", "load", "take_journal"}, report
+    assert report["load"]["load_s"] > 0, report["load"]
