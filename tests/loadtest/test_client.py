@@ -203,3 +203,22 @@ async def test_batch_errors_from_the_service_are_typed(server, admin_metadata):
     assert second.code == grpc.StatusCode.FAILED_PRECONDITION
     assert second.short_items[0].sku == sku and second.short_items[0].available == 0
     assert unknown.value.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_the_client_sets_a_safety_stock_that_holds_respect(server, admin_metadata):
+    """`StockClient.set_safety_stock` against the service: the level it answers carries the
+    safety stock, and a coalesced reserve beyond what lies above it is refused as short."""
+    sku = f"client-{uuid.uuid4().hex[:10]}"
+    async with StockClient(server.address, admin_token=admin_token(admin_metadata),
+                           coalesce=True) as client:
+        await stock(client, sku, 10)
+        level = await client.set_safety_stock(sku, 7, reason="buffer")
+        assert (level.on_hand, level.safety_stock, level.available) == (10, 7, 3)
+        with pytest.raises(ShortStock) as raised:
+            await client.reserve("o1", [Line(sku, 4)])
+        assert [(i.sku, i.requested, i.available) for i in raised.value.short_items] == [
+            (sku, 4, 3)]
+        held = await client.reserve("o2", [Line(sku, 3)])
+        assert held.status == "active"
+        [level] = await client.get_stock([sku])
+        assert (level.reserved, level.safety_stock, level.available) == (3, 7, 0)
