@@ -87,8 +87,9 @@ async def rows_of(db, sku: str) -> dict[str, list[tuple]]:
         "idempotency": "SELECT * FROM idempotency WHERE request_id LIKE $1 || '-request-%'"
                        " ORDER BY request_id",
         "ledger": "SELECT lsn, at_ms, sku, location, kind, delta_on_hand, delta_reserved,"
-                  " on_hand_after, reserved_after, reservation_id, order_id, request_id,"
-                  " reason, actor, stamp FROM ledger WHERE sku = $1 ORDER BY stamp, lsn",
+                  " on_hand_after, reserved_after, delta_safety, safety_after, reservation_id,"
+                  " order_id, request_id, reason, actor, stamp FROM ledger WHERE sku = $1"
+                  " ORDER BY stamp, lsn",
     }
     return {name: [tuple(row) for row in await db.fetch(query, sku)]
             for name, query in queries.items()}
@@ -138,6 +139,33 @@ async def test_an_older_logged_batch_never_overwrites_a_newer_direct_write(persi
     kinds = [row[4] for row in rows["ledger"]]
     assert kinds == ["set"] + ["reserve"] * RESERVATIONS + ["release"] * RESERVATIONS
     assert sum(row[6] for row in rows["ledger"]) == 0  # reserved deltas: back to 0
+
+
+async def test_a_logged_safety_stock_change_survives_a_newer_direct_write(persistence):
+    """A logged batch sets the safety stock; a newer batch that only reserves is written into
+    the tables before the log is projected, so the projection's item row is refused as older.
+    The safety stock is right anyway: every item row carries the item's whole levels as of its
+    batch (docs/PERSISTENCE.md, "Safety stock")."""
+    sku = unique("log-safety")
+    engine, stocking = stocked(sku)
+    engine.set_safety_stock(sku, "", 7, NOW_MS, reason="buffer")
+    engine.reserve("r-logged", "o", [(sku, "", 2)], TTL_MS, NOW_MS)
+    logged = engine.take_journal(10_000)
+    engine.reserve("r-direct", "o", [(sku, "", 3)], TTL_MS, NOW_MS)
+    direct = engine.take_journal(10_000)
+    await persistence.write_batch(stocking)
+    await persistence.append_log(logged)
+    await persistence.write_batch(direct)
+    await persistence.project_all()
+    async with connection_of(persistence) as db:
+        item = await db.fetchrow(
+            "SELECT on_hand, reserved, safety_stock FROM items WHERE sku = $1", sku)
+        sums = await db.fetchrow(
+            "SELECT sum(delta_on_hand), sum(delta_reserved), sum(delta_safety) FROM ledger"
+            " WHERE sku = $1", sku)
+    [(_, _, on_hand, reserved, available, safety)] = engine.get_stock([sku], "", NOW_MS).levels
+    assert (on_hand, reserved, safety, available) == (ON_HAND, 5, 7, ON_HAND - 12)
+    assert tuple(item) == tuple(sums) == (on_hand, reserved, safety)
 
 
 async def test_a_projection_locks_its_item_rows_last(persistence):
@@ -299,8 +327,8 @@ async def test_the_projector_catches_up_once_bulk_load_pauses(server, stub, db, 
 # --- any interleaving of logged and direct batches and projections: the same tables ---------
 
 STEP = st.tuples(
-    st.sampled_from(["reserve", "reserve", "release", "commit", "adjust"]),
-    st.integers(min_value=0, max_value=2),  # which sku (reserve, adjust)
+    st.sampled_from(["reserve", "reserve", "release", "commit", "adjust", "safety"]),
+    st.integers(min_value=0, max_value=2),  # which sku (reserve, adjust, safety)
     st.integers(min_value=0, max_value=7),  # which earlier reservation (release, commit)
     st.integers(min_value=1, max_value=3),  # quantity
     st.booleans(),  # with a request id
@@ -322,6 +350,8 @@ def apply_step(engine: Engine, skus: list[str], held: list[str], step, number: i
             held.append(answer.reservation_id)
     elif kind == "adjust":
         engine.adjust(skus[sku], "", quantity, NOW_MS, request_id=request_id)
+    elif kind == "safety":
+        engine.set_safety_stock(skus[sku], "", quantity, NOW_MS, request_id=request_id)
     elif held:
         reservation_id = held[which % len(held)]
         if kind == "release":
