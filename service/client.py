@@ -72,7 +72,7 @@ class StockLevel:
     on_hand: int
     reserved: int
     available: int  # on_hand - reserved - safety_stock, at least 0
-    safety_stock: int
+    safety_stock: int = 0  # last, with a default: code written before it still builds levels
 
 
 class StockError(Exception):
