@@ -120,13 +120,21 @@ class StockUser(User):
         STATE.hold_ending(reservation_id)
         request = stock_pb2.CommitRequest(reservation_id=reservation_id,
                                           request_id=uuid.uuid4().hex, lines=lines)
-        STATE.in_flight[request.request_id] = ("Commit", request)
-        committed, error = self.caller.call("Commit", request, refusals=COMMIT_REFUSALS)
-        del STATE.in_flight[request.request_id]
+        committed = self.tracked("Commit", request, refusals=COMMIT_REFUSALS)
         if committed is not None:
             STATE.committed_lines(committed)
-        elif error.code() not in COMMIT_REFUSALS:
-            STATE.uncertain.append(("Commit", request))
+
+    def tracked(self, name: str, request, *, refusals=()):
+        """A call the run's books depend on: in flight while it runs, and uncertain (replayed
+        with its request id at the stop, `settle_uncertain`) when its answer is lost. Returns
+        the response, or None."""
+        STATE.in_flight[request.request_id] = (name, request)
+        response, error = self.caller.call(name, request, operator=name in OPERATOR_CALLS,
+                                           refusals=refusals)
+        del STATE.in_flight[request.request_id]
+        if response is None and error.code() not in refusals:
+            STATE.uncertain.append((name, request))
+        return response
 
 
 class FlashSaleBuyer(StockUser):
@@ -193,13 +201,8 @@ class Operator(StockUser):
         delta = random.randint(*RESTOCK_UNITS_RANGE)
         request = stock_pb2.AdjustRequest(request_id=uuid.uuid4().hex, sku=sku, delta=delta,
                                           reason="restock")
-        STATE.in_flight[request.request_id] = ("Adjust", request)
-        response, error = self.caller.call("Adjust", request, operator=True)
-        del STATE.in_flight[request.request_id]
-        if response is not None:
+        if self.tracked("Adjust", request) is not None:
             STATE.received[sku] += delta
-        else:
-            STATE.uncertain.append(("Adjust", request))
 
     @tag("orders")
     @task(1)
@@ -208,13 +211,9 @@ class Operator(StockUser):
         request = stock_pb2.SetSafetyStockRequest(
             request_id=uuid.uuid4().hex, sku=sku, safety_stock=random.randint(0, SAFETY_UNITS_MAX),
             reason="safety stock")
-        STATE.in_flight[request.request_id] = ("SetSafetyStock", request)
-        response, _ = self.caller.call("SetSafetyStock", request, operator=True)
-        del STATE.in_flight[request.request_id]
+        response = self.tracked("SetSafetyStock", request)
         if response is not None:
             STATE.check_levels([response.level], "SetSafetyStock")
-        else:
-            STATE.uncertain.append(("SetSafetyStock", request))
 
 
 def scenarios_of(environment) -> set[str]:

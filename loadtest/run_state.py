@@ -89,8 +89,8 @@ class RunState:
         self.samples += 1
         for level in levels:
             sellable = max(0, level.on_hand - level.reserved - level.safety_stock)
-            if (level.available < 0 or level.reserved < 0 or level.reserved > level.on_hand
-                    or level.safety_stock < 0 or level.available != sellable):
+            if (level.reserved < 0 or level.reserved > level.on_hand or level.safety_stock < 0
+                    or level.available != sellable):  # sellable is never negative
                 self.violation(f"{where}: {level.sku} on_hand {level.on_hand} "
                                f"reserved {level.reserved} safety_stock {level.safety_stock} "
                                f"available {level.available}")

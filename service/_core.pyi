@@ -49,8 +49,12 @@ class JournalBatch:
     @property
     def lsn_last(self) -> int: ...
     @property
+    def item_keys(self) -> list[tuple[str, str]]:
+        """(sku, location) per item touched: the cache keys to invalidate."""
+    @property
     def items(self) -> list[tuple[str, str, int, int, int]]:
-        """(sku, location, on_hand, reserved, safety_stock) per item touched."""
+        """(sku, location, on_hand, reserved, safety_stock) per item touched (built on first
+        access, like the other row lists)."""
     @property
     def columns(self) -> list[str]: ...
     def shares_rows_with(self, other: JournalBatch) -> bool:

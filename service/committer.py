@@ -357,7 +357,7 @@ class Committer:
             self._last_batch_changes = batch.lsn_last - batch.lsn_first + 1
             self._contact_at = time.monotonic()
             self._advance(batch.lsn_last)
-            self._invalidator.submit((row[0], row[1]) for row in batch.items)
+            self._invalidator.submit(batch.item_keys)
         return True
 
     async def _settle_writes(self) -> None:
@@ -368,7 +368,7 @@ class Committer:
         flights, self._flights = list(self._flights), collections.deque()
         await asyncio.gather(*(flight.task for flight in flights), return_exceptions=True)
         for flight in flights:
-            self._invalidator.submit((row[0], row[1]) for row in flight.batch.items)
+            self._invalidator.submit(flight.batch.item_keys)
         self._free_writers = list(range(self._writers))
 
     async def _finish_writes(self) -> None:
@@ -385,7 +385,7 @@ class Committer:
     def _record(self, batch: Any, seconds: float) -> None:
         metrics.COMMIT_SECONDS.observe(seconds)
         metrics.BATCH_OPERATIONS.observe(batch.lsn_last - batch.lsn_first + 1)
-        metrics.BATCH_ROWS.observe(len(batch.items))
+        metrics.BATCH_ROWS.observe(len(batch.item_keys))
         metrics.record_invalidator(self._invalidator.stats())
 
     def _advance(self, lsn: int) -> None:
@@ -440,4 +440,4 @@ class Committer:
 
     async def _write_for_recovery(self, batch: Any) -> None:
         await self._persistence.write_batch(batch)
-        self._invalidator.submit((row[0], row[1]) for row in batch.items)
+        self._invalidator.submit(batch.item_keys)

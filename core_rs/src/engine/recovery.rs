@@ -247,8 +247,13 @@ impl Engine {
             .map(|index| {
                 let item = self.items.get(index);
                 let (sku, location) = self.items.key(index);
-                let levels = (item.on_hand, item.reserved, item.safety_stock);
-                (sku, location, levels.0, levels.1, levels.2)
+                (
+                    sku,
+                    location,
+                    item.on_hand,
+                    item.reserved,
+                    item.safety_stock,
+                )
             })
             .collect();
         let holds = self

@@ -191,11 +191,12 @@ impl Engine {
         if let Some(outcome) = self.replay(annotation.request_id, Operation::Adjust, fingerprint)? {
             return Ok(levels_outcome(outcome));
         }
-        if delta <= 0 && self.items.find(sku, location).is_none() {
+        let existing = self.items.find(sku, location);
+        if delta <= 0 && existing.is_none() {
             let items = vec![(sku.to_string(), location.to_string())];
             return Err(EngineError::UnknownItem { items });
         }
-        let item = self.item_for_change(sku, location, now_ms)?;
+        let item = self.item_for_change(existing, sku, location, now_ms)?;
         let entry = self.items.get(item);
         self.check_on_hand(sku, location, entry.on_hand as i64 + delta, entry.reserved)?;
         let lsn = self.next_lsn();
@@ -248,7 +249,7 @@ impl Engine {
                 });
             }
         }
-        let item = self.item_for_change(sku, location, now_ms)?;
+        let item = self.item_for_change(existing, sku, location, now_ms)?;
         self.check_on_hand(sku, location, on_hand, self.items.get(item).reserved)?;
         let lsn = self.next_lsn();
         let delta = on_hand - self.items.get(item).on_hand as i64;
@@ -284,7 +285,8 @@ impl Engine {
         if let Some(outcome) = self.replay(annotation.request_id, Operation::Safety, fingerprint)? {
             return Ok(levels_outcome(outcome));
         }
-        let item = self.item_for_change(sku, location, now_ms)?;
+        let existing = self.items.find(sku, location);
+        let item = self.item_for_change(existing, sku, location, now_ms)?;
         let lsn = self.next_lsn();
         let entry = self.items.get_mut(item);
         let delta = safety_stock - entry.safety_stock as i64;
@@ -301,15 +303,16 @@ impl Engine {
         Ok(self.accept_change(item, now_ms, lsn, remembered, annotation))
     }
 
-    /// The item an operator change names, its due holds expired first; an unknown one is
-    /// created with nothing on hand.
+    /// The item an operator change names (`existing`: found already), its due holds
+    /// expired first; an unknown one is created with nothing on hand.
     fn item_for_change(
         &mut self,
+        existing: Option<ItemIndex>,
         sku: &str,
         location: &str,
         now_ms: i64,
     ) -> EngineResult<ItemIndex> {
-        match self.items.find(sku, location) {
+        match existing {
             Some(item) => {
                 self.expire_items(std::iter::once(item), now_ms, 1)?;
                 Ok(item)

@@ -165,9 +165,10 @@ impl LevelsView {
 /// One drained journal batch: the rows of one PostgreSQL transaction.
 ///
 /// `columns` (every column of every table as a PostgreSQL array literal, see
-/// core_rs/src/pg_columns.rs) is what persistence sends; `items` feeds cache invalidation.
-/// The row lists (`reservations`, `reservation_lines`, `ledger`, `idempotency`) are built on
-/// first access only: the write path never needs them as Python objects.
+/// core_rs/src/pg_columns.rs) is what persistence sends; `item_keys` ((sku, location) of each
+/// item row) feeds cache invalidation. The row lists (`items`, `reservations`,
+/// `reservation_lines`, `ledger`, `idempotency`) are built on first access only: the write
+/// path never needs them as Python objects.
 #[pyclass(frozen, module = "service._core")]
 pub struct JournalBatch {
     #[pyo3(get)]
@@ -175,7 +176,7 @@ pub struct JournalBatch {
     #[pyo3(get)]
     lsn_last: u64,
     #[pyo3(get)]
-    items: Py<PyList>,
+    item_keys: Py<PyList>,
     #[pyo3(get)]
     columns: Py<PyList>,
     batch: RustJournalBatch,
@@ -183,6 +184,7 @@ pub struct JournalBatch {
 }
 
 struct Rows {
+    items: Py<PyList>,
     reservations: Py<PyList>,
     reservation_lines: Py<PyList>,
     ledger: Py<PyList>,
@@ -191,6 +193,11 @@ struct Rows {
 
 #[pymethods]
 impl JournalBatch {
+    #[getter]
+    fn items(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
+        Ok(self.rows(py)?.items.clone_ref(py))
+    }
+
     #[getter]
     fn reservations(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
         Ok(self.rows(py)?.reservations.clone_ref(py))
@@ -388,15 +395,14 @@ impl JournalBatch {
         columns: Vec<String>,
     ) -> PyResult<JournalBatch> {
         let mut objects = Objects::new(py, &batch);
-        let mut items = Vec::with_capacity(batch.items.len());
+        let mut keys = Vec::with_capacity(batch.items.len());
         for (row, item) in batch.items.iter().enumerate() {
-            let (sku, location) = objects.item(row, item.sku, item.location);
-            items.push(item_tuple(py, sku, location, item)?);
+            keys.push(objects.item(row, item.sku, item.location));
         }
         Ok(JournalBatch {
             lsn_first: batch.lsn_first,
             lsn_last: batch.lsn_last,
-            items: PyList::new(py, items)?.unbind(),
+            item_keys: PyList::new(py, keys)?.unbind(),
             columns: PyList::new(py, columns)?.unbind(),
             batch,
             rows: PyOnceLock::new(),
@@ -411,6 +417,11 @@ impl JournalBatch {
 impl Rows {
     fn new(py: Python<'_>, batch: &RustJournalBatch) -> PyResult<Rows> {
         let mut objects = Objects::new(py, batch);
+        let mut items = Vec::with_capacity(batch.items.len());
+        for (row, item) in batch.items.iter().enumerate() {
+            let (sku, location) = objects.item(row, item.sku, item.location);
+            items.push(item_tuple(py, sku, location, item)?);
+        }
         let mut reservations = Vec::with_capacity(batch.reservations().len());
         for (index, r) in batch.reservations().enumerate() {
             let shared = objects.reservation(index, r.reservation_id, r.order_id);
@@ -463,6 +474,7 @@ impl Rows {
             )?);
         }
         Ok(Rows {
+            items: PyList::new(py, items)?.unbind(),
             reservations: PyList::new(py, reservations)?.unbind(),
             reservation_lines: PyList::new(py, lines)?.unbind(),
             ledger: ledger.unbind(),
