@@ -3,7 +3,7 @@
 Locust runs under gevent's monkey patching, which asyncpg's event loop does not mix with, so the
 locustfile runs this as a subprocess and reads one JSON object from its standard output:
 
-    {"now_ms": ..., "items": {sku: {...counters and ledger sums...}},
+    {"now_ms": ..., "items": {sku: {...counters, ledger sums, held units...}},
      "overdue_active_holds": n, "bad_ledger_rows": n}
 
 Everything is read in one REPEATABLE READ snapshot, so counters and ledger rows agree with each
@@ -22,32 +22,9 @@ import time
 
 import asyncpg
 
-from service.persistence import wait_projected
+from service.persistence import ITEM_AUDIT_STATEMENT, wait_projected
 
 STATEMENT_TIMEOUT_S = 30.0
-
-ITEMS = """
-SELECT i.sku, i.location, i.on_hand, i.reserved, i.safety_stock,
-       coalesce(l.on_hand_sum, 0) AS ledger_on_hand, coalesce(l.reserved_sum, 0) AS ledger_reserved,
-       coalesce(l.safety_sum, 0) AS ledger_safety,
-       coalesce(l.committed, 0) AS ledger_committed, coalesce(l.received, 0) AS ledger_received,
-       coalesce(l.set_sum, 0) AS ledger_set, coalesce(h.held, 0) AS active_hold_units
-FROM items i
-LEFT JOIN (
-    SELECT sku, location, sum(delta_on_hand) AS on_hand_sum, sum(delta_reserved) AS reserved_sum,
-           sum(delta_safety) AS safety_sum,
-           -sum(delta_on_hand) FILTER (WHERE kind = 'commit') AS committed,
-           sum(delta_on_hand) FILTER (WHERE kind = 'adjust') AS received,
-           sum(delta_on_hand) FILTER (WHERE kind = 'set') AS set_sum
-    FROM ledger WHERE sku LIKE $1 GROUP BY sku, location
-) l USING (sku, location)
-LEFT JOIN (
-    SELECT rl.sku, rl.location, sum(rl.quantity) AS held
-    FROM reservation_lines rl JOIN reservations r USING (reservation_id)
-    WHERE r.status = 'active' AND rl.sku LIKE $1 GROUP BY rl.sku, rl.location
-) h USING (sku, location)
-WHERE i.sku LIKE $1
-"""
 
 OVERDUE = """
 SELECT count(*) FROM reservations
@@ -79,7 +56,7 @@ async def read(database_url: str, sku_prefix: str, order_prefix: str,
         await wait_projected(connection, PROJECTION_WAIT_S)
         async with connection.transaction(isolation="repeatable_read", readonly=True):
             now_ms = int(time.time() * 1000)
-            rows = await connection.fetch(ITEMS, like_prefix(sku_prefix))
+            rows = await connection.fetch(ITEM_AUDIT_STATEMENT, like_prefix(sku_prefix))
             overdue = await connection.fetchval(
                 OVERDUE, like_prefix(order_prefix), now_ms - overdue_allowance_ms)
             bad_rows = await connection.fetchval(BAD_LEDGER_ROWS, like_prefix(sku_prefix))

@@ -35,6 +35,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.gen.stock.v1 import stock_pb2, stock_pb2_grpc
+from service.persistence import ITEM_AUDIT_STATEMENT
 
 ADDRESS_DEFAULT = "127.0.0.1:50051"
 RPC_TIMEOUT_S_DEFAULT = 5.0
@@ -83,7 +84,8 @@ class Outcome:
 
 # ---- read-only SQL (PostgreSQL schema: service/migrations) ------------------------------------
 # These are operator reads, never run by the service; they live here so the CLI needs no
-# running service. They could move to service/persistence.py if it should own every statement.
+# running service. The item audit, which Locust's database check reads as well, is in
+# service/persistence.py.
 
 LEDGER_ROWS = """
 SELECT id, lsn, at_ms, kind, delta_on_hand, delta_reserved, on_hand_after, reserved_after,
@@ -95,34 +97,14 @@ SELECT id, lsn, at_ms, kind, delta_on_hand, delta_reserved, on_hand_after, reser
 ITEM_ROW = ("SELECT on_hand, reserved, safety_stock FROM items"
             " WHERE sku = $1 AND location = $2")
 
-# Counters against the sums of the ledger (an item with rows on one side only also differs).
-RECONCILE_LEDGER = """
-WITH sums AS (
-    SELECT sku, location, sum(delta_on_hand)::bigint AS on_hand,
-           sum(delta_reserved)::bigint AS reserved, sum(delta_safety)::bigint AS safety_stock
-      FROM ledger GROUP BY sku, location)
-SELECT coalesce(i.sku, s.sku) AS sku, coalesce(i.location, s.location) AS location,
-       i.on_hand, i.reserved, i.safety_stock, s.on_hand AS ledger_on_hand,
-       s.reserved AS ledger_reserved, s.safety_stock AS ledger_safety_stock
-  FROM items i FULL JOIN sums s ON s.sku = i.sku AND s.location = i.location
- WHERE i.on_hand IS DISTINCT FROM s.on_hand OR i.reserved IS DISTINCT FROM s.reserved
-    OR i.safety_stock IS DISTINCT FROM s.safety_stock
- ORDER BY 2, 1
-"""
-
-# Reserved against the active holds. A hold past its expiry still counts until the sweeper's
-# expiry is written: the counter and the hold change in the same transaction.
-RECONCILE_HOLDS = """
-WITH holds AS (
-    SELECT l.sku, l.location, sum(l.quantity)::bigint AS held
-      FROM reservations r JOIN reservation_lines l USING (reservation_id)
-     WHERE r.status = 'active' GROUP BY l.sku, l.location)
-SELECT coalesce(i.sku, h.sku) AS sku, coalesce(i.location, h.location) AS location,
-       i.reserved, coalesce(h.held, 0) AS held
-  FROM items i FULL JOIN holds h ON h.sku = i.sku AND h.location = i.location
- WHERE coalesce(i.reserved, -1) <> coalesce(h.held, 0)
- ORDER BY 2, 1
-"""
+# Items whose counters differ from their ledger sums or from their active holds, from the
+# audit statement Locust's database check reads too.
+RECONCILE_ITEMS = (f"SELECT * FROM ({ITEM_AUDIT_STATEMENT}) audit"
+                   " WHERE counters_differ OR holds_differ ORDER BY location, sku")
+# What a difference shows, of the audit's columns.
+COUNTERS_VS_LEDGER = ("sku", "location", "on_hand", "reserved", "safety_stock",
+                      "ledger_on_hand", "ledger_reserved", "ledger_safety_stock")
+RESERVED_VS_HOLDS = ("sku", "location", "reserved", "held")
 
 # Each ledger row must continue from the previous row of its item: a gap means a lost change.
 # Rows are in change order by (stamp, id): batches written at once may get their ids in either
@@ -366,13 +348,15 @@ def signed(value: int) -> str:
 
 
 def command_reconcile(args: argparse.Namespace) -> Outcome:
-    ledger, holds, chain, count, logged = asyncio.run(read_snapshot(args, [
-        (RECONCILE_LEDGER, ()), (RECONCILE_HOLDS, ()), (RECONCILE_CHAIN, ()), (ITEM_COUNT, ()),
+    differing, chain, count, logged = asyncio.run(read_snapshot(args, [
+        (RECONCILE_ITEMS, ("%",)), (RECONCILE_CHAIN, ()), (ITEM_COUNT, ()),
         (JOURNAL_LOG_OPERATIONS, ()),
     ]))
     findings = {
-        "counters_vs_ledger": [dict(row) for row in ledger],
-        "reserved_vs_active_holds": [dict(row) for row in holds],
+        "counters_vs_ledger": [{name: row[name] for name in COUNTERS_VS_LEDGER}
+                               for row in differing if row["counters_differ"]],
+        "reserved_vs_active_holds": [{name: row[name] for name in RESERVED_VS_HOLDS}
+                                     for row in differing if row["holds_differ"]],
         "ledger_chain_breaks": [dict(row) for row in chain],
     }
     total = sum(len(rows) for rows in findings.values())

@@ -314,6 +314,18 @@ async def test_reconcile_finds_a_hold_on_an_item_that_does_not_exist(ledger_data
         {"sku": "GHOST", "location": "", "reserved": None, "held": 1}]
 
 
+async def test_reconcile_finds_ledger_rows_whose_item_row_is_gone(ledger_database):
+    database_url, connection = ledger_database
+    await connection.execute("DELETE FROM items WHERE sku = 'B'")
+    code, report = await reconcile(database_url)
+    assert code == 1
+    assert report["counters_vs_ledger"] == [{
+        "sku": "B", "location": "WH1", "on_hand": None, "reserved": None, "safety_stock": None,
+        "ledger_on_hand": 5, "ledger_reserved": 0, "ledger_safety_stock": 2}]
+    # No hold names B: nothing to say about its reserved units.
+    assert report["reserved_vs_active_holds"] == []
+
+
 async def test_reconcile_finds_a_gap_in_the_ledger_chain(ledger_database):
     database_url, connection = ledger_database
     # +1 but the level jumps from 5 to 7: one change is missing from the ledger.
