@@ -22,7 +22,8 @@ import time
 
 import asyncpg
 
-from service.persistence import ITEM_AUDIT_STATEMENT, wait_projected
+from service.audit import ITEM_AUDIT_STATEMENT
+from service.persistence import wait_projected
 
 STATEMENT_TIMEOUT_S = 30.0
 

@@ -125,7 +125,7 @@ class RunState:
             self.check_database_item(sku, initial, row)
 
     def check_database_item(self, sku: str, initial: int, row: dict) -> None:
-        """One item's row of the audit statement (service/persistence.py ITEM_AUDIT_STATEMENT),
+        """One item's row of the audit statement (service/audit.py ITEM_AUDIT_STATEMENT),
         against itself and against what the run did."""
         if row["on_hand"] is None:
             self.violation(f"database {sku}: ledger rows or holds but no item row")

@@ -34,8 +34,8 @@ import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from service.audit import ITEM_AUDIT_STATEMENT
 from service.gen.stock.v1 import stock_pb2, stock_pb2_grpc
-from service.persistence import ITEM_AUDIT_STATEMENT
 
 ADDRESS_DEFAULT = "127.0.0.1:50051"
 RPC_TIMEOUT_S_DEFAULT = 5.0

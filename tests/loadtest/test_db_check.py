@@ -1,7 +1,7 @@
 """The Locust run's database check (loadtest/db_check.py) and the invariants it feeds
 (RunState.check_database), against a real PostgreSQL database holding a small written history.
 The check reads the same audit statement as `stockctl reconcile`
-(service/persistence.py ITEM_AUDIT_STATEMENT); each test breaks one thing and expects the
+(service/audit.py ITEM_AUDIT_STATEMENT); each test breaks one thing and expects the
 check to name it, so the checks can fail."""
 
 from __future__ import annotations

@@ -419,3 +419,15 @@ async def test_operator_session_against_the_real_service(
     assert ledger["entries"][-1]["delta_safety"] == ledger["entries"][-1]["safety_after"] == 10
     reconciled = await run_cli(*common, "reconcile")
     assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
+
+
+def test_stockctl_runs_without_the_native_engine_module():
+    """The operator's tool must start on a host where only Python is installed: importing it
+    must not load service._core (service/audit.py holds the SQL it shares for that reason)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, service.cli; "
+             "sys.exit(1 if any(name.startswith(('service._core', 'service.engine',"
+             " 'service.persistence')) for name in sys.modules) else 0)")
+    assert subprocess.run([sys.executable, "-c", probe], check=False).returncode == 0
