@@ -7,7 +7,8 @@ Two kinds of commands:
   cache is invalidated.
 - reading PostgreSQL directly (STOCK_DATABASE_URL / --database-url), read-only, in one
   repeatable-read snapshot: `ledger` (the audit trail of an item) and `reconcile` (do the
-  counters agree with the ledger and with the active holds?).
+  counters agree with the ledger and with the active holds?); and one maintenance command
+  that writes there, `archive-ledger` (service/ledger_archive.py).
 
 Output is for people by default; `--json` prints one JSON document for machines.
 Exit codes: 0 done; 1 the answer is bad news (reconcile found differences, health not
@@ -28,12 +29,14 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from service import ledger_archive
 from service.audit import ITEM_AUDIT_STATEMENT
 from service.gen.stock.v1 import stock_pb2, stock_pb2_grpc
 
@@ -46,6 +49,7 @@ LEDGER_LIMIT_MAX = 10_000
 # Differences listed in full; the counts always cover all of them.
 RECONCILE_SHOWN_MAX = 1_000
 ACTOR_BYTES_MAX = 128  # the engine's ACTOR_BYTES_MAX (the CLI must not need the native module)
+REASON_BYTES_MAX = 256  # the engine's REASON_BYTES_MAX, for the reason archive-ledger writes
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
@@ -343,6 +347,39 @@ def command_ledger(args: argparse.Namespace) -> Outcome:
     return Outcome(data, f"{header}\n{shown}\n{body}")
 
 
+def command_archive_ledger(args: argparse.Namespace) -> Outcome:
+    async def run() -> ledger_archive.Archived:
+        try:
+            connection = await asyncpg.connect(database_url(args), timeout=args.timeout,
+                                               command_timeout=args.database_timeout)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+            raise database_failure(error) from error
+        try:
+            return await ledger_archive.archive(connection, args.before, args.out,
+                                                reason=args.reason, actor=args.actor)
+        except (ledger_archive.ArchiveRefused, FileExistsError) as error:
+            raise CommandFailed(f"nothing archived: {error}",
+                                {"error": {"code": "REFUSED", "message": str(error)}}) from error
+        except ledger_archive.ArchiveOutcomeUnknown as error:
+            raise CommandFailed(str(error),
+                                {"error": {"code": "UNKNOWN", "message": str(error)}}) from error
+        except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+            raise CommandFailed(f"nothing archived: {type(error).__name__}: {error}",
+                                {"error": {"code": "DATABASE", "message": str(error)}}) from error
+        finally:
+            await connection.close()
+
+    done = asyncio.run(run())
+    data = {"before_ms": done.before_ms, "rows": done.rows, "items": done.items,
+            "out": str(done.path) if done.path else None}
+    cutoff = format_ms(done.before_ms)
+    if not done.rows:
+        return Outcome(data, f"no ledger row is dated before {cutoff}: nothing archived")
+    return Outcome(data, f"archived {done.rows} ledger rows of {done.items} items dated before"
+                         f" {cutoff} to {done.path}; each of those items' ledger now starts"
+                         " with one 'opening' row carrying their sums")
+
+
 def signed(value: int) -> str:
     return f"{value:+d}"
 
@@ -382,6 +419,25 @@ def reconcile_section(name: str, rows: list[dict[str, Any]]) -> str:
 
 
 # ---- argument parsing -------------------------------------------------------------------------
+
+
+def cutoff_ms(raw: str) -> int:
+    """An archive cutoff: epoch milliseconds, or an ISO 8601 time (UTC unless it says)."""
+    if raw.isdigit():
+        return int(raw)
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time or epoch ms: {raw!r}") from error
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def archive_reason(raw: str) -> str:
+    if not raw.strip() or len(raw.encode()) > REASON_BYTES_MAX:
+        raise argparse.ArgumentTypeError(f"must be 1..{REASON_BYTES_MAX} bytes")
+    return raw
 
 
 def positive_limit(raw: str) -> int:
@@ -477,6 +533,18 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile = command(
         "reconcile", "counters vs ledger and vs active holds (PostgreSQL); exit 1 if any")
     reconcile.set_defaults(run=command_reconcile)
+
+    archive = command("archive-ledger", "move ledger rows dated before --before to a file;"
+                      " each item keeps one 'opening' row with their sums (PostgreSQL)")
+    archive.add_argument("--before", required=True, type=cutoff_ms, metavar="TIME",
+                         help="ISO 8601 time (UTC unless it names a zone) or epoch"
+                              " milliseconds; at least a day ago")
+    archive.add_argument("--out", required=True, type=Path, metavar="FILE",
+                         help="the archive to create (CSV; gzip if it ends in .gz); must not"
+                              " exist")
+    archive.add_argument("--reason", required=True, type=archive_reason,
+                         help="why, recorded in each opening row")
+    archive.set_defaults(run=command_archive_ledger)
     return parser
 
 

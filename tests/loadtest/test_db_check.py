@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
+from ops.conftest import LEDGER_INSERT
 
 from loadtest import db_check, processes
 from loadtest.run_state import RunState
@@ -15,12 +16,6 @@ from service.persistence import apply_migrations
 
 AT_MS = 1_700_000_000_000
 FAR_FUTURE_MS = 4_000_000_000_000  # r2 never expires during the test
-LEDGER_INSERT = """
-INSERT INTO ledger (lsn, at_ms, sku, location, kind, delta_on_hand, delta_reserved,
-                    on_hand_after, reserved_after, reservation_id, order_id, request_id,
-                    reason, actor, delta_safety, safety_after)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-"""
 # lt-A: counted at 10, 2 committed, 3 received, 4 held by an active hold, 1 kept back.
 # other-B: outside the run's prefix, and inconsistent (no ledger rows): never looked at.
 HISTORY = [

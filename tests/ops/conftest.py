@@ -59,6 +59,16 @@ async def async_wait_until(predicate, timeout_s: float, what: str, poll_s: float
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
+# One ledger row as the service writes it (its $1..$16 in column order), for tests that build a
+# history by hand.
+LEDGER_INSERT = """
+INSERT INTO ledger (lsn, at_ms, sku, location, kind, delta_on_hand, delta_reserved,
+                    on_hand_after, reserved_after, reservation_id, order_id, request_id,
+                    reason, actor, delta_safety, safety_after)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+"""
+
+
 async def run_cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """stockctl as an operator runs it: `python -m service.cli ...` in a subprocess."""
     command = [sys.executable, "-m", "service.cli", *argv]

@@ -18,7 +18,14 @@ from service.engine import PG_TABLES
 from service.gen.stock.v1 import stock_pb2, stock_pb2_grpc
 from service.persistence import LOG_APPEND_STATEMENT, apply_migrations
 
-from .conftest import ADMIN_TOKEN, SHARED_REDIS_URL, free_port, requires_service, run_cli
+from .conftest import (
+    ADMIN_TOKEN,
+    LEDGER_INSERT,
+    SHARED_REDIS_URL,
+    free_port,
+    requires_service,
+    run_cli,
+)
 
 TOKEN = "cli-test-token"
 
@@ -209,12 +216,6 @@ async def test_unreachable_service_suggests_retrying_with_the_same_request_id():
 # ---- PostgreSQL commands ----------------------------------------------------------------------
 
 
-LEDGER_INSERT = """
-INSERT INTO ledger (lsn, at_ms, sku, location, kind, delta_on_hand, delta_reserved,
-                    on_hand_after, reserved_after, reservation_id, order_id, request_id,
-                    reason, actor, delta_safety, safety_after)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-"""
 AT_MS = 1_700_000_000_000
 
 

@@ -36,6 +36,36 @@ async def test_ledger_refuses_changes(db, statement):
         await db.execute(statement)
 
 
+async def test_only_an_archive_transaction_deletes_and_only_rows_older_than_its_cutoff(db):
+    """Migration 0008: the ledger trigger lets a DELETE through only inside a transaction that
+    set stock.ledger_archive_before_ms (service/ledger_archive.py), and only for older rows;
+    UPDATE and TRUNCATE stay refused there too."""
+    insert = ("INSERT INTO ledger (lsn, at_ms, sku, location, kind, delta_on_hand,"
+              " delta_reserved, on_hand_after, reserved_after, reservation_id, order_id,"
+              " request_id, reason, actor) VALUES (0, $1, $2, '', 'adjust', 1, 0, 1, 0, '', '',"
+              " '', 'test', 'test')")
+    async with db.acquire() as connection:
+        await connection.execute(insert, 5, "archive-old")
+        await connection.execute(insert, 10, "archive-new")
+        transaction = connection.transaction()
+        await transaction.start()
+        try:
+            await connection.fetchval(
+                "SELECT set_config('stock.ledger_archive_before_ms', '10', true)")
+            for statement in ("UPDATE ledger SET reason = 'x' WHERE sku = 'archive-old'",
+                              "DELETE FROM ledger WHERE sku = 'archive-new'", "TRUNCATE ledger"):
+                with pytest.raises(asyncpg.RaiseError, match="append-only"):
+                    async with connection.transaction():  # a savepoint: the outer one goes on
+                        await connection.execute(statement)
+            assert await connection.execute(
+                "DELETE FROM ledger WHERE sku = 'archive-old'") == "DELETE 1"
+        finally:
+            await transaction.rollback()
+        # The setting was the transaction's own: outside it the row is protected again.
+        with pytest.raises(asyncpg.RaiseError, match="append-only"):
+            await connection.execute("DELETE FROM ledger WHERE sku = 'archive-old'")
+
+
 async def test_idempotency_pruning_deletes_only_old_records(database_url, db):
     from service.persistence import Persistence
 
@@ -168,7 +198,7 @@ async def test_safety_stock_migration_fills_logged_batches_and_keeps_rows(monkey
             persistence.log_append_statement(old_tables), 2, logged.lsn_first,
             logged.lsn_last - logged.lsn_first + 1, *columns_before_safety_stock(logged.columns))
 
-        monkeypatch.setattr(persistence, "migration_files", lambda: files)
+        monkeypatch.setattr(persistence, "migration_files", lambda: files[:7])
         assert await persistence.apply_migrations(connection) == [files[6][1]]
 
         assert await connection.fetchval("SELECT items__safety_stock FROM journal_log") == \
