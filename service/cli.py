@@ -296,14 +296,19 @@ def database_url(args: argparse.Namespace) -> str:
     return args.database_url
 
 
+async def connect(args: argparse.Namespace) -> asyncpg.Connection:
+    """A connection to the database the options name; CommandFailed if there is none."""
+    try:
+        return await asyncpg.connect(database_url(args), timeout=args.timeout,
+                                     command_timeout=args.database_timeout)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+        raise database_failure(error) from error
+
+
 async def read_snapshot(args: argparse.Namespace, queries: Sequence[tuple[str, tuple]]) -> list:
     """Runs read-only queries in one repeatable-read snapshot: a consistent set of batches,
     even while the service keeps writing."""
-    try:
-        connection = await asyncpg.connect(database_url(args), timeout=args.timeout,
-                                           command_timeout=args.database_timeout)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as error:
-        raise database_failure(error) from error
+    connection = await connect(args)
     try:
         async with connection.transaction(isolation="repeatable_read", readonly=True):
             return [await connection.fetch(sql, *params) for sql, params in queries]
@@ -349,11 +354,7 @@ def command_ledger(args: argparse.Namespace) -> Outcome:
 
 def command_archive_ledger(args: argparse.Namespace) -> Outcome:
     async def run() -> ledger_archive.Archived:
-        try:
-            connection = await asyncpg.connect(database_url(args), timeout=args.timeout,
-                                               command_timeout=args.database_timeout)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as error:
-            raise database_failure(error) from error
+        connection = await connect(args)
         try:
             return await ledger_archive.archive(connection, args.before, args.out,
                                                 reason=args.reason, actor=args.actor)
