@@ -66,6 +66,28 @@ async def test_only_an_archive_transaction_deletes_and_only_rows_older_than_its_
             await connection.execute("DELETE FROM ledger WHERE sku = 'archive-old'")
 
 
+async def test_appends_go_on_while_an_archive_transaction_is_open(db):
+    """An archive's transaction locks only the rows it deletes: the service's appends (other
+    items' and the same item's newer rows) do not wait for it."""
+    insert = ("INSERT INTO ledger (lsn, at_ms, sku, location, kind, delta_on_hand,"
+              " delta_reserved, on_hand_after, reserved_after, reservation_id, order_id,"
+              " request_id, reason, actor) VALUES (0, $1, $2, '', 'adjust', 1, 0, 1, 0, '', '',"
+              " '', 'test', 'test')")
+    async with db.acquire() as archiving, db.acquire() as appending:
+        await archiving.execute(insert, 5, "archive-busy")
+        transaction = archiving.transaction(isolation="repeatable_read")
+        await transaction.start()
+        try:
+            await archiving.fetchval(
+                "SELECT set_config('stock.ledger_archive_before_ms', '10', true)")
+            assert await archiving.execute(
+                "DELETE FROM ledger WHERE sku = 'archive-busy'") == "DELETE 1"
+            for sku in ("archive-busy", "archive-other"):
+                await appending.execute(insert, 20, sku, timeout=5)
+        finally:
+            await transaction.rollback()
+
+
 async def test_idempotency_pruning_deletes_only_old_records(database_url, db):
     from service.persistence import Persistence
 
