@@ -357,7 +357,8 @@ def command_archive_ledger(args: argparse.Namespace) -> Outcome:
         connection = await connect(args)
         try:
             return await ledger_archive.archive(connection, args.before, args.out,
-                                                reason=args.reason, actor=args.actor)
+                                                reason=args.reason, actor=args.actor,
+                                                dry_run=args.dry_run)
         except (ledger_archive.ArchiveRefused, FileExistsError) as error:
             raise CommandFailed(f"nothing archived: {error}",
                                 {"error": {"code": "REFUSED", "message": str(error)}}) from error
@@ -372,10 +373,13 @@ def command_archive_ledger(args: argparse.Namespace) -> Outcome:
 
     done = asyncio.run(run())
     data = {"before_ms": done.before_ms, "rows": done.rows, "items": done.items,
-            "out": str(done.path) if done.path else None}
+            "out": str(done.path) if done.path else None, "dry_run": args.dry_run}
     cutoff = format_ms(done.before_ms)
     if not done.rows:
         return Outcome(data, f"no ledger row is dated before {cutoff}: nothing archived")
+    if args.dry_run:
+        return Outcome(data, f"would archive {done.rows} ledger rows of {done.items} items"
+                             f" dated before {cutoff} (dry run: nothing written)")
     return Outcome(data, f"archived {done.rows} ledger rows of {done.items} items dated before"
                          f" {cutoff} to {done.path}; each of those items' ledger now starts"
                          " with one 'opening' row carrying their sums")
@@ -545,6 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
                               " exist")
     archive.add_argument("--reason", required=True, type=archive_reason,
                          help="why, recorded in each opening row")
+    archive.add_argument("--dry-run", action="store_true",
+                         help="count what would go; write and change nothing")
     archive.set_defaults(run=command_archive_ledger)
     return parser
 

@@ -102,14 +102,14 @@ class Archived:
     before_ms: int
     rows: int
     items: int
-    path: Path | None  # None when nothing was old enough
+    path: Path | None  # None when nothing was written (nothing old enough, or a dry run)
 
 
 async def archive(connection: Any, before_ms: int, path: Path, *, reason: str, actor: str,
-                  now_ms: int | None = None) -> Archived:
+                  now_ms: int | None = None, dry_run: bool = False) -> Archived:
     """Archives every ledger row dated before `before_ms` (module docstring) on an open
-    asyncpg connection. Raises ArchiveRefused (nothing changed, no file left) or
-    ArchiveOutcomeUnknown."""
+    asyncpg connection; with `dry_run`, only counts what would go (no file, no change).
+    Raises ArchiveRefused (nothing changed, no file left) or ArchiveOutcomeUnknown."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     if before_ms > now_ms - ARCHIVE_AGE_MIN_MS:
         raise ArchiveRefused(f"the cutoff must be at least {ARCHIVE_AGE_MIN_MS // 3_600_000} h"
@@ -124,13 +124,13 @@ async def archive(connection: Any, before_ms: int, path: Path, *, reason: str, a
                 f"{logged} operations are durable in the journal log but not yet in the"
                 " tables (their ledger rows among them); run again once they are projected")
         counted = await connection.fetchrow(COUNT_STATEMENT, before_ms)
-        if counted["rows"] == 0:
-            await transaction.rollback()
-            return Archived(before_ms, 0, 0, None)
         if counted["rows"] > ARCHIVE_ROWS_MAX:
             raise ArchiveRefused(
                 f"{counted['rows']} ledger rows are older than the cutoff, more than one run"
                 f" archives ({ARCHIVE_ROWS_MAX}); archive in steps with an earlier --before")
+        if counted["rows"] == 0 or dry_run:
+            await transaction.rollback()
+            return Archived(before_ms, counted["rows"], counted["items"], None)
         with open(path, "xb") as raw:  # never overwrites: FileExistsError
             created = True
             await write_rows(connection, before_ms, raw, packed=path.name.endswith(".gz"))

@@ -123,6 +123,18 @@ async def test_a_second_archive_folds_the_opening_row_in_and_later_rows_still_ch
     assert await reconcile_code(database_url) == 0
 
 
+async def test_a_dry_run_counts_and_changes_nothing(history, tmp_path):
+    database_url, connection = history
+    before = await ledger_rows(connection)
+    code, report, result = await archive_cli(database_url, AT_MS + 5 * DAY_MS,
+                                             tmp_path / "dry.csv", "--dry-run")
+    assert code == 0, result.stderr
+    assert (report["rows"], report["items"], report["out"], report["dry_run"]) == (
+        5, 2, None, True)
+    assert not (tmp_path / "dry.csv").exists()
+    assert await ledger_rows(connection) == before
+
+
 async def test_nothing_old_enough_writes_no_file(history, tmp_path):
     database_url, connection = history
     before = await ledger_rows(connection)
