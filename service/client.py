@@ -17,6 +17,7 @@ Cancelling a caller does not recall an operation already sent.
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -150,6 +151,43 @@ def result_of(result: stock_pb2.ReservationResult) -> Reservation | StockError:
 BatchSender = Callable[[list], Awaitable[list[stock_pb2.ReservationResult]]]
 
 
+class Admission:
+    """At most `places` callers inside at once; the others wait, first come first in.
+
+    Instead of asyncio.Semaphore, which in CPython 3.11 scans its waiters from the front on
+    every release while the waiters it already woke stay at the front until they run: when a
+    whole batch's callers leave at once with tens of thousands waiting, that is quadratic (one
+    process, 50,000 buyers of one SKU through a client: 52 million checks, 5.6 of its 13 s of
+    CPU). Here a leaving caller hands its place to the first waiter still waiting, in O(1).
+    """
+
+    def __init__(self, places: int) -> None:
+        assert places >= 1, places
+        self._free = places
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
+
+    async def enter(self) -> None:
+        if self._free and not self._waiters:
+            self._free -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.leave()  # handed a place while being cancelled: it goes on to the next
+            raise  # a waiter cancelled while waiting is skipped by `leave`
+
+    def leave(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the place passes straight to it
+                return
+        self._free += 1
+
+
 class Coalescer:
     """Gathers single operations of one kind into bounded batch calls.
 
@@ -165,19 +203,21 @@ class Coalescer:
         self._linger_s = linger_ms / 1_000.0
         self._batches_in_flight_max = batches_in_flight_max
         # Room for every batch in flight plus one filling: beyond it callers wait.
-        self._room = asyncio.Semaphore(batch_size_max * (batches_in_flight_max + 1))
+        self._room = Admission(batch_size_max * (batches_in_flight_max + 1))
         self._pending: list[tuple[object, asyncio.Future]] = []
         self._batches_in_flight = 0
         self._linger: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
 
     async def submit(self, request) -> Reservation:
-        async with self._room:
+        await self._room.enter()
+        try:
             future = asyncio.get_running_loop().create_future()
             self._pending.append((request, future))
             self._dispatch(full_only=True)
-            result = await future
-        return result
+            return await future
+        finally:
+            self._room.leave()
 
     def _dispatch(self, *, full_only: bool) -> None:
         """Sends batches while slots are free: full ones always, partial ones if not full_only."""

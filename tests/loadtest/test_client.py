@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from loadtest.empty_server import EmptyStockServicer, start
-from service.client import Line, ShortStock, StockClient, StockError
+from service.client import Admission, Line, ShortStock, StockClient, StockError
 from service.persistence import wait_projected
 
 BATCH_DELAY_S = 0.01  # long enough for callers to pile up behind a batch in flight
@@ -222,3 +222,64 @@ async def test_the_client_sets_a_safety_stock_that_holds_respect(server, admin_m
         assert held.status == "active"
         [level] = await client.get_stock([sku])
         assert (level.reserved, level.safety_stock, level.available) == (3, 7, 0)
+
+
+# --- Admission: the coalescer's bound on callers inside, first come first in ----------------
+
+
+async def test_admission_lets_in_at_most_its_places_in_arrival_order():
+    admission = Admission(2)
+    inside, most_inside, order = [0], [0], []
+    gate = asyncio.Event()
+
+    async def caller(number: int) -> None:
+        await admission.enter()
+        order.append(number)
+        inside[0] += 1
+        most_inside[0] = max(most_inside[0], inside[0])
+        await gate.wait()
+        await asyncio.sleep(0)
+        inside[0] -= 1
+        admission.leave()
+
+    tasks = [asyncio.create_task(caller(number)) for number in range(6)]
+    await asyncio.sleep(0.01)
+    assert order == [0, 1] and most_inside[0] == 2
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert order == list(range(6)) and most_inside[0] == 2
+    assert admission._free == 2 and not admission._waiters
+
+
+async def test_a_caller_cancelled_while_waiting_or_on_its_way_in_loses_no_place():
+    admission = Admission(1)
+    await admission.enter()  # the one place is taken
+    waiting = [asyncio.create_task(admission.enter()) for _ in range(3)]
+    await asyncio.sleep(0)
+    waiting[0].cancel()  # cancelled while waiting: skipped
+    await asyncio.sleep(0)
+    admission.leave()  # the place goes to waiting[1]...
+    waiting[1].cancel()  # ...which is cancelled before it runs: it passes it on to waiting[2]
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert results[2] is None  # waiting[2] is inside
+    admission.leave()
+    assert admission._free == 1 and not admission._waiters
+
+
+async def test_a_crowd_far_larger_than_the_places_all_get_through():
+    admission = Admission(50)
+    done = []
+
+    async def caller(number: int) -> None:
+        await admission.enter()
+        try:
+            await asyncio.sleep(0)
+            done.append(number)
+        finally:
+            admission.leave()
+
+    await asyncio.gather(*(caller(number) for number in range(20_000)))
+    assert sorted(done) == list(range(20_000))
+    assert admission._free == 50 and not admission._waiters
