@@ -100,6 +100,12 @@ EXPIRY_TTL_MS = 12_000 if QUICK else 20_000
 EXPIRY_LEAD_S = 2.0
 EXPIRY_SPAN_S = 4 if QUICK else 6
 EXPIRY_CALLS_PER_S = 1_000
+# The worst day (loadtest/flash_burst.py): this many buyers within one second for this many
+# units of one SKU, on the service and the naive baseline with single calls and on the service
+# through the coalescing client, each round on fresh instances.
+FLASH_ROUNDS = 1 if QUICK else 2
+FLASH_CALLS = 5_000 if QUICK else 50_000
+FLASH_UNITS = 300
 LOADGEN_TIMEOUT_S = 120
 SUB_BENCH_TIMEOUT_S = 300
 WRITE_BENCH_BATCHES = 4 if QUICK else 20
@@ -376,12 +382,14 @@ def measure_client(address: str) -> dict:
 
 @contextlib.contextmanager
 def serving(system: str, token: str, tmp: Path, part: str, *,
-            extra_env: dict[str, str] | None = None, checkout: Path = processes.ROOT):
+            extra_env: dict[str, str] | None = None, checkout: Path = processes.ROOT,
+            skus: int = SKUS, on_hand: int = ON_HAND):
     """`system` on a free port and a fresh database, seeded: (address, process, database).
     Every part of a system's measurement gets its own, so that the holds one part leaves
     (they live 10 minutes) never fill the next part's engine (2,000,000 active holds at
     most: a bound, answered RESOURCE_EXHAUSTED). `extra_env` (STOCK_ settings) and
-    `checkout` (another checkout's service) are for loadtest/compare_configs.py."""
+    `checkout` (another checkout's service) are for loadtest/compare_configs.py; `skus` and
+    `on_hand` (every seeded item's, the hot SKU's too) for loadtest/flash_burst.py."""
     listen = f"{processes.HOST}:{processes.free_port()}"
     log(f"{system} on {listen} ({part})")
     with processes.fresh_database(f"bench_{system}") as database:
@@ -400,8 +408,8 @@ def serving(system: str, token: str, tmp: Path, part: str, *,
         with processes.server(arguments, env=env, health=(system == "service"),
                               log_path=tmp / f"{system}-{part}.log",
                               checkout=checkout) as process:
-            seeded = loadgen(["seed", "--target", listen, "--token", token, "--skus", str(SKUS),
-                              "--on-hand", str(ON_HAND)], process.pid)
+            seeded = loadgen(["seed", "--target", listen, "--token", token, "--skus", str(skus),
+                              "--on-hand", str(on_hand)], process.pid)
             log(f"  seeded {seeded['seeded']} items in {seeded['seconds']:.1f} s")
             yield listen, process, database
 
@@ -460,6 +468,24 @@ def measure_mass_expiry(token: str, tmp: Path) -> list[dict]:
                 f"expired in PostgreSQL {found['overdue_cleared_s']} s after")
             rounds.append(found)
     return rounds
+
+
+def measure_flash_burst(token: str, tmp: Path) -> dict[str, list[dict]]:
+    """The service and the naive baseline (the systems that keep stock) with single calls, and
+    the service through the coalescing client: FLASH_ROUNDS bursts of
+    `flash_burst.burst_round` each, alternating."""
+    from loadtest import flash_burst
+
+    ways = [(system, system, False) for system in ("service", "naive") if system in SYSTEMS]
+    if "service" in SYSTEMS:
+        ways.append(("service via client", "service", True))
+    found: dict[str, list[dict]] = {name: [] for name, _, _ in ways}
+    for _ in range(FLASH_ROUNDS):
+        for name, system, through_client in ways:
+            found[name] += flash_burst.rounds(system, tmp, count=1, calls=FLASH_CALLS,
+                                              units=FLASH_UNITS, token=token,
+                                              through_client=through_client)
+    return found
 
 
 def measure_batch_api(system: str, token: str, tmp: Path) -> dict:
@@ -591,6 +617,7 @@ def main() -> int:
     loop_priority = (measure_loop_priority(token, tmp)
                      if "service" in SYSTEMS and LOOP_NICE != 0 else None)
     mass_expiry = measure_mass_expiry(token, tmp) if "service" in SYSTEMS else None
+    flash = measure_flash_burst(token, tmp)
     report = {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "quick": QUICK, "machine": machine(), "load_average_1m_at_start": load_average_at_start,
@@ -600,9 +627,10 @@ def main() -> int:
                      "warmup_s": WARMUP_S, "load_fractions": LOAD_FRACTIONS,
                      "batch_sizes": BATCH_SIZES, "batch_concurrency": BATCH_CONCURRENCY,
                      "service_prefault_mib": SERVICE_PREFAULT_MIB,
-                     "grpc_acceptors": GRPC_ACCEPTORS, "loop_nice": LOOP_NICE},
+                     "grpc_acceptors": GRPC_ACCEPTORS, "loop_nice": LOOP_NICE,
+                     "flash_calls": FLASH_CALLS, "flash_units": FLASH_UNITS},
         "systems": systems, "targets": targets(systems), "loop_priority": loop_priority,
-        "mass_expiry": mass_expiry,
+        "mass_expiry": mass_expiry, "flash_burst": flash,
         "latency_capacity": latency_capacity(systems),
         "engine": sub_bench("bench_engine", []),
         "write_path": sub_bench("bench_write", ["--batches", str(WRITE_BENCH_BATCHES)]),

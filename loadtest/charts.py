@@ -147,6 +147,20 @@ def summary_markdown(report: dict) -> str:
         for run in expiry:
             lines.append(f"| {run['holds']:,} | {run['rate']:,} | {run['p50']} | {run['p99']} | "
                          f"{run['max']} | {run['overdue_cleared_s']} |")
+    flash = report.get("flash_burst")
+    if flash:
+        lines += ["", "The worst day: buyers within one second for the units of one SKU"
+                  " (loadtest/flash_burst.py):", "",
+                  "| system | buyers | units | held | reserved after | answered | p50 ms |"
+                  " p99 ms | last answer ms | right |", "|---|---:|---:|---:|---:|---:|---:|"
+                  "---:|---:|---|"]
+        for system, runs in flash.items():
+            for run in runs:
+                lines.append(
+                    f"| {system} | {run['calls']:,} | {run['units']} | {run['granted']} | "
+                    f"{run['reserved']} | {run['answered']:,} | {run['p50_ms']:,.0f} | "
+                    f"{run['p99_ms']:,.0f} | {run['max_ms']:,.0f} | "
+                    f"{'yes' if run['passed'] else 'NO: ' + '; '.join(run['problems'])} |")
     lines += ["", "| target | measured | goal | met |", "|---|---:|---:|---|"]
     for name, target in report["targets"].items():
         value = "not measured" if target["value"] is None else target["value"]
