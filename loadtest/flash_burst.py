@@ -34,6 +34,7 @@ from pathlib import Path
 import grpc
 
 from loadtest import bench
+from loadtest.client_bench import percentile_ms
 from service.client import Line, StockClient, StockError
 from service.gen.stock.v1 import stock_pb2, stock_pb2_grpc
 
@@ -56,10 +57,6 @@ def stock_of(address: str) -> stock_pb2.StockLevel:
             stock_pb2.GetStockRequest(skus=[HOT_SKU]), timeout=10)
     [level] = [level for level in answer.levels if level.sku == HOT_SKU]
     return level
-
-
-def percentile_ms(sorted_s: list[float], fraction: float) -> float:
-    return round(sorted_s[min(len(sorted_s) - 1, int(fraction * len(sorted_s)))] * 1000, 3)
 
 
 async def client_burst(address: str, calls: int) -> dict:

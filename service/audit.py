@@ -41,3 +41,8 @@ SELECT sku, location, i.on_hand, i.reserved, i.safety_stock,
         AND coalesce(i.reserved, -1) <> coalesce(h.held, 0) AS holds_differ
   FROM i FULL JOIN sums USING (sku, location) FULL JOIN h USING (sku, location)
 """
+
+# Operations durable in the journal log but not yet projected into the tables (the service
+# projects them once bulk load pauses; docs/PERSISTENCE.md, "The journal log"). Read by
+# `stockctl reconcile` and `ledger`, and by the ledger archive, which waits for an empty log.
+JOURNAL_LOG_OPERATIONS = "SELECT coalesce(sum(operations), 0)::bigint FROM journal_log"

@@ -37,7 +37,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service import ledger_archive
-from service.audit import ITEM_AUDIT_STATEMENT
+from service.audit import ITEM_AUDIT_STATEMENT, JOURNAL_LOG_OPERATIONS
 from service.gen.stock.v1 import stock_pb2, stock_pb2_grpc
 
 ADDRESS_DEFAULT = "127.0.0.1:50051"
@@ -88,8 +88,8 @@ class Outcome:
 
 # ---- read-only SQL (PostgreSQL schema: service/migrations) ------------------------------------
 # These are operator reads, never run by the service; they live here so the CLI needs no
-# running service. The item audit, which Locust's database check reads as well, is in
-# service/persistence.py.
+# running service. The item audit (which Locust's database check reads as well) and the
+# journal log's backlog are in service/audit.py.
 
 LEDGER_ROWS = """
 SELECT id, lsn, at_ms, kind, delta_on_hand, delta_reserved, on_hand_after, reserved_after,
@@ -130,9 +130,6 @@ SELECT sku, location, id, kind, previous_on_hand, delta_on_hand, on_hand_after,
 """
 
 ITEM_COUNT = "SELECT count(*) FROM items"
-# Operations durable in the journal log but not yet projected into the tables (the service
-# projects them once bulk load pauses; docs/PERSISTENCE.md, "The journal log").
-JOURNAL_LOG_OPERATIONS = "SELECT coalesce(sum(operations), 0) FROM journal_log"
 
 
 # ---- gRPC helpers -----------------------------------------------------------------------------

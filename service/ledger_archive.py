@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.audit import JOURNAL_LOG_OPERATIONS
+
 # The cutoff must be at least this old: recent rows stay in the table for incident review, and
 # no write still under way (statements time out within seconds) can add a row dated before it.
 ARCHIVE_AGE_MIN_MS = 24 * 60 * 60 * 1000
@@ -37,28 +39,31 @@ ARCHIVE_AGE_MIN_MS = 24 * 60 * 60 * 1000
 # cutoff first.
 ARCHIVE_ROWS_MAX = 5_000_000
 
-# Per item, the last row (in change order) dated before the cutoff $1.
-_BOUNDS = """
-bounds AS (
-    SELECT DISTINCT ON (location, sku) location, sku, stamp, id
-      FROM ledger WHERE at_ms < $1
-     ORDER BY location, sku, stamp DESC, id DESC)"""
-_ARCHIVED = ("ledger l JOIN bounds b ON l.location = b.location AND l.sku = b.sku"
+# Per item, the last row (in change order) dated before the cutoff: found once per run (one
+# scan of the ledger, which has no index on at_ms) into a table of the transaction's own, which
+# the count, the export and the delete then join. Its columns are the ledger's, collation
+# included, so that its joins with the ledger compare as the ledger's index does.
+BOUNDS_TABLE_STATEMENT = ("CREATE TEMPORARY TABLE archive_bounds ON COMMIT DROP AS"
+                          " SELECT location, sku, stamp, id FROM ledger WITH NO DATA")
+BOUNDS_STATEMENT = """
+INSERT INTO archive_bounds
+SELECT DISTINCT ON (location, sku) location, sku, stamp, id
+  FROM ledger WHERE at_ms < $1
+ ORDER BY location, sku, stamp DESC, id DESC"""
+_ARCHIVED = ("ledger l JOIN archive_bounds b ON l.location = b.location AND l.sku = b.sku"
              " AND (l.stamp, l.id) <= (b.stamp, b.id)")
-COUNT_STATEMENT = (f"WITH {_BOUNDS} SELECT count(*) AS rows, count(DISTINCT (l.location, l.sku))"
-                   f" AS items FROM {_ARCHIVED}")
-EXPORT_STATEMENT = (f"WITH {_BOUNDS} SELECT l.* FROM {_ARCHIVED}"
-                    " ORDER BY l.location, l.sku, l.stamp, l.id")
-JOURNAL_LOG_OPERATIONS = "SELECT coalesce(sum(operations), 0)::bigint FROM journal_log"
+# One bound per item: the items to archive are the bounds.
+COUNT_STATEMENT = (f"SELECT count(*) AS rows, (SELECT count(*) FROM archive_bounds) AS items"
+                   f" FROM {_ARCHIVED}")
+EXPORT_STATEMENT = f"SELECT l.* FROM {_ARCHIVED} ORDER BY l.location, l.sku, l.stamp, l.id"
 # The ledger's trigger lets a DELETE through for rows older than this, in this transaction only.
 ALLOW_DELETE_STATEMENT = ("SELECT set_config('stock.ledger_archive_before_ms', $1::bigint::text,"
                           " true)")
-# Deletes the archived rows and inserts the opening rows ($2 reason, $3 actor); answers, per
+# Deletes the archived rows and inserts the opening rows ($1 reason, $2 actor); answers, per
 # item, how many rows went and whether its opening row chains from zero.
-ARCHIVE_STATEMENT = f"""
-WITH {_BOUNDS},
-archived AS (
-    DELETE FROM ledger l USING bounds b
+ARCHIVE_STATEMENT = """
+WITH archived AS (
+    DELETE FROM ledger l USING archive_bounds b
      WHERE l.location = b.location AND l.sku = b.sku AND (l.stamp, l.id) <= (b.stamp, b.id)
     RETURNING l.*),
 openings AS (
@@ -79,7 +84,7 @@ inserted AS (
                         on_hand_after, reserved_after, reservation_id, order_id, request_id,
                         reason, actor, stamp, delta_safety, safety_after)
     SELECT id, lsn, at_ms, sku, location, 'opening', delta_on_hand, delta_reserved,
-           on_hand_after, reserved_after, '', '', '', $2, $3, stamp, delta_safety, safety_after
+           on_hand_after, reserved_after, '', '', '', $1, $2, stamp, delta_safety, safety_after
       FROM openings)
 SELECT sku, location, archived_rows,
        delta_on_hand = on_hand_after AND delta_reserved = reserved_after
@@ -123,7 +128,9 @@ async def archive(connection: Any, before_ms: int, path: Path, *, reason: str, a
             raise ArchiveRefused(
                 f"{logged} operations are durable in the journal log but not yet in the"
                 " tables (their ledger rows among them); run again once they are projected")
-        counted = await connection.fetchrow(COUNT_STATEMENT, before_ms)
+        await connection.execute(BOUNDS_TABLE_STATEMENT)
+        await connection.execute(BOUNDS_STATEMENT, before_ms)
+        counted = await connection.fetchrow(COUNT_STATEMENT)
         if counted["rows"] > ARCHIVE_ROWS_MAX:
             raise ArchiveRefused(
                 f"{counted['rows']} ledger rows are older than the cutoff, more than one run"
@@ -133,9 +140,9 @@ async def archive(connection: Any, before_ms: int, path: Path, *, reason: str, a
             return Archived(before_ms, counted["rows"], counted["items"], None)
         with open(path, "xb") as raw:  # never overwrites: FileExistsError
             created = True
-            await write_rows(connection, before_ms, raw, packed=path.name.endswith(".gz"))
+            await write_rows(connection, raw, packed=path.name.endswith(".gz"))
         await connection.fetchval(ALLOW_DELETE_STATEMENT, before_ms)
-        items = await connection.fetch(ARCHIVE_STATEMENT, before_ms, reason, actor)
+        items = await connection.fetch(ARCHIVE_STATEMENT, reason, actor)
         rows = sum(item["archived_rows"] for item in items)
         if rows != counted["rows"] or len(items) != counted["items"]:
             raise ArchiveRefused(f"{rows} rows of {len(items)} items would have gone, but"
@@ -161,7 +168,7 @@ async def archive(connection: Any, before_ms: int, path: Path, *, reason: str, a
     return Archived(before_ms, rows, len(items), path)
 
 
-async def write_rows(connection: Any, before_ms: int, raw: Any, *, packed: bool) -> None:
+async def write_rows(connection: Any, raw: Any, *, packed: bool) -> None:
     """The rows to archive, in change order per item, as CSV with a header into the open file
     `raw` (gzip-compressed if `packed`), on disk (fsync) before anything is deleted."""
     packer = gzip.GzipFile(fileobj=raw, mode="wb") if packed else None
@@ -170,8 +177,7 @@ async def write_rows(connection: Any, before_ms: int, raw: Any, *, packed: bool)
     async def sink(chunk: bytes) -> None:
         output.write(chunk)
 
-    await connection.copy_from_query(EXPORT_STATEMENT, before_ms, output=sink, format="csv",
-                                     header=True)
+    await connection.copy_from_query(EXPORT_STATEMENT, output=sink, format="csv", header=True)
     if packer is not None:
         packer.close()  # writes the gzip trailer; `raw` stays open
     raw.flush()
