@@ -31,12 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
-
 from loadtest import bench
 from loadtest.client_bench import percentile_ms
-from service.client import Line, StockClient, StockError
-from service.gen.stock.v1 import stock_pb2, stock_pb2_grpc
+from service.client import Line, StockClient, StockError, StockLevel
 
 TOKEN = "flash-burst"
 HOT_SKU = "hot-0"  # the load generator's hot scenario (loadtest/loadgen/src/workload.rs)
@@ -51,12 +48,14 @@ CLIENT_START_S = 0.2  # the client's buyers start this long after their coroutin
 FIGURES = ("p50", "p99", "max")
 
 
-def stock_of(address: str) -> stock_pb2.StockLevel:
-    with grpc.insecure_channel(address) as channel:
-        answer = stock_pb2_grpc.StockServiceStub(channel).GetStock(
-            stock_pb2.GetStockRequest(skus=[HOT_SKU]), timeout=10)
-    [level] = [level for level in answer.levels if level.sku == HOT_SKU]
-    return level
+def stock_of(address: str) -> StockLevel:
+    """The hot SKU's level, read back through the API after the burst."""
+    async def read() -> StockLevel:
+        async with StockClient(address) as client:
+            [level] = await client.get_stock([HOT_SKU])
+        return level
+
+    return asyncio.run(read())
 
 
 async def client_burst(address: str, calls: int) -> dict:
