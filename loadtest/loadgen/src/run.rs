@@ -172,16 +172,18 @@ async fn open_loop(
     let samples = Arc::new(Mutex::new(Samples::default()));
     let in_flight = Arc::new(Semaphore::new(options.concurrency as usize));
     let finished = Arc::new(AtomicU64::new(0));
-    let interval = Duration::from_nanos(1_000_000_000 / options.rate);
     let mut workload = Workload::new(options, run_id, 0);
     let start = Instant::now();
     let measure_from = start + Duration::from_secs(options.warmup_s);
-    let end = measure_from + Duration::from_secs(options.duration_s);
+    // Exactly `rate` calls per second: call n is due at n / rate s, computed from the start
+    // (adding a rounded interval drifted, and offered one call too many per run).
+    let total = options.rate * (options.warmup_s + options.duration_s);
+    let due = |n: u64| start + Duration::from_nanos(n * 1_000_000_000 / options.rate);
     let (mut intended, mut sent_count, mut dispatch_lag_max) = (start, 0u64, Duration::ZERO);
-    while intended < end {
+    while sent_count < total {
         let now = Instant::now();
         dispatch_lag_max = dispatch_lag_max.max(now.saturating_duration_since(intended));
-        while intended <= now && intended < end {
+        while intended <= now && sent_count < total {
             let task = OpenCall {
                 client: clients[(sent_count % options.connections) as usize].clone(),
                 prepared: workload.next_call(options.batch),
@@ -190,10 +192,12 @@ async fn open_loop(
                     .then(|| (intended - measure_from).as_micros() as u64),
             };
             tokio::spawn(task.send(in_flight.clone(), samples.clone(), finished.clone()));
-            intended += interval;
             sent_count += 1;
+            intended = due(sent_count);
         }
-        tokio::time::sleep_until(intended.into()).await;
+        if sent_count < total {
+            tokio::time::sleep_until(intended.into()).await;
+        }
     }
     let drained = drain(&finished, sent_count).await;
     let merged = std::mem::take(&mut *samples.lock().expect("samples lock"));
