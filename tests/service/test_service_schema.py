@@ -36,17 +36,20 @@ async def test_ledger_refuses_changes(db, statement):
         await db.execute(statement)
 
 
+# One ledger row of item $2 dated $1, for the archive guard's tests.
+LEDGER_ROW_AT = ("INSERT INTO ledger (lsn, at_ms, sku, location, kind, delta_on_hand,"
+                 " delta_reserved, on_hand_after, reserved_after, reservation_id, order_id,"
+                 " request_id, reason, actor)"
+                 " VALUES (0, $1, $2, '', 'adjust', 1, 0, 1, 0, '', '', '', 'test', 'test')")
+
+
 async def test_only_an_archive_transaction_deletes_and_only_rows_older_than_its_cutoff(db):
     """Migration 0008: the ledger trigger lets a DELETE through only inside a transaction that
     set stock.ledger_archive_before_ms (service/ledger_archive.py), and only for older rows;
     UPDATE and TRUNCATE stay refused there too."""
-    insert = ("INSERT INTO ledger (lsn, at_ms, sku, location, kind, delta_on_hand,"
-              " delta_reserved, on_hand_after, reserved_after, reservation_id, order_id,"
-              " request_id, reason, actor) VALUES (0, $1, $2, '', 'adjust', 1, 0, 1, 0, '', '',"
-              " '', 'test', 'test')")
     async with db.acquire() as connection:
-        await connection.execute(insert, 5, "archive-old")
-        await connection.execute(insert, 10, "archive-new")
+        await connection.execute(LEDGER_ROW_AT, 5, "archive-old")
+        await connection.execute(LEDGER_ROW_AT, 10, "archive-new")
         transaction = connection.transaction()
         await transaction.start()
         try:
@@ -69,12 +72,8 @@ async def test_only_an_archive_transaction_deletes_and_only_rows_older_than_its_
 async def test_appends_go_on_while_an_archive_transaction_is_open(db):
     """An archive's transaction locks only the rows it deletes: the service's appends (other
     items' and the same item's newer rows) do not wait for it."""
-    insert = ("INSERT INTO ledger (lsn, at_ms, sku, location, kind, delta_on_hand,"
-              " delta_reserved, on_hand_after, reserved_after, reservation_id, order_id,"
-              " request_id, reason, actor) VALUES (0, $1, $2, '', 'adjust', 1, 0, 1, 0, '', '',"
-              " '', 'test', 'test')")
     async with db.acquire() as archiving, db.acquire() as appending:
-        await archiving.execute(insert, 5, "archive-busy")
+        await archiving.execute(LEDGER_ROW_AT, 5, "archive-busy")
         transaction = archiving.transaction(isolation="repeatable_read")
         await transaction.start()
         try:
@@ -83,7 +82,7 @@ async def test_appends_go_on_while_an_archive_transaction_is_open(db):
             assert await archiving.execute(
                 "DELETE FROM ledger WHERE sku = 'archive-busy'") == "DELETE 1"
             for sku in ("archive-busy", "archive-other"):
-                await appending.execute(insert, 20, sku, timeout=5)
+                await appending.execute(LEDGER_ROW_AT, 20, sku, timeout=5)
         finally:
             await transaction.rollback()
 
