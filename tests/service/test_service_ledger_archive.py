@@ -121,7 +121,7 @@ async def database():
 
 @settings(max_examples=30, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(steps=st.lists(STEP, min_size=2, max_size=24),
+@given(steps=st.lists(STEP, min_size=8, max_size=24),
        cutoffs=st.tuples(st.integers(min_value=-1, max_value=25),
                          st.integers(min_value=-1, max_value=25)))
 async def test_an_archive_at_any_cutoff_keeps_the_ledger_whole(database, tmp_path_factory,
